@@ -1,0 +1,28 @@
+// Bundles each entry point into dist/<entry>/index.js with ncc. dist/ is committed and must
+// always equal this script's output: CI rebuilds it and fails on any difference.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const entries = ['pre', 'main', 'post', 'holder', 'cli'];
+fs.rmSync('dist', { recursive: true, force: true });
+for (const entry of entries) {
+  const out = path.join('dist', entry);
+  const result = spawnSync(
+    process.execPath,
+    [
+      'node_modules/@vercel/ncc/dist/ncc/cli.js',
+      'build',
+      `src/entries/${entry}.ts`,
+      '-o',
+      out,
+      '--minify',
+      '--quiet',
+      '--target',
+      'es2022',
+    ],
+    { stdio: 'inherit' },
+  );
+  if (result.status !== 0) process.exit(result.status ?? 1);
+}
+fs.chmodSync('dist/cli/index.js', 0o755);

@@ -1,0 +1,36 @@
+export enum Inputs {
+  Root = 'root',
+  Presets = 'presets',
+  Env = 'env',
+  Link = 'link',
+  Matrix = 'matrix',
+  Key = 'key',
+  Cleanup = 'cleanup',
+  Mode = 'mode',
+  JobStatus = 'job-status',
+  LeaseTimeout = 'lease-timeout',
+  MaxAge = 'max-age',
+  KeepFree = 'keep-free',
+  DryRun = 'dry-run',
+  PreSweep = 'pre-sweep',
+}
+
+export enum Outputs {
+  Path = 'path',
+  Key = 'key',
+  DockerArgs = 'docker-args',
+  Warm = 'warm',
+}
+
+export enum State {
+  Root = 'root',
+  Key = 'key',
+  LanePath = 'lane-path',
+  HolderPid = 'holder-pid',
+  Links = 'links',
+}
+
+export const CLEANUPS = ['always', 'on-success', 'never', 'defer'] as const;
+export type Cleanup = (typeof CLEANUPS)[number];
+export const MODES = ['lane', 'sweep'] as const;
+export type Mode = (typeof MODES)[number];

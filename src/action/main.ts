@@ -1,0 +1,101 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as core from '@actions/core';
+import { dockerArgs, planExports } from '../core/env-plan.js';
+import { laneKey } from '../core/key.js';
+import { Layout } from '../core/layout.js';
+import { openLane } from '../core/lane.js';
+import { makeLinks, planLinks } from '../core/links.js';
+import { humanDuration } from '../core/units.js';
+import { Outputs } from './constants.js';
+import { runIdentity, platformOf } from './identity.js';
+import { getSettings } from './settings.js';
+import { saveLaneState } from './state.js';
+import { escapeHtml, writeSummary } from './run.js';
+import { sweepPhase } from './sweep.js';
+
+/** The lease holder's bundle sits beside ours in dist/ (computed, so ncc leaves it a separate bundle). */
+const HOLDER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'holder', 'index.js');
+
+export async function main(): Promise<void> {
+  const started = Date.now();
+  const settings = getSettings();
+  if (settings.mode === 'sweep') {
+    await sweepPhase(settings, 'main');
+    return;
+  }
+  const identity = runIdentity(process.env, settings.matrix);
+  const key = laneKey(settings.keyTemplate, identity);
+  const lanePath = new Layout(settings.root).lane(key);
+  // Everything that can be refused is refused before anything is created.
+  const exports = planExports(lanePath, settings.presets, settings.env, process.env);
+  const links = planLinks(settings.workspace, settings.links, lanePath);
+
+  core.startGroup(`runlane: lane ${key}`);
+  core.info(`root: ${settings.root} (from ${settings.rootSource})`);
+  core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}`);
+  const lane = openLane({
+    root: settings.root,
+    key,
+    meta: {
+      repository: identity.repository,
+      scope: identity.scope,
+      runId: identity.runId,
+      runAttempt: identity.runAttempt,
+      job: identity.job,
+      matrix: settings.matrix.trim(),
+      cleanup: settings.cleanup,
+    },
+    holderScript: HOLDER_SCRIPT,
+    workerPid: process.ppid,
+    leaseMs: settings.leaseTimeoutMs,
+    dirs: exports.map((variable) => variable.dir),
+  });
+  saveLaneState({ root: settings.root, key, lanePath: lane.path, holderPid: lane.holderPid, links });
+  core.info(`lane: ${lane.path}`);
+  core.info(
+    `lease: held by pid ${lane.holderPid} until post, the job's end or ${humanDuration(settings.leaseTimeoutMs)}`,
+  );
+  core.endGroup();
+
+  core.startGroup('runlane: environment');
+  for (const variable of exports) {
+    core.exportVariable(variable.name, variable.value);
+    core.info(`${variable.name}=${variable.value}  (${variable.origin})`);
+  }
+  core.endGroup();
+
+  if (links.length > 0) {
+    core.startGroup('runlane: links');
+    makeLinks(links);
+    for (const link of links) core.info(`${link.link} -> ${link.target} (replaced: ${link.replaces})`);
+    core.endGroup();
+  }
+
+  const docker = dockerArgs(lane.path, exports);
+  core.setOutput(Outputs.Path, lane.path);
+  core.setOutput(Outputs.Key, key);
+  core.setOutput(Outputs.DockerArgs, docker);
+  core.setOutput(Outputs.Warm, 'false');
+  const took = Date.now() - started;
+  core.info(`runlane: lane ready in ${took} ms`);
+
+  await writeSummary((summary) =>
+    summary.addHeading('runlane: lane', 3).addTable([
+      [
+        { data: 'what', header: true },
+        { data: 'value', header: true },
+      ],
+      ['path', `<code>${escapeHtml(lane.path)}</code>`],
+      ['key', `<code>${escapeHtml(key)}</code>`],
+      ['scope', escapeHtml(identity.scope)],
+      ['cleanup', settings.cleanup],
+      ['warm', 'false (cold lane)'],
+      ...exports.map((variable) => [
+        `<code>${variable.name}</code>`,
+        `<code>${escapeHtml(variable.value)}</code> (${escapeHtml(variable.origin)})`,
+      ]),
+      ...links.map((link) => [`link`, `<code>${escapeHtml(link.link)}</code> → lane`]),
+    ]),
+  );
+}

@@ -1,0 +1,21 @@
+import * as core from '@actions/core';
+import { isMarkedRoot } from '../core/root.js';
+import { humanDuration } from '../core/units.js';
+import { getSettings } from './settings.js';
+import { sweepPhase } from './sweep.js';
+
+/** pre: an opportunistic sweep, bounded in time, so disk is freed before checkout. Nothing essential. */
+export async function pre(): Promise<void> {
+  const settings = getSettings();
+  if (settings.mode === 'sweep') return;
+  if (settings.preSweepMs === 0) {
+    core.info('runlane: pre-sweep is off');
+    return;
+  }
+  if (!isMarkedRoot(settings.root)) {
+    core.info(`runlane: no lanes under ${settings.root} yet; nothing to sweep`);
+    return;
+  }
+  core.info(`runlane: sweeping orphans for at most ${humanDuration(settings.preSweepMs)}`);
+  await sweepPhase(settings, 'pre', settings.preSweepMs);
+}

@@ -1,0 +1,87 @@
+import os from 'node:os';
+import * as core from '@actions/core';
+import { SettingError } from '../core/errors.js';
+import { parseKeyTemplate, parseMatrix } from '../core/key.js';
+import { parseEnvRequests, parseLinkRequests, type EnvRequest, type LinkRequest } from '../core/lane-paths.js';
+import { parsePresets } from '../core/presets.js';
+import { checkRoot, chooseRoot } from '../core/root.js';
+import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
+import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
+
+/** Every setting of the action, validated; built in one place before anything is created. */
+export interface Settings {
+  mode: Mode;
+  root: string;
+  rootSource: string;
+  presets: string[];
+  env: EnvRequest[];
+  links: LinkRequest[];
+  keyTemplate: string;
+  matrix: string;
+  cleanup: Cleanup;
+  jobStatus: string;
+  leaseTimeoutMs: number;
+  workspace?: string;
+  maxAgeMs: number;
+  /** Undefined when turned off (`0`). */
+  keepFree?: SpaceTarget;
+  dryRun: boolean;
+  /** pre's time bound for its sweep; 0 turns it off. */
+  preSweepMs: number;
+}
+
+function booleanInput(input: string, fallback: boolean): boolean {
+  const value = core.getInput(input).trim().toLowerCase();
+  if (value === '') return fallback;
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw new SettingError(input, value, 'true | false');
+}
+
+function preSweep(value: string): number {
+  const text = value.trim();
+  if (text === '') return 10_000;
+  if (text === 'off' || text === '0' || text === 'false') return 0;
+  return parseDuration(Inputs.PreSweep, text);
+}
+
+function keepFree(value: string): SpaceTarget | undefined {
+  const target = parseSpace(Inputs.KeepFree, value.trim() || '10%');
+  const off = 'bytes' in target ? target.bytes === 0 : target.percent === 0;
+  return off ? undefined : target;
+}
+
+function oneOf<T extends string>(input: string, allowed: readonly T[], fallback: T): T {
+  const value = core.getInput(input).trim();
+  if (value === '') return fallback;
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new SettingError(input, value, allowed.join(' | '));
+  }
+  return value as T;
+}
+
+export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const home = env.HOME || os.homedir();
+  const workspace = env.GITHUB_WORKSPACE || undefined;
+  const choice = chooseRoot(core.getInput(Inputs.Root), env, home);
+  const matrix = core.getInput(Inputs.Matrix);
+  parseMatrix(matrix);
+  return {
+    mode: oneOf(Inputs.Mode, MODES, 'lane'),
+    root: checkRoot(choice.path, { home, workspace }),
+    rootSource: choice.source,
+    presets: parsePresets(core.getInput(Inputs.Presets)),
+    env: parseEnvRequests(core.getInput(Inputs.Env)),
+    links: parseLinkRequests(core.getInput(Inputs.Link)),
+    keyTemplate: parseKeyTemplate(core.getInput(Inputs.Key)),
+    matrix,
+    cleanup: oneOf(Inputs.Cleanup, CLEANUPS, 'always'),
+    jobStatus: core.getInput(Inputs.JobStatus).trim(),
+    leaseTimeoutMs: parseDuration(Inputs.LeaseTimeout, core.getInput(Inputs.LeaseTimeout) || '6h'),
+    workspace,
+    maxAgeMs: parseDuration(Inputs.MaxAge, core.getInput(Inputs.MaxAge) || '7d'),
+    keepFree: keepFree(core.getInput(Inputs.KeepFree)),
+    dryRun: booleanInput(Inputs.DryRun, false),
+    preSweepMs: preSweep(core.getInput(Inputs.PreSweep)),
+  };
+}

@@ -1,0 +1,180 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import { errorCode } from './errors.js';
+import { Layout, type LaneMeta } from './layout.js';
+import { Lock, heldFlocks, flockIdentity, startHolder, stopHolder } from './lease.js';
+import { removeTree, type RemoveFailure } from './remove.js';
+import { ensureRoot } from './root.js';
+
+/** How long main waits for a lane's lock that a sweep may be holding briefly. */
+const LOCK_WAIT_MS = 10_000;
+
+export interface OpenLaneOptions {
+  root: string;
+  key: string;
+  meta: Omit<LaneMeta, 'version' | 'key' | 'created' | 'host' | 'holderPid'>;
+  holderScript: string;
+  workerPid: number;
+  leaseMs: number;
+  /** Directories to create inside the lane (absolute, inside it). */
+  dirs: readonly string[];
+}
+
+export interface OpenedLane {
+  path: string;
+  lockPath: string;
+  holderPid: number;
+}
+
+/**
+ * Creates a lane and leases it. The lease comes first, so a sweep can never see the new lane
+ * without its lease; creation is exclusive, so an existing lane is never reused.
+ */
+export function openLane(options: OpenLaneOptions): OpenedLane {
+  ensureRoot(options.root);
+  const layout = new Layout(options.root);
+  layout.ensure();
+  const lockPath = layout.lock(options.key);
+  const lock = Lock.acquire(lockPath, LOCK_WAIT_MS);
+  if (!lock) {
+    throw new Error(`the lane ${options.key} is leased by another job (its lock ${lockPath} is held)`);
+  }
+  const lanePath = layout.lane(options.key);
+  try {
+    fs.mkdirSync(lanePath, { mode: 0o755 });
+  } catch (error) {
+    lock.release();
+    if (errorCode(error) === 'EEXIST') {
+      throw new Error(`the lane ${lanePath} exists already: lanes are never reused (is the key template too coarse?)`);
+    }
+    throw error;
+  }
+  try {
+    for (const dir of options.dirs) fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    const holderPid = startHolder({
+      script: options.holderScript,
+      lock,
+      workerPid: options.workerPid,
+      deadline: Date.now() + options.leaseMs,
+    });
+    layout.writeMeta({
+      version: 1,
+      key: options.key,
+      created: new Date().toISOString(),
+      host: os.hostname(),
+      holderPid,
+      ...options.meta,
+    });
+    return { path: lanePath, lockPath, holderPid };
+  } catch (error) {
+    lock.release();
+    removeTree(lanePath, options.root);
+    throw error;
+  }
+}
+
+export type CloseAction = 'remove' | 'retain' | 'defer';
+
+export interface CloseResult {
+  action: CloseAction;
+  removed: boolean;
+  failures: RemoveFailure[];
+  /** False when the holder did not go in time (the lease then ends with the job or deadline). */
+  released: boolean;
+}
+
+/**
+ * Ends a lane according to `action`, acting under the job's own lease (the holder still
+ * holds it) so no sweep interleaves: `remove` deletes it, `retain` marks it kept for a
+ * human (the sweep's age and space policy still applies), `defer` leaves it to the sweep.
+ * Then it releases the lease and, if the lane is gone, tidies its lock and metadata.
+ */
+export function closeLane(root: string, key: string, holderPid: number, action: CloseAction, reason = ''): CloseResult {
+  const layout = new Layout(root);
+  const lockPath = layout.lock(key);
+  let removed = false;
+  let failures: RemoveFailure[] = [];
+  if (action === 'remove') {
+    ({ removed, failures } = removeTree(layout.lane(key), root));
+  } else if (action === 'retain') {
+    const meta = layout.readMeta(key);
+    if (meta) layout.writeMeta({ ...meta, retained: reason || 'retained' });
+  }
+  const released = stopHolder(holderPid, lockPath);
+  if (removed && released) tidy(layout, key);
+  return { action, removed, failures, released };
+}
+
+/** Drops the lock file and metadata of a lane that no longer exists, under its lock. */
+export function tidy(layout: Layout, key: string): boolean {
+  const lock = Lock.tryAcquireExisting(layout.lock(key));
+  if (!lock) return false;
+  try {
+    if (fs.existsSync(layout.lane(key))) return false;
+    fs.rmSync(layout.metaFile(key), { force: true });
+    lock.unlinkWhileHeld();
+    return true;
+  } finally {
+    lock.release();
+  }
+}
+
+export type LaneState = 'live' | 'orphan' | 'kept';
+
+export interface LaneEntry {
+  key: string;
+  path: string;
+  state: LaneState;
+  meta?: LaneMeta;
+  created?: string;
+}
+
+/** Every lane under the root with its state; liveness is the lease's alone. */
+export function listLanes(root: string): LaneEntry[] {
+  const layout = new Layout(root);
+  let keys: string[];
+  try {
+    keys = fs.readdirSync(layout.lanes);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return [];
+    throw error;
+  }
+  const held = heldFlocks();
+  return keys.sort().map((key) => {
+    const meta = layout.readMeta(key);
+    const live = leaseHeld(layout.lock(key), held);
+    const state: LaneState = live ? 'live' : meta?.retained ? 'kept' : 'orphan';
+    return { key, path: layout.lane(key), state, meta, created: meta?.created };
+  });
+}
+
+/** Is the lease held? /proc/locks answers fast; a lock not listed there is tried for real. */
+export function leaseHeld(lockPath: string, held: Set<string>): boolean {
+  let stat: fs.BigIntStats;
+  try {
+    stat = fs.lstatSync(lockPath, { bigint: true });
+  } catch {
+    return false;
+  }
+  if (held.has(flockIdentity(stat))) return true;
+  const probe = Lock.tryAcquireExisting(lockPath);
+  if (!probe) return true;
+  probe.release();
+  return false;
+}
+
+/** What post does with a lane, from the `cleanup` setting and the job's status. */
+export function closeActionFor(cleanup: string, jobStatus: string): { action: CloseAction; reason: string } {
+  switch (cleanup) {
+    case 'always':
+      return { action: 'remove', reason: 'cleanup: always' };
+    case 'on-success':
+      return jobStatus === 'success'
+        ? { action: 'remove', reason: 'cleanup: on-success, job succeeded' }
+        : { action: 'retain', reason: `cleanup: on-success, job status '${jobStatus || 'unknown'}'` };
+    case 'never':
+      return { action: 'retain', reason: 'cleanup: never' };
+    default:
+      return { action: 'defer', reason: 'cleanup: defer' };
+  }
+}

@@ -1,0 +1,199 @@
+import fs from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { errorCode } from './errors.js';
+
+/**
+ * An exclusive kernel lock (flock(2)) on a lock file. Node has no flock, so a short-lived
+ * `flock -n 3` child locks an open file description that this process owns: the lock is
+ * then ours until we close it or die, exactly as if we had called flock ourselves. Its
+ * release is its holder's death, which is what makes liveness decidable without heuristics.
+ */
+export class Lock {
+  private constructor(
+    readonly path: string,
+    private fd: number | undefined,
+  ) {}
+
+  /**
+   * Takes the lock without waiting, or returns undefined if someone holds it. The file is
+   * created if missing. After locking, checks that the path still names the locked file (a
+   * reaper may have unlinked it while we waited): a lock on an unlinked file is worthless.
+   */
+  static tryAcquire(lockPath: string): Lock | undefined {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o644);
+      if (!flockNonBlocking(fd)) {
+        fs.closeSync(fd);
+        return undefined;
+      }
+      if (sameFile(fd, lockPath)) return new Lock(lockPath, fd);
+      fs.closeSync(fd);
+    }
+    return undefined;
+  }
+
+  /** Like tryAcquire, but only if the lock file exists already (the sweep never creates one). */
+  static tryAcquireExisting(lockPath: string): Lock | undefined {
+    try {
+      fs.lstatSync(lockPath);
+    } catch {
+      return undefined;
+    }
+    return Lock.tryAcquire(lockPath);
+  }
+
+  /** Retries tryAcquire until `timeoutMs` has passed. */
+  static acquire(lockPath: string, timeoutMs: number): Lock | undefined {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const lock = Lock.tryAcquire(lockPath);
+      if (lock || Date.now() >= deadline) return lock;
+      sleep(50);
+    }
+  }
+
+  /** The descriptor, to hand to a holder process. */
+  get descriptor(): number {
+    if (this.fd === undefined) throw new Error(`lock ${this.path} is already released`);
+    return this.fd;
+  }
+
+  /** Unlinks the lock file while still holding it, so nobody else can lock the old inode usefully. */
+  unlinkWhileHeld(): void {
+    if (this.fd === undefined) return;
+    try {
+      fs.unlinkSync(this.path);
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error;
+    }
+  }
+
+  /** Closes our descriptor: the lock is released unless a holder process inherited it. */
+  release(): void {
+    if (this.fd === undefined) return;
+    fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function flockNonBlocking(fd: number): boolean {
+  const result = spawnSync('flock', ['-x', '-n', '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
+  if (result.error) {
+    throw new Error(`runlane needs util-linux's flock on PATH to take leases: ${result.error.message}`);
+  }
+  if (result.status === 0) return true;
+  if (result.status === 1) return false;
+  throw new Error(`flock failed on ${fd} (exit ${result.status}): ${result.stderr.toString().trim()}`);
+}
+
+function sameFile(fd: number, file: string): boolean {
+  try {
+    const held = fs.fstatSync(fd);
+    const named = fs.lstatSync(file);
+    return held.ino === named.ino && held.dev === named.dev;
+  } catch {
+    return false;
+  }
+}
+
+function sleep(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * The (device, inode) pairs of every file with a flock held, from /proc/locks: a scan of
+ * thousands of lanes is then one read and a stat each. It is only a fast path: a lock held in
+ * another pid namespace may be missing here, so "not listed" is always confirmed by trying
+ * the lock for real before anything is touched.
+ */
+export function heldFlocks(): Set<string> {
+  const held = new Set<string>();
+  let text = '';
+  try {
+    text = fs.readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return held;
+  }
+  for (const line of text.split('\n')) {
+    const match = /\bFLOCK\s+\S+\s+\S+\s+\S+\s+([0-9a-f]+):([0-9a-f]+):(\d+)/.exec(line);
+    if (match) held.add(`${parseInt(match[1], 16)}:${parseInt(match[2], 16)}:${match[3]}`);
+  }
+  return held;
+}
+
+/** The /proc/locks identity of a file, from its stat (glibc's major/minor split of st_dev). */
+export function flockIdentity(stat: fs.BigIntStats): string {
+  const dev = stat.dev;
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return `${major}:${minor}:${stat.ino}`;
+}
+
+/** The start time of a process (clock ticks since boot), so a reused pid is not mistaken for it. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export interface HolderOptions {
+  script: string;
+  lock: Lock;
+  /** The process whose death ends the lease (the runner's worker); 0 for none. */
+  workerPid: number;
+  /** Epoch ms at which the lease ends whatever else happens. */
+  deadline: number;
+}
+
+/**
+ * Starts the detached process that keeps the lease for the job's life. It inherits the
+ * locked descriptor as fd 3 and keeps the environment (with RUNNER_TRACKING_ID, so the
+ * runner's orphan cleanup ends it with the job); its stdio is closed so the step does not
+ * wait for it. Our own descriptor is closed afterwards: the holder's is the only one left.
+ */
+export function startHolder(options: HolderOptions): number {
+  const workerStart = options.workerPid > 1 ? (processStartTime(options.workerPid) ?? '') : '';
+  const child = spawn(
+    process.execPath,
+    [
+      options.script,
+      options.lock.path,
+      String(options.workerPid > 1 ? options.workerPid : 0),
+      workerStart,
+      String(options.deadline),
+    ],
+    { detached: true, stdio: ['ignore', 'ignore', 'ignore', options.lock.descriptor] },
+  );
+  child.unref();
+  options.lock.release();
+  if (child.pid === undefined) throw new Error('could not start the lease holder');
+  return child.pid;
+}
+
+/** True when `pid` is a lease holder of `lockPath` (guards against a reused pid). */
+export function isHolderOf(pid: number, lockPath: string): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(lockPath);
+  } catch {
+    return false;
+  }
+}
+
+/** Ends a lease holder and waits (up to `timeoutMs`) until it has gone, so its lock is free. */
+export function stopHolder(pid: number, lockPath: string, timeoutMs = 5000): boolean {
+  if (!isHolderOf(pid, lockPath)) return true;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return true;
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!isHolderOf(pid, lockPath)) return true;
+    sleep(10);
+  }
+  return !isHolderOf(pid, lockPath);
+}

@@ -1,0 +1,92 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { SettingError, errorCode } from './errors.js';
+import type { LinkRequest } from './lane-paths.js';
+import { resolveExisting } from './root.js';
+
+export interface LinkPlan {
+  /** Absolute path of the link in the workspace. */
+  link: string;
+  /** Absolute directory in the lane it points at. */
+  target: string;
+  /** What is at the link's path now and will be replaced: nothing, an old link, an empty directory. */
+  replaces: 'nothing' | 'symlink' | 'empty directory';
+}
+
+/**
+ * Checks every requested link before anything is created: its path stays inside the
+ * workspace (also through symlinked parents), and what is there may be replaced: a
+ * symlink or an empty directory. A file or a non-empty directory is never clobbered.
+ */
+export function planLinks(workspace: string | undefined, requests: readonly LinkRequest[], lane: string): LinkPlan[] {
+  if (requests.length === 0) return [];
+  const given = requests.map((request) => `${request.path}=${request.subdir}`).join('\n');
+  if (!workspace || !path.isAbsolute(workspace)) {
+    throw new SettingError('link', given, 'links only where GITHUB_WORKSPACE is set', 'there is no workspace');
+  }
+  const realWorkspace = resolveExisting(workspace);
+  return requests.map((request) => {
+    const line = `${request.path}=${request.subdir}`;
+    const link = path.join(workspace, request.path);
+    const realParent = resolveExisting(path.dirname(link));
+    if (realParent !== realWorkspace && !realParent.startsWith(`${realWorkspace}/`)) {
+      throw new SettingError(
+        'link',
+        line,
+        'a path inside the workspace',
+        `its parent resolves to ${realParent}, outside ${realWorkspace}`,
+      );
+    }
+    return { link, target: path.join(lane, request.subdir), replaces: existing(link, line) };
+  });
+}
+
+function existing(link: string, line: string): LinkPlan['replaces'] {
+  let stat: fs.Stats;
+  try {
+    stat = fs.lstatSync(link);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return 'nothing';
+    throw error;
+  }
+  if (stat.isSymbolicLink()) return 'symlink';
+  const accepted = 'a workspace path that is missing, a symlink or an empty directory';
+  if (stat.isDirectory()) {
+    const entries = fs.readdirSync(link).length;
+    if (entries === 0) return 'empty directory';
+    throw new SettingError(
+      'link',
+      line,
+      accepted,
+      `${link} is a directory with ${entries} entries; runlane will not replace it (remove it, or link another path)`,
+    );
+  }
+  throw new SettingError('link', line, accepted, `${link} is a file; runlane will not replace it`);
+}
+
+/** Makes the planned links; each replaces what it found atomically (rename over). */
+export function makeLinks(plans: readonly LinkPlan[]): void {
+  for (const plan of plans) {
+    fs.mkdirSync(plan.target, { recursive: true });
+    fs.mkdirSync(path.dirname(plan.link), { recursive: true });
+    if (plan.replaces === 'empty directory') fs.rmdirSync(plan.link);
+    const temp = `${plan.link}.runlane-${process.pid}`;
+    fs.symlinkSync(plan.target, temp);
+    fs.renameSync(temp, plan.link);
+  }
+}
+
+/** Removes the links main made, if they are still ours; reports each one it left and why. */
+export function removeLinks(plans: readonly LinkPlan[]): string[] {
+  const problems: string[] = [];
+  for (const plan of plans) {
+    try {
+      if (fs.readlinkSync(plan.link) === plan.target) fs.unlinkSync(plan.link);
+      else problems.push(`${plan.link} now points elsewhere; left in place`);
+    } catch (error) {
+      if (errorCode(error) === 'EINVAL') problems.push(`${plan.link} is no longer a link; left in place`);
+      else if (errorCode(error) !== 'ENOENT') problems.push(`${plan.link}: ${(error as Error).message}`);
+    }
+  }
+  return problems;
+}

@@ -1,0 +1,126 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { SettingError } from './errors.js';
+
+export const MARKER = '.runlane-root';
+
+export interface RootChoice {
+  path: string;
+  /** Where it came from, for the log: `input`, `RUNLANE_ROOT`, `runner` or `cache`. */
+  source: string;
+}
+
+/**
+ * The root lanes live in: the `root` input, else RUNLANE_ROOT (set once by a host admin),
+ * else `_runlane` in the runner's `_work` (persists across jobs and is mounted into
+ * container jobs), else the user's cache directory.
+ */
+export function chooseRoot(input: string, env: NodeJS.ProcessEnv, home: string): RootChoice {
+  const given = input.trim();
+  if (given !== '') return { path: expandHome(given, home), source: 'input' };
+  const fromEnv = env.RUNLANE_ROOT?.trim();
+  if (fromEnv) return { path: expandHome(fromEnv, home), source: 'RUNLANE_ROOT' };
+  const runnerWorkspace = env.RUNNER_WORKSPACE?.trim();
+  if (runnerWorkspace && path.isAbsolute(runnerWorkspace)) {
+    return { path: path.join(path.dirname(runnerWorkspace), '_runlane'), source: 'runner' };
+  }
+  const cache = env.XDG_CACHE_HOME?.trim() || path.join(home, '.cache');
+  return { path: path.join(cache, 'runlane'), source: 'cache' };
+}
+
+function expandHome(value: string, home: string): string {
+  return value === '~' || value.startsWith('~/') ? path.join(home, value.slice(1)) : value;
+}
+
+/** The real path of `target`, resolving symlinks in whatever part of it exists already. */
+export function resolveExisting(target: string): string {
+  const missing: string[] = [];
+  let current = path.resolve(target);
+  for (;;) {
+    try {
+      return path.join(fs.realpathSync(current), ...missing.reverse());
+    } catch {
+      const parent = path.dirname(current);
+      if (parent === current) return path.resolve(target);
+      missing.push(path.basename(current));
+      current = parent;
+    }
+  }
+}
+
+const within = (child: string, parent: string) =>
+  child === parent || child.startsWith(parent.endsWith('/') ? parent : `${parent}/`);
+
+/**
+ * Refuses a root that would put other people's files in reach: `/`, the home directory,
+ * the workspace, anything containing one of them, or anything inside the workspace (a
+ * checkout's clean would delete lanes). Checked on the path as given and as it resolves.
+ * Returns the resolved root.
+ */
+export function checkRoot(root: string, protect: { home: string; workspace?: string }): string {
+  const accepted =
+    'an absolute directory of its own, not /, not the home directory, not the workspace, containing neither';
+  if (!path.isAbsolute(root)) throw new SettingError('root', root, accepted, 'it is not absolute');
+  const forms = new Set([path.resolve(root), resolveExisting(root)]);
+  for (const form of forms) {
+    if (form === '/') throw new SettingError('root', root, accepted, `it is the file-system root (${form})`);
+    for (const [what, value] of [
+      ['home directory', protect.home],
+      ['workspace', protect.workspace],
+    ] as const) {
+      if (!value) continue;
+      for (const guarded of new Set([path.resolve(value), resolveExisting(value)])) {
+        if (within(guarded, form)) {
+          throw new SettingError('root', root, accepted, `it is or contains the ${what} ${guarded}`);
+        }
+        if (what === 'workspace' && within(form, guarded)) {
+          throw new SettingError('root', root, accepted, `it is inside the workspace ${guarded}`);
+        }
+      }
+    }
+  }
+  return resolveExisting(root);
+}
+
+/**
+ * Makes sure `root` is a runlane root: creates it with its marker when missing or empty.
+ * A non-empty directory without the marker is refused: runlane never adopts, and so never
+ * deletes in, a directory it did not make.
+ */
+export function ensureRoot(root: string): void {
+  fs.mkdirSync(root, { recursive: true, mode: 0o755 });
+  if (isMarkedRoot(root)) return;
+  const entries = fs.readdirSync(root);
+  if (entries.length > 0) throw unmarked(root, entries.length);
+  try {
+    fs.writeFileSync(path.join(root, MARKER), `${JSON.stringify({ runlane: 1 })}\n`, { flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+}
+
+/** For the sweep and status: the root must exist and carry the marker. */
+export function requireMarkedRoot(root: string): void {
+  if (!fs.existsSync(root)) {
+    throw new SettingError('root', root, 'an existing runlane root', 'it does not exist');
+  }
+  if (!isMarkedRoot(root)) throw unmarked(root, fs.readdirSync(root).length);
+}
+
+/** True when `root` exists and carries runlane's marker. */
+export function isMarkedRoot(root: string): boolean {
+  try {
+    return fs.lstatSync(path.join(root, MARKER)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function unmarked(root: string, entries: number): SettingError {
+  return new SettingError(
+    'root',
+    root,
+    `a directory made by runlane (it holds a ${MARKER} marker) or an empty one`,
+    `it holds ${entries} entries and no ${MARKER} marker, so runlane will not create or delete anything in it`,
+  );
+}

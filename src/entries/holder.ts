@@ -1,0 +1,3 @@
+import { holdLease } from '../core/holder.js';
+
+holdLease(process.argv.slice(2));

@@ -1,0 +1,4 @@
+import { main } from '../action/main.js';
+import { runPhase } from '../action/run.js';
+
+await runPhase('main', main);
