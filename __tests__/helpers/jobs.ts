@@ -1,0 +1,78 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { ACTION_DIR, SimulatedJob, type SimulatedJobOptions } from '../../scripts/runner-sim.mjs';
+
+export const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
+const jobs: SimulatedJob[] = [];
+
+/** A simulated job whose root defaults to a directory of its own scratch space. */
+export function newJob(options: SimulatedJobOptions & { root?: string } = {}): SimulatedJob & { root: string } {
+  const job = new SimulatedJob(options) as SimulatedJob & { root: string };
+  job.root = options.root ?? path.join(job.dir, 'root');
+  if (!('root' in job.inputs)) job.inputs.root = job.root;
+  jobs.push(job);
+  return job;
+}
+
+/** Pids of processes whose command line or environment mentions `needle`. */
+export function processesMentioning(needle: string, where: 'cmdline' | 'environ' = 'cmdline'): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${entry}/${where}`, 'utf8').includes(needle)) pids.push(Number(entry));
+    } catch {
+      // Gone, or not ours to read.
+    }
+  }
+  return pids;
+}
+
+export function kill(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** Ends every job made by newJob and any lease holder left in its scratch space. */
+export function disposeJobs(): void {
+  for (const job of jobs.splice(0)) {
+    kill(processesMentioning(job.dir));
+    job.dispose();
+  }
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  json: () => any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+export function cli(...args: string[]): CliResult {
+  const out = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, RUNLANE_ROOT: '' } });
+  return { code: out.status, stdout: out.stdout, stderr: out.stderr, json: () => JSON.parse(out.stdout) };
+}
+
+export function laneStates(root: string): Record<string, string> {
+  const result = cli('status', '--root', root, '--json');
+  if (result.code !== 0) throw new Error(`status failed: ${result.stderr}`);
+  return Object.fromEntries(result.json().lanes.map((lane: { key: string; state: string }) => [lane.key, lane.state]));
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `check` until it is true or `ms` pass; returns how long it took, or -1. */
+export async function within(ms: number, check: () => boolean): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < ms) {
+    if (check()) return Date.now() - started;
+    await sleep(50);
+  }
+  return check() ? Date.now() - started : -1;
+}
