@@ -40,6 +40,7 @@ export declare class SimulatedJob {
     args?: string[],
     options?: { timeoutMs?: number; env?: Record<string, string> },
   ): Promise<StepResult>;
+  inputEnv(): Record<string, string>;
   killWorker(): void;
   stepEnv(): Record<string, string | undefined>;
   dispose(): void;

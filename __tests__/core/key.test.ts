@@ -139,7 +139,10 @@ describe('laneKey', () => {
       [{ matrix: '{"a":"x-y"}' }, { matrix: '{"a":"x","b":"y"}' }],
       [{ runAttempt: '' }, { runAttempt: 'x' }],
       [{ job: 'Build' }, { job: 'build' }],
-      [{ runId: '1', runAttempt: '2' }, { runId: '2', runAttempt: '1' }],
+      [
+        { runId: '1', runAttempt: '2' },
+        { runId: '2', runAttempt: '1' },
+      ],
     ];
     for (const [a, b] of pairs) {
       expect(laneKey(DEFAULT_KEY_TEMPLATE, identity(a))).not.toBe(laneKey(DEFAULT_KEY_TEMPLATE, identity(b)));

@@ -111,7 +111,9 @@ describe('units', () => {
     expect(parseDuration('max-age', text)).toBe(ms);
   });
   it.each(['', '6x', 'h6', '0s', '-1h', '6h later'])('refuses duration %j', (text) => {
-    expect(() => parseDuration('max-age', text)).toThrow(`Input 'max-age' has an invalid value ${JSON.stringify(text)}`);
+    expect(() => parseDuration('max-age', text)).toThrow(
+      `Input 'max-age' has an invalid value ${JSON.stringify(text)}`,
+    );
   });
   it.each([
     ['10%', { percent: 10 }],
@@ -125,12 +127,12 @@ describe('units', () => {
     expect(() => parseSpace('keep-free', text)).toThrow(/Input 'keep-free'/);
   });
   it('says durations in words', () => {
-    expect([humanDuration(5_000), humanDuration(125_000), humanDuration(3_900_000), humanDuration(200_000_000)]).toEqual([
-      '5s',
-      '2m',
-      '1h 5m',
-      '2d 7h',
-    ]);
+    expect([
+      humanDuration(5_000),
+      humanDuration(125_000),
+      humanDuration(3_900_000),
+      humanDuration(200_000_000),
+    ]).toEqual(['5s', '2m', '1h 5m', '2d 7h']);
   });
 });
 

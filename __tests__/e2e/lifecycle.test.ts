@@ -6,7 +6,8 @@ import { laneStates, newJob, disposeJobs, processesMentioning } from '../helpers
 
 afterEach(disposeJobs);
 
-const lanesOf = (root: string) => (fs.existsSync(path.join(root, 'lanes')) ? fs.readdirSync(path.join(root, 'lanes')) : []);
+const lanesOf = (root: string) =>
+  fs.existsSync(path.join(root, 'lanes')) ? fs.readdirSync(path.join(root, 'lanes')) : [];
 
 describe('the bundled action, phase by phase as a runner runs it', () => {
   it('creates a leased lane, points tools at it, and removes it in post', async () => {
@@ -32,7 +33,8 @@ describe('the bundled action, phase by phase as a runner runs it', () => {
       FOO_CHECKPOINT_DIR: `${lane}/checkpoints`,
       APP_STATE: lane,
     });
-    for (const dir of ['cargo-target', 'tmp', 'go-tmp', 'checkpoints']) expect(fs.statSync(path.join(lane, dir)).isDirectory()).toBe(true);
+    for (const dir of ['cargo-target', 'tmp', 'go-tmp', 'checkpoints'])
+      expect(fs.statSync(path.join(lane, dir)).isDirectory()).toBe(true);
     expect(job.outputs['docker-args']).toContain(`-v ${lane}:${lane}`);
     expect(job.outputs['docker-args']).toContain(`-e CARGO_TARGET_DIR=${lane}/cargo-target`);
     expect(job.summary).toContain(lane);
@@ -76,7 +78,8 @@ describe('the bundled action, phase by phase as a runner runs it', () => {
     expect(path.basename(lane).length).toBeLessThanOrEqual(200);
     expect(path.basename(lane)).toMatch(/^[a-z0-9][a-z0-9._-]*$/);
     expect((await job.phase('post')).code).toBe(0);
-    for (const dir of [job.workspace, job.dir, job.root, process.cwd()]) expect(fs.existsSync(path.join(dir, 'pwned'))).toBe(false);
+    for (const dir of [job.workspace, job.dir, job.root, process.cwd()])
+      expect(fs.existsSync(path.join(dir, 'pwned'))).toBe(false);
     expect(lanesOf(job.root)).toEqual([]);
   });
 
@@ -95,22 +98,28 @@ describe('the bundled action, phase by phase as a runner runs it', () => {
     expect(lanesOf(root)).toEqual([]);
   });
 
-  it.each(['gitea', 'forgejo'] as const)('on %s, keeps two invocations with the same run, attempt and job apart', async (platform) => {
-    const first = newJob({ platform, ref: 'refs/pull/9/head' });
-    const second = newJob({ platform, ref: 'refs/pull/9/head', root: first.root });
-    second.inputs.root = first.root;
-    expect((await first.phase('main')).code).toBe(0);
-    expect((await second.phase('main')).code).toBe(0);
-    expect(first.outputs.path).not.toBe(second.outputs.path);
-    expect(first.outputs.key).toContain('.pr-9.');
-    const main = await newJob({ platform }).phase('main');
-    expect(main.stdout).toContain(`runner: ${platform}`);
-    for (const job of [first, second]) expect((await job.phase('post')).code).toBe(0);
-    expect(lanesOf(first.root)).toEqual([]);
-  });
+  it.each(['gitea', 'forgejo'] as const)(
+    'on %s, keeps two invocations with the same run, attempt and job apart',
+    async (platform) => {
+      const first = newJob({ platform, ref: 'refs/pull/9/head' });
+      const second = newJob({ platform, ref: 'refs/pull/9/head', root: first.root });
+      second.inputs.root = first.root;
+      expect((await first.phase('main')).code).toBe(0);
+      expect((await second.phase('main')).code).toBe(0);
+      expect(first.outputs.path).not.toBe(second.outputs.path);
+      expect(first.outputs.key).toContain('.pr-9.');
+      const main = await newJob({ platform }).phase('main');
+      expect(main.stdout).toContain(`runner: ${platform}`);
+      for (const job of [first, second]) expect((await job.phase('post')).code).toBe(0);
+      expect(lanesOf(first.root)).toEqual([]);
+    },
+  );
 
   it('takes the pull request number from the event payload when the ref is the base branch', async () => {
-    const job = newJob({ ref: 'refs/heads/main', event: { name: 'pull_request_target', payload: { pull_request: { number: 77 } } } });
+    const job = newJob({
+      ref: 'refs/heads/main',
+      event: { name: 'pull_request_target', payload: { pull_request: { number: 77 } } },
+    });
     await job.phase('main');
     expect(job.outputs.key).toContain('.pr-77.');
     await job.phase('post');
@@ -119,7 +128,11 @@ describe('the bundled action, phase by phase as a runner runs it', () => {
 
 describe('bad inputs fail main, name the input and value, and create nothing', () => {
   const cases: [string, Record<string, string>, RegExp][] = [
-    ['presets', { presets: 'cargo,rustup' }, /Input 'presets' has an invalid value "cargo,rustup": unknown preset 'rustup'/],
+    [
+      'presets',
+      { presets: 'cargo,rustup' },
+      /Input 'presets' has an invalid value "cargo,rustup": unknown preset 'rustup'/,
+    ],
     ['env name', { env: 'BAD-NAME=x' }, /Input 'env' has an invalid value "BAD-NAME=x"/],
     ['env absolute', { env: 'FOO=/etc' }, /Input 'env' .*'\/etc' is absolute/],
     ['env climb', { env: 'FOO=../x' }, /Input 'env' .*'\.\.'/],
@@ -127,7 +140,11 @@ describe('bad inputs fail main, name the input and value, and create nothing', (
     ['env twice', { presets: 'tmp', env: 'TMPDIR=t' }, /TMPDIR is also set by preset tmp/],
     ['link absolute', { link: '/etc/passwd' }, /Input 'link' .*is absolute/],
     ['link climb', { link: '../../x' }, /Input 'link' .*'\.\.'/],
-    ['cleanup', { cleanup: 'sometimes' }, /Input 'cleanup' has an invalid value "sometimes"\. Accepted: always \| on-success \| never \| defer/],
+    [
+      'cleanup',
+      { cleanup: 'sometimes' },
+      /Input 'cleanup' has an invalid value "sometimes"\. Accepted: always \| on-success \| never \| defer/,
+    ],
     ['mode', { mode: 'fast' }, /Input 'mode' has an invalid value "fast"\. Accepted: lane \| sweep/],
     ['key', { key: '{repo}-{branch}' }, /Input 'key' .*unknown placeholder \{branch\}/],
     ['matrix', { matrix: '{not json' }, /Input 'matrix' has an invalid value "\{not json"/],
@@ -158,7 +175,8 @@ describe('bad inputs fail main, name the input and value, and create nothing', (
       const job = newJob();
       job.env.HOME = path.join(job.dir, 'home');
       fs.mkdirSync(job.env.HOME);
-      job.inputs.root = root === 'HOME' ? job.env.HOME : root === 'WORKSPACE' ? job.workspace : path.join(job.dir, '_work');
+      job.inputs.root =
+        root === 'HOME' ? job.env.HOME : root === 'WORKSPACE' ? job.workspace : path.join(job.dir, '_work');
       const main = await job.phase('main');
       expect(main.code).toBe(1);
       expect(main.errors.join()).toMatch(/Input 'root' has an invalid value .*(home directory|workspace)/);
@@ -181,7 +199,9 @@ describe('bad inputs fail main, name the input and value, and create nothing', (
     fs.writeFileSync(path.join(job.workspace, 'target', 'precious'), 'x');
     const main = await job.phase('main');
     expect(main.code).toBe(1);
-    expect(main.errors.join()).toMatch(/Input 'link' .*target is a directory with 1 entries; runlane will not replace it/);
+    expect(main.errors.join()).toMatch(
+      /Input 'link' .*target is a directory with 1 entries; runlane will not replace it/,
+    );
     expect(fs.readFileSync(path.join(job.workspace, 'target', 'precious'), 'utf8')).toBe('x');
     expect(fs.existsSync(job.root)).toBe(false);
 

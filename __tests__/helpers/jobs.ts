@@ -55,7 +55,10 @@ export interface CliResult {
 }
 
 export function cli(...args: string[]): CliResult {
-  const out = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, RUNLANE_ROOT: '' } });
+  const out = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, RUNLANE_ROOT: '' },
+  });
   return { code: out.status, stdout: out.stdout, stderr: out.stderr, json: () => JSON.parse(out.stdout) };
 }
 

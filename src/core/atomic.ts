@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 /**
  * Writes a file so that readers see the old content or the new, never a part: a temporary
  * file beside it, fsync, rename over, fsync the directory. A crash leaves at most a
- * `.tmp-` file, which the sweep tidies.
+ * `.tmp-<name>-<hex>` file, which the sweep tidies once no lease covers its writer.
  */
 export function writeFileAtomic(file: string, content: string): void {
   const dir = path.dirname(file);

@@ -45,9 +45,6 @@ export interface SweepReport {
   seconds: number;
 }
 
-/** Temporary files of interrupted atomic writes, removed once this old (they are never lanes). */
-const STALE_TEMP_MS = 3_600_000;
-
 /**
  * Reaps what dead jobs left: every lane whose lease nobody holds (taken for real, and
  * re-checked under the lock), kept lanes past `maxAgeMs`, then kept lanes oldest first while
@@ -60,6 +57,8 @@ export function sweep(options: SweepOptions): SweepReport {
   const now = options.now ?? started;
   requireMarkedRoot(options.root);
   const layout = new Layout(options.root);
+  // A lost locks/ or meta/ (a reboot that wiped them, a human) is recreated, not fatal.
+  layout.ensure();
   const lanes = listLanes(options.root);
   const entries: SweepEntry[] = [];
   let freedBytes = 0;
@@ -131,7 +130,7 @@ export function sweep(options: SweepOptions): SweepReport {
       });
     }
   }
-  const tidied = options.dryRun ? 0 : tidyStale(layout, now);
+  const tidied = options.dryRun ? 0 : tidyStale(layout);
   return {
     root: options.root,
     dryRun: options.dryRun,
@@ -179,29 +178,27 @@ function reap(
   }
 }
 
-/** Lock files and metadata whose lane is gone, and temporary files of interrupted writes. */
-function tidyStale(layout: Layout, now: number): number {
+/**
+ * Lock files and metadata whose lane is gone, and temporary files of interrupted metadata
+ * writes. Every metadata write happens under the lane's lease, so a temporary file whose
+ * lease is free has no writer left: no clock decides.
+ */
+function tidyStale(layout: Layout): number {
   let tidied = 0;
   const keys = new Set<string>();
-  for (const [dir, suffix] of [
-    [layout.locks, '.lock'],
-    [layout.meta, '.json'],
-  ] as const) {
-    for (const name of readdirOrEmpty(dir)) {
-      if (name.startsWith('.tmp-')) {
-        const file = path.join(dir, name);
-        try {
-          if (now - fs.lstatSync(file).mtimeMs > STALE_TEMP_MS) {
-            fs.rmSync(file, { force: true });
-            tidied++;
-          }
-        } catch {
-          // Gone meanwhile: its writer finished.
-        }
-      } else if (name.endsWith(suffix)) keys.add(name.slice(0, -suffix.length));
-    }
+  for (const name of readdirOrEmpty(layout.locks)) if (name.endsWith('.lock')) keys.add(name.slice(0, -'.lock'.length));
+  const temps = new Map<string, string[]>();
+  for (const name of readdirOrEmpty(layout.meta)) {
+    const temp = /^\.tmp-(.+)\.json-[0-9a-f]+$/.exec(name);
+    if (temp) temps.set(temp[1], [...(temps.get(temp[1]) ?? []), path.join(layout.meta, name)]);
+    else if (name.endsWith('.json')) keys.add(name.slice(0, -'.json'.length));
   }
   const held = heldFlocks();
+  for (const [key, files] of temps) {
+    if (leaseHeld(layout.lock(key), held)) continue;
+    for (const file of files) fs.rmSync(file, { force: true });
+    tidied += files.length;
+  }
   for (const key of keys) {
     if (fs.existsSync(layout.lane(key)) || leaseHeld(layout.lock(key), held)) continue;
     const lock = Lock.tryAcquire(layout.lock(key));
