@@ -1,0 +1,193 @@
+// npm run bench: runlane's speed figures, each as a ratio to a baseline measured in the same run
+// on the same machine (bare `node` start-up, `rm -rf` of identical trees). Timings are medians of
+// repeated runs; nothing here is asserted, it is printed for a human and the closing notes.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ACTION_DIR, SimulatedJob } from '../scripts/runner-sim.mjs';
+
+const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-bench-'));
+const rows = [];
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const ms = (start) => Number(process.hrtime.bigint() - start) / 1e6;
+const now = () => process.hrtime.bigint();
+const sleep = (t) => new Promise((resolve) => setTimeout(resolve, t));
+
+function report(name, value, baselineName, baseline, target) {
+  const ratio = value / baseline;
+  rows.push({ name, value, baselineName, baseline, ratio, target });
+  const verdict = target ? (target.check(value, ratio) ? 'meets' : 'MISSES') + ` target ${target.text}` : '';
+  console.log(
+    `${name}: ${value.toFixed(1)} ms = ${ratio.toFixed(3)} x ${baselineName} (${baseline.toFixed(1)} ms) ${verdict}`,
+  );
+}
+
+function timeSync(command, args, options = {}) {
+  const start = now();
+  const result = spawnSync(command, args, { stdio: 'ignore', ...options });
+  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed: ${result.status}`);
+  return ms(start);
+}
+
+// Baseline: bare node start-up.
+const nodeStart = median(Array.from({ length: 9 }, () => timeSync(process.execPath, ['-e', '0'])));
+
+// Phase cost: main and post of a real lane, as a runner starts them.
+{
+  const mains = [];
+  const posts = [];
+  for (let i = 0; i < 7; i++) {
+    const job = new SimulatedJob({
+      dir: path.join(scratch, `phase-${i}`),
+      inputs: { root: path.join(scratch, 'phase-root'), presets: 'cargo,tmp' },
+    });
+    let start = now();
+    if ((await job.phase('main')).code !== 0) throw new Error('main failed');
+    mains.push(ms(start));
+    start = now();
+    if ((await job.phase('post')).code !== 0) throw new Error('post failed');
+    posts.push(ms(start));
+    job.dispose();
+  }
+  report('main phase (create, lease, export)', median(mains), 'bare node start-up', nodeStart);
+  report('post phase (remove a small lane, release)', median(posts), 'bare node start-up', nodeStart);
+}
+
+// Orphan detection latency: from SIGKILL of the job's worker to the lease being free.
+{
+  const latencies = [];
+  for (let i = 0; i < 5; i++) {
+    const job = new SimulatedJob({
+      dir: path.join(scratch, `orphan-${i}`),
+      inputs: { root: path.join(scratch, 'orphan-root') },
+    });
+    await job.phase('main', { worker: true });
+    const lockFile = path.join(scratch, 'orphan-root', 'locks', `${job.outputs.key}.lock`);
+    const start = now();
+    job.killWorker();
+    for (;;) {
+      const probe = spawnSync('flock', ['-n', lockFile, 'true']);
+      if (probe.status === 0) break;
+      if (ms(start) > 30_000) throw new Error('the lease was never released');
+      await sleep(10);
+    }
+    latencies.push(ms(start));
+    job.dispose();
+  }
+  report('orphan detection latency after the worker dies', median(latencies), 'bare node start-up', nodeStart, {
+    text: '< 5000 ms',
+    check: (value) => value < 5000,
+  });
+}
+
+/** A marked root with lanes written straight to disk (as main leaves them), for the sweep figures. */
+function makeRoot(name, count, filesPerLane) {
+  const root = path.join(scratch, name);
+  for (const dir of ['lanes', 'locks', 'meta']) fs.mkdirSync(path.join(root, dir), { recursive: true });
+  fs.writeFileSync(path.join(root, '.runlane-root'), '{"runlane":1}\n');
+  const keys = [];
+  for (let i = 0; i < count; i++) {
+    const key = `acme-widgets.pr-${i}.100-1.build.single-${String(i).padStart(12, '0')}`;
+    keys.push(key);
+    const lane = path.join(root, 'lanes', key);
+    fs.mkdirSync(lane);
+    fillTree(lane, filesPerLane);
+    fs.writeFileSync(path.join(root, 'locks', `${key}.lock`), '');
+    const meta = {
+      version: 1,
+      key,
+      repository: 'acme/widgets',
+      scope: `pr-${i}`,
+      runId: '100',
+      runAttempt: '1',
+      job: 'build',
+      matrix: '',
+      created: new Date().toISOString(),
+      host: 'bench',
+      cleanup: 'always',
+    };
+    fs.writeFileSync(path.join(root, 'meta', `${key}.json`), JSON.stringify(meta));
+  }
+  return { root, keys };
+}
+
+/** A tree like a small build output: directories of 100 small files. */
+function fillTree(dir, files) {
+  for (let d = 0; d * 100 < files; d++) {
+    const sub = path.join(dir, `deps-${d}`);
+    fs.mkdirSync(sub);
+    for (let f = 0; f < Math.min(100, files - d * 100); f++)
+      fs.writeFileSync(path.join(sub, `f${f}.o`), 'x'.repeat(200));
+  }
+}
+
+// Scan of 10,000 live lanes: a helper holds all their leases, the sweep must touch none.
+{
+  const { root, keys } = makeRoot('scan-root', 10_000, 0);
+  const holder = spawn(
+    'python3',
+    [
+      '-c',
+      `import fcntl, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
+fds = []
+for name in os.listdir(sys.argv[1]):
+    fd = os.open(os.path.join(sys.argv[1], name), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fds.append(fd)
+print(len(fds), flush=True)
+sys.stdin.read()`,
+      path.join(root, 'locks'),
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const held = await new Promise((resolve) =>
+    holder.stdout.once('data', (data) => resolve(Number(String(data).trim()))),
+  );
+  if (held !== keys.length) throw new Error(`only ${held} leases held`);
+  const scans = Array.from({ length: 3 }, () =>
+    timeSync(process.execPath, [CLI, 'sweep', '--root', root, '--keep-free', '0']),
+  );
+  const remaining = fs.readdirSync(path.join(root, 'lanes')).length;
+  holder.stdin.end();
+  if (remaining !== keys.length) throw new Error(`the scan removed live lanes: ${keys.length - remaining}`);
+  report('sweep scan of 10,000 live lanes (CLI, whole process)', median(scans), 'bare node start-up', nodeStart, {
+    text: '< 2000 ms',
+    check: (value) => value < 2000,
+  });
+}
+
+// Reap throughput: orphans with 40,000 files in all, against rm -rf of identical trees.
+{
+  const lanes = 20;
+  const files = 2_000;
+  const reaps = [];
+  const rms = [];
+  for (let round = 0; round < 3; round++) {
+    const { root } = makeRoot(`reap-root-${round}`, lanes, files);
+    const baseline = path.join(scratch, `rm-${round}`);
+    fs.mkdirSync(baseline);
+    for (let i = 0; i < lanes; i++) {
+      fs.mkdirSync(path.join(baseline, `lane-${i}`));
+      fillTree(path.join(baseline, `lane-${i}`), files);
+    }
+    spawnSync('sync');
+    rms.push(timeSync('rm', ['-rf', baseline]));
+    reaps.push(timeSync(process.execPath, [CLI, 'sweep', '--root', root, '--keep-free', '0']));
+    if (fs.readdirSync(path.join(root, 'lanes')).length !== 0) throw new Error('the sweep left orphans');
+  }
+  report(`sweep reaping ${lanes} orphans of ${files} files`, median(reaps), 'rm -rf of the same trees', median(rms), {
+    text: 'ratio <= 1.3',
+    check: (_, ratio) => ratio <= 1.3,
+  });
+}
+
+fs.rmSync(scratch, { recursive: true, force: true });
+fs.mkdirSync(path.join(ACTION_DIR, 'bench', 'results'), { recursive: true });
+fs.writeFileSync(
+  path.join(ACTION_DIR, 'bench', 'results', 'latest.json'),
+  `${JSON.stringify({ node: process.version, cpus: os.cpus().length, rows }, null, 2)}\n`,
+);
