@@ -185,6 +185,46 @@ sys.stdin.read()`,
   });
 }
 
+// Post on a 100,000-file lane, and the background delete that follows, against rm -rf of an
+// identical tree.
+{
+  const files = 100_000;
+  const baseline = path.join(scratch, 'rm-100k');
+  fs.mkdirSync(baseline);
+  fillTree(baseline, files);
+  spawnSync('sync');
+  const rmTime = timeSync('rm', ['-rf', baseline]);
+  const root = path.join(scratch, 'post-root');
+  const job = new SimulatedJob({ dir: path.join(scratch, 'post-job'), inputs: { root, presets: 'cargo' } });
+  await job.phase('main');
+  fillTree(job.outputs.path, files);
+  spawnSync('sync');
+  let start = now();
+  if ((await job.phase('post')).code !== 0) throw new Error('post failed');
+  const postTime = ms(start);
+  start = now();
+  while (fs.readdirSync(path.join(root, 'trash')).length > 0) {
+    if (ms(start) > 600_000) throw new Error('the background delete did not finish');
+    await sleep(20);
+  }
+  const backgroundTime = postTime + ms(start);
+  job.dispose();
+  report(`post phase on a ${files.toLocaleString('en')}-file lane`, postTime, 'rm -rf of the same tree', rmTime, {
+    text: 'ratio <= 0.05',
+    check: (_, ratio) => ratio <= 0.05,
+  });
+  report(
+    'background delete of that lane (post start to empty trash)',
+    backgroundTime,
+    'rm -rf of the same tree',
+    rmTime,
+    {
+      text: 'ratio <= 1.3',
+      check: (_, ratio) => ratio <= 1.3,
+    },
+  );
+}
+
 fs.rmSync(scratch, { recursive: true, force: true });
 fs.mkdirSync(path.join(ACTION_DIR, 'bench', 'results'), { recursive: true });
 fs.writeFileSync(

@@ -13,6 +13,7 @@ export enum Inputs {
   KeepFree = 'keep-free',
   DryRun = 'dry-run',
   PreSweep = 'pre-sweep',
+  PrivilegedCleanup = 'privileged-cleanup',
 }
 
 export enum Outputs {

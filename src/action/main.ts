@@ -1,5 +1,3 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as core from '@actions/core';
 import { dockerArgs, planExports } from '../core/env-plan.js';
 import { laneKey } from '../core/key.js';
@@ -7,15 +5,13 @@ import { Layout } from '../core/layout.js';
 import { openLane } from '../core/lane.js';
 import { makeLinks, planLinks } from '../core/links.js';
 import { humanDuration } from '../core/units.js';
+import { bundled } from './bundles.js';
 import { Outputs } from './constants.js';
 import { runIdentity, platformOf } from './identity.js';
 import { getSettings } from './settings.js';
 import { saveLaneState } from './state.js';
 import { escapeHtml, writeSummary } from './run.js';
 import { sweepPhase } from './sweep.js';
-
-/** The lease holder's bundle sits beside ours in dist/ (computed, so ncc leaves it a separate bundle). */
-const HOLDER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'holder', 'index.js');
 
 export async function main(): Promise<void> {
   const started = Date.now();
@@ -46,7 +42,7 @@ export async function main(): Promise<void> {
       matrix: settings.matrix.trim(),
       cleanup: settings.cleanup,
     },
-    holderScript: HOLDER_SCRIPT,
+    holderScript: bundled('holder'),
     workerPid: process.ppid,
     leaseMs: settings.leaseTimeoutMs,
     dirs: exports.map((variable) => variable.dir),

@@ -1,12 +1,18 @@
 import * as core from '@actions/core';
 import { closeActionFor, closeLane } from '../core/lane.js';
+import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
+import { describeFailures } from '../core/report.js';
+import { listTrash, startBackgroundEmpty } from '../core/trash.js';
+import { bundled } from './bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
 import { getSettings } from './settings.js';
 import { loadLaneState } from './state.js';
 
-const SHOWN_FAILURES = 20;
-
+/**
+ * post: park nothing yet; remove (by rename to trash, deleted in the background), keep, or
+ * defer the lane; release the lease. Every problem is a warning: post never fails a job.
+ */
 export async function post(): Promise<void> {
   const started = Date.now();
   const lane = loadLaneState();
@@ -18,27 +24,36 @@ export async function post(): Promise<void> {
   const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus);
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${problem}`);
-  const result = closeLane(lane.root, lane.key, lane.holderPid, action, reason);
+  const result = closeLane(lane.root, lane.key, lane.holderPid, action, reason, settings.privileged);
   const took = `${Date.now() - started} ms`;
   let outcome: string;
-  if (action === 'remove') {
+  if (result.trashed) {
+    const pid = startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged);
+    outcome = `moved to the trash in ${took}; deleting it in the background (pid ${pid})`;
+  } else if (action === 'remove') {
     outcome = result.removed
-      ? `removed in ${took}`
-      : `partly removed: ${result.failures.length} paths resisted; the sweep retries them`;
+      ? `deleted in place in ${took}`
+      : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
   } else if (action === 'retain') {
     outcome = `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
   } else {
     outcome = 'left for the sweep (cleanup: defer)';
   }
   core.info(`${lane.lanePath}: ${outcome}`);
+  core.endGroup();
+  if (result.fallback) {
+    core.warning(
+      `runlane: could not rename ${lane.lanePath} into the trash (${result.fallback}); deleted it synchronously instead`,
+    );
+  }
   if (!result.released)
     core.warning(`runlane: the lease holder ${lane.holderPid} did not stop; the lease ends with the job`);
-  core.endGroup();
   if (result.failures.length > 0) {
-    const shown = result.failures.slice(0, SHOWN_FAILURES).map((f) => `  ${f.path}: ${f.code} ${f.message}`);
-    const more =
-      result.failures.length > SHOWN_FAILURES ? [`  … and ${result.failures.length - SHOWN_FAILURES} more`] : [];
-    core.warning(`runlane: could not remove everything in ${lane.lanePath}:\n${[...shown, ...more].join('\n')}`);
+    core.warning(`runlane: could not delete everything in ${lane.lanePath}:\n${describeFailures(result.failures)}`);
+  }
+  // Earlier deletions that left something behind: say so on every job, until it is gone.
+  for (const entry of listTrash(new Layout(lane.root)).filter((e) => e.failures.length > 0)) {
+    core.warning(`runlane: the trash entry ${entry.path} still resists deletion:\n${describeFailures(entry.failures)}`);
   }
   await writeSummary((summary) =>
     summary

@@ -4,6 +4,7 @@ import { SettingError } from '../core/errors.js';
 import { parseKeyTemplate, parseMatrix } from '../core/key.js';
 import { parseEnvRequests, parseLinkRequests, type EnvRequest, type LinkRequest } from '../core/lane-paths.js';
 import { parsePresets } from '../core/presets.js';
+import type { Privileged } from '../core/remove.js';
 import { checkRoot, chooseRoot } from '../core/root.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
@@ -28,6 +29,7 @@ export interface Settings {
   dryRun: boolean;
   /** pre's time bound for its sweep; 0 turns it off. */
   preSweepMs: number;
+  privileged: Privileged;
 }
 
 function booleanInput(input: string, fallback: boolean): boolean {
@@ -83,5 +85,6 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     keepFree: keepFree(core.getInput(Inputs.KeepFree)),
     dryRun: booleanInput(Inputs.DryRun, false),
     preSweepMs: preSweep(core.getInput(Inputs.PreSweep)),
+    privileged: oneOf<Privileged | 'none'>(Inputs.PrivilegedCleanup, ['none', 'sudo'], 'none') === 'sudo' ? 'sudo' : '',
   };
 }

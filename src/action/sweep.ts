@@ -1,6 +1,9 @@
 import * as core from '@actions/core';
-import { formatTable, sweepSummary, sweepTable } from '../core/report.js';
+import { describeFailures, formatTable, sweepSummary, sweepTable } from '../core/report.js';
+import { Layout } from '../core/layout.js';
 import { sweep } from '../core/sweep.js';
+import { listTrash, startBackgroundEmpty } from '../core/trash.js';
+import { bundled } from './bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
 import type { Settings } from './settings.js';
 
@@ -17,15 +20,22 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     maxAgeMs: settings.maxAgeMs,
     keepFree: settings.keepFree,
     deadline: timeBoundMs === undefined ? undefined : Date.now() + timeBoundMs,
+    privileged: settings.privileged,
+    // pre only moves orphans into the trash: deleting them is left to a background process.
+    background: phase === 'pre',
   });
+  if (phase === 'pre' && !dryRun && listTrash(new Layout(settings.root)).length > 0) {
+    const pid = startBackgroundEmpty(bundled('cli'), settings.root, settings.privileged);
+    core.info(`runlane: emptying the trash in the background (pid ${pid})`);
+  }
   const table = sweepTable(report);
-  if (report.entries.length > 0) core.info(formatTable(table));
+  if (table.length > 1) core.info(formatTable(table));
   core.info(sweepSummary(report));
   core.endGroup();
-  for (const entry of report.entries.filter((e) => e.outcome === 'failed')) {
-    core.warning(`runlane sweep: ${entry.path}: ${entry.failures?.map((f) => `${f.path}: ${f.code}`).join('; ')}`);
+  for (const item of [...report.entries, ...report.trash].filter((e) => e.outcome === 'failed')) {
+    core.warning(`runlane sweep: ${item.path} resists deletion:\n${describeFailures(item.failures ?? [])}`);
   }
-  if (phase === 'main' || report.entries.some((entry) => entry.outcome !== 'kept')) {
+  if (phase === 'main' || report.trash.length > 0 || report.entries.some((entry) => entry.outcome !== 'kept')) {
     await writeSummary((summary) =>
       summary
         .addHeading(`runlane: sweep${dryRun ? ' (dry run)' : ''}`, 3)

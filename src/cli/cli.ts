@@ -2,8 +2,17 @@ import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SettingError, errorMessage } from '../core/errors.js';
 import { listLanes } from '../core/lane.js';
-import { treeSize } from '../core/remove.js';
-import { formatTable, statusTable, sweepSummary, sweepTable } from '../core/report.js';
+import { Layout } from '../core/layout.js';
+import { humanBytes, treeSize, type Privileged, type RemoveFailure } from '../core/remove.js';
+import {
+  describeFailures,
+  formatTable,
+  statusTable,
+  sweepSummary,
+  sweepTable,
+  type StatusRow,
+} from '../core/report.js';
+import { emptyTrash, listTrash } from '../core/trash.js';
 import { checkRoot, requireMarkedRoot } from '../core/root.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
@@ -30,6 +39,37 @@ function resolveRoot(given: string | undefined): string {
 }
 
 const rootOption = () => new Option('--root <dir>', 'the runlane root (default: $RUNLANE_ROOT)');
+const privilegedOption = () =>
+  new Option('--privileged <how>', "remove what the runner user cannot through passwordless 'sudo -n'").choices([
+    'sudo',
+  ]);
+
+/** The lanes and the trash, with their sizes, for `status`. */
+function statusRows(
+  root: string,
+): (StatusRow & { job?: string; runId?: string; retained?: string; failures?: RemoveFailure[] })[] {
+  const lanes = listLanes(root).map((lane) => ({
+    key: lane.key,
+    path: lane.path,
+    state: lane.state as string,
+    ...treeSize(lane.path),
+    created: lane.created,
+    repository: lane.meta?.repository,
+    scope: lane.meta?.scope,
+    runId: lane.meta?.runId,
+    job: lane.meta?.job,
+    retained: lane.meta?.retained,
+  }));
+  const trash = listTrash(new Layout(root)).map((entry) => ({
+    key: entry.name,
+    path: entry.path,
+    state: 'trash',
+    ...treeSize(entry.path),
+    created: entry.created,
+    failures: entry.failures,
+  }));
+  return [...lanes, ...trash];
+}
 
 export function buildCli(): Command {
   const program = new Command('runlane')
@@ -41,36 +81,26 @@ export function buildCli(): Command {
 
   program
     .command('status')
-    .description('List every lane under the root: its state (live, orphan, kept), size, age and owner.')
+    .description('List every lane under the root with its state (live, orphan, kept, trash), size, age and owner.')
     .addOption(rootOption())
     .option('--json', 'print {"root": ..., "lanes": [...]} for machines')
     .action((options: { root?: string; json?: boolean }) => {
       const root = resolveRoot(options.root);
-      const lanes = listLanes(root).map((lane) => ({ ...lane, ...treeSize(lane.path) }));
+      const rows = statusRows(root);
       if (options.json) {
-        const out = lanes.map((lane) => ({
-          key: lane.key,
-          path: lane.path,
-          state: lane.state,
-          created: lane.created ?? null,
-          bytes: lane.bytes,
-          files: lane.files,
-          repository: lane.meta?.repository ?? null,
-          scope: lane.meta?.scope ?? null,
-          runId: lane.meta?.runId ?? null,
-          job: lane.meta?.job ?? null,
-          retained: lane.meta?.retained ?? null,
-        }));
-        process.stdout.write(`${JSON.stringify({ root, lanes: out }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ root, lanes: rows }, null, 2)}\n`);
         return;
       }
-      process.stdout.write(lanes.length === 0 ? `no lanes under ${root}\n` : `${formatTable(statusTable(lanes))}\n`);
+      process.stdout.write(rows.length === 0 ? `no lanes under ${root}\n` : `${formatTable(statusTable(rows))}\n`);
+      const resisting = rows.filter((row) => row.failures && row.failures.length > 0);
+      for (const row of resisting)
+        process.stdout.write(`\n${row.path} resists deletion:\n${describeFailures(row.failures ?? [])}\n`);
     });
 
   program
     .command('sweep')
     .description(
-      "Reap orphan lanes (nobody holds their lease), remove kept lanes past --max-age, then kept lanes oldest first while free space is below --keep-free. Never touches a live lane. Refuses a root without runlane's marker.",
+      "Reap orphan lanes (nobody holds their lease), remove kept lanes past --max-age, then kept lanes oldest first while free space is below --keep-free, and empty the trash. Never touches a live lane. Refuses a root without runlane's marker.",
     )
     .addOption(rootOption())
     .option('--dry-run', 'report what would be removed, delete nothing')
@@ -86,28 +116,66 @@ export function buildCli(): Command {
       option((v) => parseSpace('--keep-free', v)),
       { percent: 10 } as SpaceTarget,
     )
+    .addOption(privilegedOption())
     .option('--json', 'print the report as JSON')
-    .action((options: { root?: string; dryRun?: boolean; maxAge: number; keepFree: SpaceTarget; json?: boolean }) => {
+    .action(
+      (options: {
+        root?: string;
+        dryRun?: boolean;
+        maxAge: number;
+        keepFree: SpaceTarget;
+        privileged?: Privileged;
+        json?: boolean;
+      }) => {
+        const root = resolveRoot(options.root);
+        const off = 'bytes' in options.keepFree ? options.keepFree.bytes === 0 : options.keepFree.percent === 0;
+        const progress = process.stderr.isTTY
+          ? (done: number, total: number) => process.stderr.write(`\rsweeping ${done}/${total} lanes`)
+          : undefined;
+        const report = sweep({
+          root,
+          dryRun: Boolean(options.dryRun),
+          maxAgeMs: options.maxAge,
+          keepFree: off ? undefined : options.keepFree,
+          privileged: options.privileged ?? '',
+          onProgress: progress,
+        });
+        if (progress) process.stderr.write('\r\x1b[K');
+        if (options.json) {
+          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        } else {
+          if (report.entries.length + report.trash.length > 0)
+            process.stdout.write(`${formatTable(sweepTable(report))}\n`);
+          process.stdout.write(`${sweepSummary(report)}\n`);
+        }
+        const failed = [...report.entries, ...report.trash].some((item) => item.outcome === 'failed');
+        if (failed) process.exitCode = 1;
+      },
+    );
+
+  program
+    .command('empty-trash')
+    .description(
+      'Delete what post and the sweep moved into the trash (post starts this in the background). Entries another process is deleting are skipped; what resists is recorded and retried.',
+    )
+    .addOption(rootOption())
+    .addOption(privilegedOption())
+    .option('--json', 'print the results as JSON')
+    .option('--quiet', 'print nothing (for the background delete)')
+    .action((options: { root?: string; privileged?: Privileged; json?: boolean; quiet?: boolean }) => {
       const root = resolveRoot(options.root);
-      const off = 'bytes' in options.keepFree ? options.keepFree.bytes === 0 : options.keepFree.percent === 0;
-      const progress = process.stderr.isTTY
-        ? (done: number, total: number) => process.stderr.write(`\rsweeping ${done}/${total} lanes`)
-        : undefined;
-      const report = sweep({
-        root,
-        dryRun: Boolean(options.dryRun),
-        maxAgeMs: options.maxAge,
-        keepFree: off ? undefined : options.keepFree,
-        onProgress: progress,
-      });
-      if (progress) process.stderr.write('\r\x1b[K');
+      const results = emptyTrash(new Layout(root), { privileged: options.privileged ?? '' });
+      if (results.some((result) => result.outcome === 'failed')) process.exitCode = 1;
+      if (options.quiet) return;
       if (options.json) {
-        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ root, trash: results }, null, 2)}\n`);
         return;
       }
-      if (report.entries.length > 0) process.stdout.write(`${formatTable(sweepTable(report))}\n`);
-      process.stdout.write(`${sweepSummary(report)}\n`);
-      if (report.entries.some((entry) => entry.outcome === 'failed')) process.exitCode = 1;
+      for (const result of results) {
+        process.stdout.write(`${result.path}: ${result.outcome}, ${humanBytes(result.bytes)} freed\n`);
+        if (result.failures.length > 0) process.stdout.write(`${describeFailures(result.failures)}\n`);
+      }
+      if (results.length === 0) process.stdout.write(`the trash of ${root} is empty\n`);
     });
   return program;
 }

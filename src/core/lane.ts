@@ -3,8 +3,9 @@ import os from 'node:os';
 import { errorCode } from './errors.js';
 import { Layout, type LaneMeta } from './layout.js';
 import { Lock, heldFlocks, flockIdentity, startHolder, stopHolder } from './lease.js';
-import { removeTree, type RemoveFailure } from './remove.js';
+import { removeTree, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
+import { moveToTrash } from './trash.js';
 
 /** How long main waits for a lane's lock that a sweep may be holding briefly. */
 const LOCK_WAIT_MS = 10_000;
@@ -77,7 +78,12 @@ export type CloseAction = 'remove' | 'retain' | 'defer';
 
 export interface CloseResult {
   action: CloseAction;
+  /** The lane's path is free (moved to trash, or deleted in place). */
   removed: boolean;
+  /** Where in the trash the lane went, for the background delete. */
+  trashed?: string;
+  /** Why the lane had to be deleted in place instead of renamed (another file system, permissions). */
+  fallback?: string;
   failures: RemoveFailure[];
   /** False when the holder did not go in time (the lease then ends with the job or deadline). */
   released: boolean;
@@ -85,24 +91,39 @@ export interface CloseResult {
 
 /**
  * Ends a lane according to `action`, acting under the job's own lease (the holder still
- * holds it) so no sweep interleaves: `remove` deletes it, `retain` marks it kept for a
- * human (the sweep's age and space policy still applies), `defer` leaves it to the sweep.
- * Then it releases the lease and, if the lane is gone, tidies its lock and metadata.
+ * holds it) so no sweep interleaves: `remove` renames it into the trash (O(1); deleted
+ * later in the background or by the sweep) or, if a rename is impossible, deletes it in
+ * place; `retain` marks it kept for a human (the sweep's age and space policy still
+ * applies); `defer` leaves it to the sweep. Then it releases the lease and, if the lane is
+ * gone, tidies its lock and metadata.
  */
-export function closeLane(root: string, key: string, holderPid: number, action: CloseAction, reason = ''): CloseResult {
+export function closeLane(
+  root: string,
+  key: string,
+  holderPid: number,
+  action: CloseAction,
+  reason = '',
+  privileged: Privileged = '',
+): CloseResult {
   const layout = new Layout(root);
   const lockPath = layout.lock(key);
-  let removed = false;
-  let failures: RemoveFailure[] = [];
+  const result: CloseResult = { action, removed: false, failures: [], released: false };
   if (action === 'remove') {
-    ({ removed, failures } = removeTree(layout.lane(key), root));
+    const moved = moveToTrash(layout, layout.lane(key), key);
+    if ('trashed' in moved) {
+      result.removed = true;
+      result.trashed = moved.trashed;
+    } else {
+      result.fallback = moved.error;
+      ({ removed: result.removed, failures: result.failures } = removeTree(layout.lane(key), root, privileged));
+    }
   } else if (action === 'retain') {
     const meta = layout.readMeta(key);
     if (meta) layout.writeMeta({ ...meta, retained: reason || 'retained' });
   }
-  const released = stopHolder(holderPid, lockPath);
-  if (removed && released) tidy(layout, key);
-  return { action, removed, failures, released };
+  result.released = stopHolder(holderPid, lockPath);
+  if (result.removed && result.released) tidy(layout, key);
+  return result;
 }
 
 /** Drops the lock file and metadata of a lane that no longer exists, under its lock. */

@@ -30,15 +30,19 @@ export class Layout {
   readonly lanes: string;
   readonly locks: string;
   readonly meta: string;
+  /** Lanes renamed out of the way, waiting for the background delete or the sweep. */
+  readonly trash: string;
 
   constructor(readonly root: string) {
     this.lanes = path.join(root, 'lanes');
     this.locks = path.join(root, 'locks');
     this.meta = path.join(root, 'meta');
+    this.trash = path.join(root, 'trash');
   }
 
   ensure(): void {
-    for (const dir of [this.lanes, this.locks, this.meta]) fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    for (const dir of [this.lanes, this.locks, this.meta, this.trash])
+      fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   }
 
   lane(key: string): string {

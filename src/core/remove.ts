@@ -9,7 +9,12 @@ export interface RemoveFailure {
   path: string;
   code: string;
   message: string;
+  /** What it takes to remove it, for the human reading the report. */
+  hint: string;
 }
+
+/** `sudo`: retry what the runner user cannot remove through passwordless `sudo -n`. */
+export type Privileged = '' | 'sudo';
 
 export interface RemoveReport {
   removed: boolean;
@@ -33,7 +38,7 @@ export function assertInside(target: string, root: string): void {
  * owned or immutable file, a mount), a walk makes directories writable, retries, and
  * records each path that still resists with its error.
  */
-export function removeTree(target: string, root: string): RemoveReport {
+export function removeTree(target: string, root: string, privileged: Privileged = ''): RemoveReport {
   assertInside(target, root);
   let stat: fs.Stats;
   try {
@@ -49,9 +54,27 @@ export function removeTree(target: string, root: string): RemoveReport {
   }
   spawnSync('rm', ['-rf', '--one-file-system', '--', target], { stdio: 'ignore' });
   if (!exists(target)) return { removed: true, failures: [] };
-  const failures: RemoveFailure[] = [];
+  let failures: RemoveFailure[] = [];
   walkRemove(target, stat.dev, failures);
+  if (failures.length > 0 && privileged === 'sudo') {
+    const notes = new Map(failures.map((failure) => [failure.path, removeWithSudo(failure.path, root)]));
+    failures = [];
+    if (exists(target)) walkRemove(target, stat.dev, failures);
+    for (const failure of failures) {
+      const note = notes.get(failure.path);
+      if (note) failure.hint = `${note}; ${failure.hint}`;
+    }
+  }
   return { removed: !exists(target), failures };
+}
+
+/** One `sudo -n rm` of a path the runner user could not remove; says why it did not help. */
+function removeWithSudo(target: string, root: string): string | undefined {
+  assertInside(target, root);
+  const result = spawnSync('sudo', ['-n', 'rm', '-rf', '--one-file-system', '--', target], { encoding: 'utf8' });
+  if (result.error) return `sudo is not available (${errorCode(result.error) ?? result.error.message})`;
+  if (result.status !== 0) return `sudo -n rm failed: ${(result.stderr || '').trim() || `exit ${result.status}`}`;
+  return undefined;
 }
 
 function exists(target: string): boolean {
@@ -64,7 +87,28 @@ function exists(target: string): boolean {
 }
 
 function record(failures: RemoveFailure[], target: string, error: unknown): void {
-  failures.push({ path: target, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) });
+  const code = errorCode(error) ?? 'ERROR';
+  failures.push({ path: target, code, message: errorMessage(error), hint: hintFor(target, code) });
+}
+
+/** What an administrator needs to know to remove a path that resisted. */
+function hintFor(target: string, code: string): string {
+  if (code === 'EACCES') {
+    let owner = 'another user';
+    try {
+      const parent = fs.lstatSync(path.dirname(target));
+      owner = `uid ${parent.uid}`;
+    } catch {
+      // Keep the generic wording.
+    }
+    return `its directory belongs to ${owner}, not to the runner user (uid ${process.getuid?.() ?? '?'}); files a 'docker run' left as root look like this: an administrator must remove it, or set privileged-cleanup: sudo`;
+  }
+  if (code === 'EPERM') {
+    return 'immutable or append-only (chattr +i / +a): an administrator must run chattr -i on it; the sweep retries it every time';
+  }
+  if (code === 'EBUSY' || code === 'EXDEV')
+    return 'a file system is mounted here: unmount it, then the sweep removes the rest';
+  return 'the sweep retries it every time';
 }
 
 function unlinkRecorded(target: string, failures: RemoveFailure[]): void {
@@ -87,7 +131,12 @@ function openUp(dir: string): void {
 function walkRemove(dir: string, device: number, failures: RemoveFailure[]): void {
   const stat = fs.lstatSync(dir);
   if (stat.dev !== device) {
-    failures.push({ path: dir, code: 'EXDEV', message: 'another file system is mounted here; unmount it first' });
+    failures.push({
+      path: dir,
+      code: 'EXDEV',
+      message: 'another file system is mounted here',
+      hint: hintFor(dir, 'EXDEV'),
+    });
     return;
   }
   openUp(dir);

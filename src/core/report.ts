@@ -1,5 +1,4 @@
-import type { LaneEntry } from './lane.js';
-import { humanBytes } from './remove.js';
+import { humanBytes, type RemoveFailure } from './remove.js';
 import type { SweepReport } from './sweep.js';
 import { humanDuration } from './units.js';
 
@@ -11,10 +10,35 @@ export function ageOf(created: string | undefined, now = Date.now()): string {
   return Number.isNaN(time) ? '?' : humanDuration(now - time);
 }
 
-/** The sweep's table: one row a lane it looked at, with what it did and why. */
+const SHOWN_FAILURES = 20;
+
+/** Failures for a warning or a terminal: each path, its error, and what it takes to remove it. */
+export function describeFailures(failures: readonly RemoveFailure[]): string {
+  const lines = failures.slice(0, SHOWN_FAILURES).map((f) => `  ${f.path}: ${f.code} (${f.hint})`);
+  if (failures.length > SHOWN_FAILURES) lines.push(`  … and ${failures.length - SHOWN_FAILURES} more`);
+  return lines.join('\n');
+}
+
+/** The sweep's table: one row a lane it looked at, then one a trash entry, with what it did and why. */
 export function sweepTable(report: SweepReport): Table {
   const verb = (outcome: string) =>
     report.dryRun && (outcome === 'reaped' || outcome === 'evicted') ? `would be ${outcome}` : outcome;
+  // Trash entries this sweep made are shown on their lane's row; the rest are earlier ones.
+  const own = new Set(report.entries.map((entry) => entry.trashed));
+  const trashRows = report.trash
+    .filter((result) => !own.has(result.path))
+    .map((result) => [
+      result.name,
+      'trash',
+      result.outcome,
+      humanBytes(result.bytes),
+      '',
+      result.outcome === 'failed'
+        ? `${result.failures.length} paths resisted (first: ${result.failures[0].path}: ${result.failures[0].code}); retried every sweep`
+        : result.outcome === 'busy'
+          ? 'being deleted by another process'
+          : 'trash emptied',
+    ]);
   return [
     ['lane', 'state', 'outcome', 'size', 'age', 'why'],
     ...report.entries.map((entry) => [
@@ -24,9 +48,10 @@ export function sweepTable(report: SweepReport): Table {
       entry.bytes === undefined ? '' : humanBytes(entry.bytes),
       ageOf(entry.created),
       entry.failures?.length
-        ? `${entry.reason}; ${entry.failures.length} paths resisted (first: ${entry.failures[0].path}: ${entry.failures[0].code})`
+        ? `${entry.reason}; ${entry.failures.length} paths resisted (first: ${entry.failures[0].path}: ${entry.failures[0].code}); retried every sweep`
         : entry.reason,
     ]),
+    ...trashRows,
   ];
 }
 
@@ -42,24 +67,39 @@ export function sweepSummary(report: SweepReport): string {
     `${live} live`,
     `${count('kept') - live} kept`,
     count('failed') ? `${count('failed')} failed` : '',
+    report.trash.length
+      ? `trash: ${report.trash.filter((t) => t.outcome === 'deleted' || t.outcome === 'would delete').length} of ${report.trash.length} entries ${report.dryRun ? 'would be ' : ''}deleted`
+      : '',
     report.tidied ? `${report.tidied} stale files tidied` : '',
     report.timedOut ? 'stopped at its time bound' : '',
   ].filter(Boolean);
   return `runlane sweep of ${report.root}: ${report.scanned} lanes scanned, ${done}; ${extra.join(', ')} (${report.seconds.toFixed(2)} s)${report.dryRun ? ' [dry run: nothing deleted]' : ''}`;
 }
 
-/** The status table: one row a lane. */
-export function statusTable(lanes: readonly (LaneEntry & { bytes: number; files: number })[]): Table {
+/** One row of `runlane status`: a lane, or an entry in the trash. */
+export interface StatusRow {
+  key: string;
+  path: string;
+  state: string;
+  bytes: number;
+  files: number;
+  created?: string;
+  repository?: string;
+  scope?: string;
+}
+
+/** The status table: one row a lane or trash entry. */
+export function statusTable(rows: readonly StatusRow[]): Table {
   return [
     ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope'],
-    ...lanes.map((lane) => [
-      lane.key,
-      lane.state,
-      humanBytes(lane.bytes),
-      String(lane.files),
-      ageOf(lane.created),
-      lane.meta?.repository ?? '?',
-      lane.meta?.scope ?? '?',
+    ...rows.map((row) => [
+      row.key,
+      row.state,
+      humanBytes(row.bytes),
+      String(row.files),
+      ageOf(row.created),
+      row.repository ?? '',
+      row.scope ?? '',
     ]),
   ];
 }

@@ -3,9 +3,11 @@ import path from 'node:path';
 import { errorCode } from './errors.js';
 import { Layout, type LaneMeta } from './layout.js';
 import { Lock, heldFlocks } from './lease.js';
-import { leaseHeld, listLanes } from './lane.js';
-import { humanBytes, removeTree, treeSize, type RemoveFailure } from './remove.js';
+import { leaseHeld, listLanes, type LaneEntry } from './lane.js';
+import { removeTree, treeSize, type Privileged, type RemoveFailure } from './remove.js';
 import { requireMarkedRoot } from './root.js';
+import { formatSpace, freeBytes, requiredFree } from './space.js';
+import { emptyTrash, moveToTrash, type TrashResult } from './trash.js';
 import type { SpaceTarget } from './units.js';
 
 export interface SweepOptions {
@@ -17,6 +19,9 @@ export interface SweepOptions {
   keepFree?: SpaceTarget;
   /** Epoch ms after which no new lane is started (pre's time bound). */
   deadline?: number;
+  privileged?: Privileged;
+  /** Only move lanes into the trash; the caller has the trash emptied in the background. */
+  background?: boolean;
   onProgress?: (done: number, total: number) => void;
   now?: number;
 }
@@ -28,10 +33,12 @@ export interface SweepEntry {
   /** reaped / evicted (or would be, on a dry run), kept, or failed. */
   outcome: 'reaped' | 'evicted' | 'kept' | 'failed';
   reason: string;
-  /** Bytes freed (measured as the file system's change), or the tree's size on a dry run or when kept. */
+  /** Bytes freed (the file system's change), or the tree's size when not deleted here. */
   bytes?: number;
   created?: string;
   failures?: RemoveFailure[];
+  /** Where the lane went in the trash. */
+  trashed?: string;
 }
 
 export interface SweepReport {
@@ -39,108 +46,120 @@ export interface SweepReport {
   dryRun: boolean;
   scanned: number;
   entries: SweepEntry[];
+  /** Trash entries deleted (or found busy, or failed) by this sweep. */
+  trash: TrashResult[];
   freedBytes: number;
   tidied: number;
   timedOut: boolean;
   seconds: number;
 }
 
+type Taken = 'reaped' | 'evicted';
+/** dry-run: change nothing; background: move to trash only; sync: move, then empty the trash. */
+type Mode = 'dry-run' | 'background' | 'sync';
+
 /**
  * Reaps what dead jobs left: every lane whose lease nobody holds (taken for real, and
  * re-checked under the lock), kept lanes past `maxAgeMs`, then kept lanes oldest first while
- * the file system has less free space than `keepFree`. A live lane is never touched. Also
- * tidies lock files and metadata whose lane is gone. Two sweeps racing arbitrate on the
- * lane's lock: each lane is reaped once.
+ * the file system has less free space than `keepFree`. Each goes to the trash by rename, under
+ * its lease; the trash is then emptied here, or in the background. A live lane is never
+ * touched. Two sweeps racing arbitrate on each lane's lock: each lane is reaped once.
  */
 export function sweep(options: SweepOptions): SweepReport {
   const started = Date.now();
   const now = options.now ?? started;
   requireMarkedRoot(options.root);
   const layout = new Layout(options.root);
-  // A lost locks/ or meta/ (a reboot that wiped them, a human) is recreated, not fatal.
-  layout.ensure();
+  const mode: Mode = options.dryRun ? 'dry-run' : options.background ? 'background' : 'sync';
+  // A lost locks/, meta/ or trash/ (a reboot that wiped them, a human) is recreated, not fatal.
+  if (mode !== 'dry-run') layout.ensure();
   const lanes = listLanes(options.root);
   const entries: SweepEntry[] = [];
-  let freedBytes = 0;
+  const trash: TrashResult[] = [];
   let timedOut = false;
-  const expired = (meta?: LaneMeta) => age(meta, now) > options.maxAgeMs;
-
-  const take = (key: string, outcome: 'reaped' | 'evicted', reason: string, state: SweepEntry['state']) => {
-    const entry = reap(layout, key, outcome, reason, state, options.dryRun);
-    if (entry.outcome !== 'failed' && entry.outcome !== 'kept') freedBytes += entry.bytes ?? 0;
+  const overTime = () => options.deadline !== undefined && Date.now() >= options.deadline;
+  const take = (lane: LaneEntry, outcome: Taken, reason: string) => {
+    const entry = reap(layout, lane, outcome, reason, mode, options.privileged ?? '');
     entries.push(entry);
     return entry;
   };
+  const empty = () => {
+    if (mode === 'background') return;
+    trash.push(
+      ...emptyTrash(layout, { dryRun: mode === 'dry-run', privileged: options.privileged, deadline: options.deadline }),
+    );
+  };
 
-  const kept: typeof lanes = [];
+  const kept: LaneEntry[] = [];
   lanes.forEach((lane, index) => {
     options.onProgress?.(index, lanes.length);
+    const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
     if (lane.state === 'live') {
-      entries.push({
-        key: lane.key,
-        path: lane.path,
-        state: 'live',
-        outcome: 'kept',
-        reason: 'live: its lease is held',
-        created: lane.created,
-      });
-      return;
-    }
-    if (options.deadline !== undefined && Date.now() >= options.deadline) {
+      entries.push({ ...base, outcome: 'kept', reason: 'live: its lease is held' });
+    } else if (overTime()) {
       timedOut = true;
-      entries.push({
-        key: lane.key,
-        path: lane.path,
-        state: lane.state,
-        outcome: 'kept',
-        reason: 'not reached: time bound',
-        created: lane.created,
-      });
-      return;
+      entries.push({ ...base, outcome: 'kept', reason: 'not reached: time bound' });
+    } else if (lane.state === 'orphan') {
+      take(lane, 'reaped', 'orphan: no job holds its lease');
+    } else if (age(lane.meta, now) > options.maxAgeMs) {
+      take(lane, 'evicted', `kept longer than max-age (${lane.meta?.retained})`);
+    } else {
+      kept.push(lane);
     }
-    if (lane.state === 'orphan') take(lane.key, 'reaped', 'orphan: no job holds its lease', 'orphan');
-    else if (expired(lane.meta)) take(lane.key, 'evicted', `kept longer than max-age (${lane.meta?.retained})`, 'kept');
-    else kept.push(lane);
   });
   options.onProgress?.(lanes.length, lanes.length);
+  empty();
 
-  // Space pressure: oldest kept lanes first, until the target holds.
-  const pressure = options.keepFree;
-  let simulatedFree = freeBytes(options.root) + (options.dryRun ? freedBytes : 0);
+  // Space pressure: the oldest kept lanes go first, until the target holds. A background
+  // sweep (pre) frees nothing before it returns, so it leaves this to full sweeps.
+  const pressure = mode === 'background' ? undefined : options.keepFree;
+  let free = freeBytes(options.root) + (mode === 'dry-run' ? sumBytes(entries) + sumBytes(trash) : 0);
   kept.sort((a, b) => (a.created ?? '').localeCompare(b.created ?? ''));
   for (const lane of kept) {
-    const needed = pressure ? requiredFree(options.root, pressure) : 0;
-    if (pressure && simulatedFree < needed && !timedOut) {
-      const entry = take(
-        lane.key,
-        'evicted',
-        `keep-free: ${formatSpace(pressure)} wanted on the root's file system`,
-        'kept',
-      );
-      simulatedFree = options.dryRun ? simulatedFree + (entry.bytes ?? 0) : freeBytes(options.root);
+    if (pressure && free < requiredFree(options.root, pressure) && !overTime()) {
+      const entry = take(lane, 'evicted', `keep-free: ${formatSpace(pressure)} wanted on the root's file system`);
+      if (mode === 'dry-run') free += entry.bytes ?? 0;
+      else {
+        empty();
+        free = freeBytes(options.root);
+      }
     } else {
+      const reason = lane.meta?.retained ?? 'kept';
       entries.push({
         key: lane.key,
         path: lane.path,
         state: 'kept',
         outcome: 'kept',
-        reason: lane.meta?.retained ?? 'kept',
+        reason,
         created: lane.created,
         bytes: treeSize(lane.path).bytes,
       });
     }
   }
-  const tidied = options.dryRun ? 0 : tidyStale(layout);
+  attribute(entries, trash);
+  const tidied = mode === 'dry-run' ? 0 : tidyStale(layout);
+  const freed =
+    mode === 'dry-run'
+      ? sumBytes(entries) + sumBytes(trash)
+      : sumBytes(trash) + sumBytes(entries.filter((e) => !e.trashed));
   return {
     root: options.root,
     dryRun: options.dryRun,
     scanned: lanes.length,
     entries,
-    freedBytes,
+    trash,
+    freedBytes: freed,
     tidied,
     timedOut,
     seconds: (Date.now() - started) / 1000,
   };
+}
+
+/** Bytes of what was (or would be) removed. */
+function sumBytes(items: readonly { outcome: string; bytes?: number; trashed?: string }[]): number {
+  return items
+    .filter((item) => ['reaped', 'evicted', 'deleted', 'would delete'].includes(item.outcome))
+    .reduce((total, item) => total + (item.bytes ?? 0), 0);
 }
 
 function age(meta: LaneMeta | undefined, now: number): number {
@@ -148,40 +167,61 @@ function age(meta: LaneMeta | undefined, now: number): number {
   return Number.isNaN(created) ? Infinity : now - created;
 }
 
-/** Takes the lane's lease, re-checks under it, then removes the lane, its metadata and its lock. */
+/** Gives each reaped lane the bytes and failures of its trash entry's deletion. */
+function attribute(entries: SweepEntry[], trash: TrashResult[]): void {
+  const byPath = new Map(trash.map((result) => [result.path, result]));
+  for (const entry of entries) {
+    const result = entry.trashed ? byPath.get(entry.trashed) : undefined;
+    if (!result) continue;
+    entry.bytes = result.bytes;
+    if (result.outcome === 'failed') {
+      entry.outcome = 'failed';
+      entry.failures = result.failures;
+    }
+  }
+}
+
+/**
+ * Takes the lane's lease and re-checks under it; then moves the lane to the trash (or, where
+ * a rename is impossible, deletes it in place) and drops its metadata and lock, still holding it.
+ */
 function reap(
   layout: Layout,
-  key: string,
-  outcome: 'reaped' | 'evicted',
+  lane: LaneEntry,
+  outcome: Taken,
   reason: string,
-  state: SweepEntry['state'],
-  dryRun: boolean,
+  mode: Mode,
+  privileged: Privileged,
 ): SweepEntry {
-  const lanePath = layout.lane(key);
-  const base = { key, path: lanePath, state, reason };
-  const lock = Lock.tryAcquire(layout.lock(key));
+  const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
+  // A dry run changes nothing, not even a lock file: the state listLanes found is its answer.
+  if (mode === 'dry-run') return { ...base, outcome, bytes: treeSize(lane.path).bytes };
+  const lock = Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return { ...base, outcome: 'kept', reason: 'live: its lease was taken meanwhile' };
   try {
-    const meta = layout.readMeta(key);
-    if (!fs.existsSync(lanePath)) return { ...base, outcome: 'kept', reason: 'gone: another sweep reaped it' };
-    if (dryRun) return { ...base, outcome, created: meta?.created, bytes: treeSize(lanePath).bytes };
-    const before = freeBytes(layout.root);
-    const result = removeTree(lanePath, layout.root);
-    const bytes = Math.max(0, freeBytes(layout.root) - before);
-    if (!result.removed)
-      return { ...base, outcome: 'failed', created: meta?.created, bytes, failures: result.failures };
-    fs.rmSync(layout.metaFile(key), { force: true });
+    if (!fs.existsSync(lane.path)) return { ...base, outcome: 'kept', reason: 'gone: another sweep reaped it' };
+    const moved = moveToTrash(layout, lane.path, lane.key);
+    let bytes: number | undefined;
+    if ('error' in moved) {
+      const before = freeBytes(layout.root);
+      const removal = removeTree(lane.path, layout.root, privileged);
+      bytes = Math.max(0, freeBytes(layout.root) - before);
+      const fallback = `${reason}; the rename to trash failed (${moved.error}), so it was deleted in place`;
+      if (!removal.removed) return { ...base, outcome: 'failed', reason: fallback, bytes, failures: removal.failures };
+      base.reason = fallback;
+    }
+    fs.rmSync(layout.metaFile(lane.key), { force: true });
     lock.unlinkWhileHeld();
-    return { ...base, outcome, created: meta?.created, bytes };
+    return { ...base, outcome, bytes, trashed: 'trashed' in moved ? moved.trashed : undefined };
   } finally {
     lock.release();
   }
 }
 
 /**
- * Lock files and metadata whose lane is gone, and temporary files of interrupted metadata
- * writes. Every metadata write happens under the lane's lease, so a temporary file whose
- * lease is free has no writer left: no clock decides.
+ * Lock files and metadata whose lane is gone, trash locks and failure records whose entry is
+ * gone, and temporary files of interrupted metadata writes. Every metadata write happens under
+ * the lane's lease, so a temporary file whose lease is free has no writer left: no clock decides.
  */
 function tidyStale(layout: Layout): number {
   let tidied = 0;
@@ -201,18 +241,30 @@ function tidyStale(layout: Layout): number {
   }
   for (const key of keys) {
     if (fs.existsSync(layout.lane(key)) || leaseHeld(layout.lock(key), held)) continue;
-    const lock = Lock.tryAcquire(layout.lock(key));
-    if (!lock) continue;
-    try {
-      if (fs.existsSync(layout.lane(key))) continue;
-      fs.rmSync(layout.metaFile(key), { force: true });
-      lock.unlinkWhileHeld();
-      tidied++;
-    } finally {
-      lock.release();
-    }
+    if (dropUnder(layout.lock(key), () => !fs.existsSync(layout.lane(key)), [layout.metaFile(key)])) tidied++;
+  }
+  for (const name of readdirOrEmpty(layout.trash)) {
+    const entry = /^(.+)\.(lock|failed\.json)$/.exec(name);
+    if (!entry) continue;
+    const entryPath = path.join(layout.trash, entry[1]);
+    if (fs.existsSync(entryPath)) continue;
+    if (dropUnder(`${entryPath}.lock`, () => !fs.existsSync(entryPath), [`${entryPath}.failed.json`])) tidied++;
   }
   return tidied;
+}
+
+/** Under the lock at `lockPath`, if `stillStale()`, removes `files` and the lock file itself. */
+function dropUnder(lockPath: string, stillStale: () => boolean, files: string[]): boolean {
+  const lock = Lock.tryAcquire(lockPath);
+  if (!lock) return false;
+  try {
+    if (!stillStale()) return false;
+    for (const file of files) fs.rmSync(file, { force: true });
+    lock.unlinkWhileHeld();
+    return true;
+  } finally {
+    lock.release();
+  }
 }
 
 function readdirOrEmpty(dir: string): string[] {
@@ -222,19 +274,4 @@ function readdirOrEmpty(dir: string): string[] {
     if (errorCode(error) === 'ENOENT') return [];
     throw error;
   }
-}
-
-export function freeBytes(dir: string): number {
-  const stats = fs.statfsSync(dir);
-  return stats.bavail * stats.bsize;
-}
-
-function requiredFree(dir: string, target: SpaceTarget): number {
-  if ('bytes' in target) return target.bytes;
-  const stats = fs.statfsSync(dir);
-  return (stats.blocks * stats.bsize * target.percent) / 100;
-}
-
-export function formatSpace(target: SpaceTarget): string {
-  return 'bytes' in target ? humanBytes(target.bytes) : `${target.percent}%`;
 }

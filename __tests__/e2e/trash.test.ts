@@ -1,0 +1,242 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { cli, CLI, disposeJobs, laneStates, newJob, processesMentioning, within } from '../helpers/jobs.js';
+
+afterEach(disposeJobs);
+
+const chattr = (flag: string, file: string) => expect(spawnSync('chattr', [flag, file]).status).toBe(0);
+const trashOf = (root: string) => fs.readdirSync(path.join(root, 'trash'));
+const trashEmpty = (root: string) => within(30_000, () => trashOf(root).length === 0);
+
+/** Many small files in nested directories, like a build output. */
+function fill(dir: string, files: number): void {
+  for (let d = 0; d * 250 < files; d++) {
+    const sub = path.join(dir, 'target', 'debug', `deps-${d}`);
+    fs.mkdirSync(sub, { recursive: true });
+    for (let f = 0; f < Math.min(250, files - d * 250); f++) fs.writeFileSync(path.join(sub, `f${f}.rlib`), 'x');
+  }
+}
+
+describe('post in O(1): rename to trash, delete in the background', () => {
+  it('frees the lane path of tens of thousands of files when post returns; the background empties the trash', async () => {
+    const job = newJob({ inputs: { presets: 'cargo' } });
+    await job.phase('main');
+    fill(job.outputs.path, 20_000);
+    const post = await job.phase('post');
+    expect(post.code).toBe(0);
+    expect(fs.existsSync(job.outputs.path)).toBe(false);
+    expect(post.stdout).toMatch(/moved to the trash in \d+ ms; deleting it in the background \(pid (\d+)\)/);
+    const pid = Number(/background \(pid (\d+)\)/.exec(post.stdout)?.[1]);
+    // The background delete must survive the runner's orphan cleanup: no RUNNER_TRACKING_ID.
+    let environ = '';
+    try {
+      environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
+    } catch {
+      environ = 'gone';
+    }
+    expect(environ).not.toContain(job.env.RUNNER_TRACKING_ID as string);
+    expect(await trashEmpty(job.root)).toBeGreaterThanOrEqual(0);
+    expect(await within(20_000, () => processesMentioning(job.root).length === 0)).toBeGreaterThanOrEqual(0);
+  });
+
+  it('the next sweep finishes what a killed background delete left', async () => {
+    const job = newJob();
+    await job.phase('main');
+    fill(job.outputs.path, 5_000);
+    await job.phase('post');
+    for (const pid of processesMentioning('empty-trash')) process.kill(pid, 'SIGKILL');
+    const sweep = cli('sweep', '--root', job.root, '--json');
+    expect(sweep.code).toBe(0);
+    expect(trashOf(job.root)).toEqual([]);
+  });
+
+  it('removes links, never what they point at, inside or outside the root', async () => {
+    const job = newJob();
+    const outside = path.join(job.dir, 'precious');
+    fs.mkdirSync(path.join(outside, 'dir'), { recursive: true });
+    fs.writeFileSync(path.join(outside, 'dir', 'keep'), 'keep');
+    fs.writeFileSync(path.join(outside, 'file'), 'keep');
+    const other = newJob({ root: job.root, inputs: { root: job.root } });
+    await job.phase('main');
+    await other.phase('main');
+    fs.symlinkSync(path.join(outside, 'dir'), path.join(job.outputs.path, 'to-dir'));
+    fs.symlinkSync(path.join(outside, 'file'), path.join(job.outputs.path, 'to-file'));
+    fs.symlinkSync(other.outputs.path, path.join(job.outputs.path, 'to-other-lane'));
+    fs.symlinkSync('/', path.join(job.outputs.path, 'to-root'));
+    await job.phase('post');
+    expect(await trashEmpty(job.root)).toBeGreaterThanOrEqual(0);
+    expect(fs.readFileSync(path.join(outside, 'dir', 'keep'), 'utf8')).toBe('keep');
+    expect(fs.readFileSync(path.join(outside, 'file'), 'utf8')).toBe('keep');
+    expect(fs.existsSync(other.outputs.path)).toBe(true);
+    expect(laneStates(job.root)).toEqual({ [other.outputs.key]: 'live' });
+  });
+
+  it('removes read-only nested trees, also as an unprivileged runner user', async () => {
+    const root = path.join(newJob().dir, 'nobody-root');
+    fs.mkdirSync(path.join(root, 'trash', 'lane~1', 'mod', 'a', 'b'), { recursive: true });
+    fs.writeFileSync(path.join(root, '.runlane-root'), '{}');
+    for (const dir of ['lanes', 'locks', 'meta']) fs.mkdirSync(path.join(root, dir));
+    fs.writeFileSync(path.join(root, 'trash', 'lane~1', 'mod', 'a', 'b', 'go.mod'), 'module x');
+    spawnSync('chown', ['-R', 'nobody:nogroup', root]);
+    fs.chmodSync(path.dirname(root), 0o755);
+    for (const dir of ['mod/a/b', 'mod/a', 'mod']) fs.chmodSync(path.join(root, 'trash', 'lane~1', dir), 0o555);
+    const asNobody = spawnSync(
+      'setpriv',
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        process.execPath,
+        CLI,
+        'empty-trash',
+        '--root',
+        root,
+        '--json',
+      ],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(asNobody.stderr).toBe('');
+    expect(JSON.parse(asNobody.stdout).trash[0]).toMatchObject({ outcome: 'deleted' });
+    expect(asNobody.status).toBe(0);
+    expect(trashOf(root)).toEqual([]);
+  });
+
+  it("reports another owner's files (EACCES) with what they need, and hands them to 'sudo -n rm' with privileged-cleanup: sudo", async () => {
+    const scratch = newJob().dir;
+    const root = path.join(scratch, 'shared-root');
+    const entry = path.join(root, 'trash', 'lane~1');
+    const make = () => {
+      fs.mkdirSync(path.join(entry, 'docker-out'), { recursive: true });
+      fs.writeFileSync(path.join(entry, 'docker-out', 'root-owned.o'), 'x');
+      fs.writeFileSync(path.join(entry, 'mine.o'), 'x');
+      spawnSync('chown', ['nobody:nogroup', root, path.join(root, 'trash'), entry, path.join(entry, 'mine.o')]);
+    };
+    fs.mkdirSync(root);
+    fs.writeFileSync(path.join(root, '.runlane-root'), '{}');
+    for (const dir of ['lanes', 'locks', 'meta']) fs.mkdirSync(path.join(root, dir));
+    make();
+    fs.chmodSync(scratch, 0o755);
+    const bin = path.join(scratch, 'bin');
+    const run = (...extra: string[]) =>
+      spawnSync(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          process.execPath,
+          CLI,
+          'empty-trash',
+          '--root',
+          root,
+          ...extra,
+        ],
+        {
+          encoding: 'utf8',
+          env: { ...process.env, PATH: `${bin}:/usr/bin:/bin` },
+        },
+      );
+    const denied = run();
+    expect(denied.status).toBe(1);
+    expect(denied.stdout).toMatch(
+      /docker-out\/root-owned\.o: EACCES \(its directory belongs to uid 0, not to the runner user \(uid 65534\).*privileged-cleanup: sudo\)/,
+    );
+    expect(fs.existsSync(path.join(entry, 'mine.o'))).toBe(false);
+    expect(fs.existsSync(`${entry}.failed.json`)).toBe(true);
+    const status = cli('status', '--root', root);
+    expect(status.stdout).toMatch(/lane~1\s+trash/);
+    expect(status.stdout).toContain('resists deletion');
+
+    if (!fs.existsSync('/usr/bin/sudo') && !fs.existsSync('/bin/sudo')) {
+      expect(run('--privileged', 'sudo').stdout).toMatch(/root-owned\.o: EACCES \(sudo is not available \(ENOENT\)/);
+    }
+
+    // A stand-in for sudo that records what it is asked to run and runs it without privilege
+    // (no passwordless sudo exists here): the contract is the exact, shell-free argv.
+    fs.mkdirSync(bin);
+    const log = path.join(scratch, 'sudo.log');
+    fs.writeFileSync(log, '');
+    fs.chmodSync(log, 0o666);
+    fs.writeFileSync(
+      path.join(bin, 'sudo'),
+      `#!/bin/sh\nprintf '%s\\n' "$*" >> ${log}\n[ "$1" = -n ] && shift\nexec "$@"\n`,
+      {
+        mode: 0o755,
+      },
+    );
+    const withSudo = run('--privileged', 'sudo');
+    expect(fs.readFileSync(log, 'utf8').trim().split('\n')).toEqual([
+      `-n rm -rf --one-file-system -- ${path.join(entry, 'docker-out', 'root-owned.o')}`,
+    ]);
+    expect(withSudo.stdout).toMatch(/root-owned\.o: EACCES \(sudo -n rm failed: rm: cannot remove .*Permission denied/);
+    expect(withSudo.status).toBe(1);
+  });
+});
+
+describe('what cannot be deleted never fails a job, is reported, and goes once it can', () => {
+  it('an immutable file: post succeeds, status and the next post report it, a later sweep removes it', async () => {
+    const job = newJob();
+    await job.phase('main');
+    const stuck = path.join(job.outputs.path, 'cache', 'stuck.bin');
+    fs.mkdirSync(path.dirname(stuck));
+    fs.writeFileSync(stuck, 'x');
+    chattr('+i', stuck);
+    let entry = '';
+    try {
+      const post = await job.phase('post');
+      expect(post.code).toBe(0);
+      expect(fs.existsSync(job.outputs.path)).toBe(false);
+      expect(
+        await within(20_000, () => trashOf(job.root).some((name) => name.endsWith('.failed.json'))),
+      ).toBeGreaterThanOrEqual(0);
+      entry = trashOf(job.root).find((name) => fs.statSync(path.join(job.root, 'trash', name)).isDirectory()) ?? '';
+      const status = cli('status', '--root', job.root, '--json').json();
+      expect(status.lanes).toEqual([
+        expect.objectContaining({
+          state: 'trash',
+          failures: [expect.objectContaining({ code: 'EPERM', hint: expect.stringContaining('chattr -i') })],
+        }),
+      ]);
+
+      const next = newJob({ root: job.root, inputs: { root: job.root } });
+      await next.phase('main');
+      const nextPost = await next.phase('post');
+      expect(nextPost.code).toBe(0);
+      expect(nextPost.warnings.join('\n')).toMatch(/still resists deletion:\n.*stuck\.bin: EPERM \(immutable/);
+
+      const blocked = cli('sweep', '--root', job.root, '--json');
+      expect(blocked.code).toBe(1);
+      expect(blocked.json().trash.find((t: { outcome: string }) => t.outcome === 'failed').failures[0].path).toMatch(
+        /stuck\.bin$/,
+      );
+    } finally {
+      chattr('-i', path.join(job.root, 'trash', entry, 'cache', 'stuck.bin'));
+    }
+    expect(cli('sweep', '--root', job.root).code).toBe(0);
+    expect(trashOf(job.root)).toEqual([]);
+  });
+
+  it('falls back to a synchronous delete, with a warning, when the trash is on another file system', async () => {
+    const job = newJob();
+    await job.phase('main');
+    const trash = path.join(job.root, 'trash');
+    fs.mkdirSync(trash, { recursive: true });
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', trash]).status).toBe(0);
+    try {
+      fill(job.outputs.path, 500);
+      const post = await job.phase('post');
+      expect(post.code).toBe(0);
+      expect(post.warnings.join('\n')).toMatch(
+        /could not rename .* into the trash \(EXDEV: .*\); deleted it synchronously instead/,
+      );
+      expect(fs.existsSync(job.outputs.path)).toBe(false);
+      expect(laneStates(job.root)).toEqual({});
+    } finally {
+      spawnSync('umount', [trash]);
+    }
+  });
+});
