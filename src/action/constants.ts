@@ -14,6 +14,9 @@ export enum Inputs {
   DryRun = 'dry-run',
   PreSweep = 'pre-sweep',
   PrivilegedCleanup = 'privileged-cleanup',
+  Warm = 'warm',
+  WarmFrom = 'warm-from',
+  WarmKeep = 'warm-keep',
 }
 
 export enum Outputs {
@@ -29,6 +32,7 @@ export enum State {
   LanePath = 'lane-path',
   HolderPid = 'holder-pid',
   Links = 'links',
+  Slot = 'slot',
 }
 
 export const CLEANUPS = ['always', 'on-success', 'never', 'defer'] as const;

@@ -1,10 +1,12 @@
 import * as core from '@actions/core';
 import { dockerArgs, planExports } from '../core/env-plan.js';
-import { laneKey } from '../core/key.js';
+import { laneKey, scopeOf, type RunIdentity } from '../core/key.js';
 import { Layout } from '../core/layout.js';
 import { openLane } from '../core/lane.js';
 import { makeLinks, planLinks } from '../core/links.js';
+import { ageOf } from '../core/report.js';
 import { humanDuration } from '../core/units.js';
+import { claimParked, copyParked, warmSlot, type WarmOrigin } from '../core/warm.js';
 import { bundled } from './bundles.js';
 import { Outputs } from './constants.js';
 import { runIdentity, platformOf } from './identity.js';
@@ -22,7 +24,9 @@ export async function main(): Promise<void> {
   }
   const identity = runIdentity(process.env, settings.matrix);
   const key = laneKey(settings.keyTemplate, identity);
-  const lanePath = new Layout(settings.root).lane(key);
+  const layout = new Layout(settings.root);
+  const lanePath = layout.lane(key);
+  const notes: string[] = [];
   // Everything that can be refused is refused before anything is created.
   const exports = planExports(lanePath, settings.presets, settings.env, process.env);
   const links = planLinks(settings.workspace, settings.links, lanePath);
@@ -46,9 +50,31 @@ export async function main(): Promise<void> {
     workerPid: process.ppid,
     leaseMs: settings.leaseTimeoutMs,
     dirs: exports.map((variable) => variable.dir),
+    populate: settings.warm
+      ? (lanePath) => startWarm(layout, settings.warmFrom, identity, settings.matrix, lanePath, notes)
+      : undefined,
   });
-  saveLaneState({ root: settings.root, key, lanePath: lane.path, holderPid: lane.holderPid, links });
+  saveLaneState({
+    root: settings.root,
+    key,
+    lanePath: lane.path,
+    holderPid: lane.holderPid,
+    links,
+    slot: warmSlot({
+      repository: identity.repository,
+      scope: identity.scope,
+      job: identity.job,
+      matrix: settings.matrix,
+    }),
+  });
   core.info(`lane: ${lane.path}`);
+  for (const note of notes) core.info(note);
+  const warmText = lane.warm
+    ? describeWarm(lane.warm)
+    : settings.warm
+      ? 'false (no parked lane to start from: cold)'
+      : 'false (cold lane)';
+  core.info(`warm: ${warmText}`);
   core.info(
     `lease: held by pid ${lane.holderPid} until post, the job's end or ${humanDuration(settings.leaseTimeoutMs)}`,
   );
@@ -72,7 +98,7 @@ export async function main(): Promise<void> {
   core.setOutput(Outputs.Path, lane.path);
   core.setOutput(Outputs.Key, key);
   core.setOutput(Outputs.DockerArgs, docker);
-  core.setOutput(Outputs.Warm, 'false');
+  core.setOutput(Outputs.Warm, lane.warm ? 'true' : 'false');
   const took = Date.now() - started;
   core.info(`runlane: lane ready in ${took} ms`);
 
@@ -86,7 +112,7 @@ export async function main(): Promise<void> {
       ['key', `<code>${escapeHtml(key)}</code>`],
       ['scope', escapeHtml(identity.scope)],
       ['cleanup', settings.cleanup],
-      ['warm', 'false (cold lane)'],
+      ['warm', escapeHtml(warmText)],
       ...exports.map((variable) => [
         `<code>${variable.name}</code>`,
         `<code>${escapeHtml(variable.value)}</code> (${escapeHtml(variable.origin)})`,
@@ -94,4 +120,43 @@ export async function main(): Promise<void> {
       ...links.map((link) => [`link`, `<code>${escapeHtml(link.link)}</code> → lane`]),
     ]),
   );
+}
+
+/**
+ * Makes the new lane from a parked one, trying `warm-from` in order: `same` claims this
+ * slot's newest parked lane by rename; `base` (the PR's base branch) or a branch name copies
+ * that slot's, leaving it in place. Undefined: start cold.
+ */
+function startWarm(
+  layout: Layout,
+  sources: readonly string[],
+  identity: RunIdentity,
+  matrix: string,
+  lanePath: string,
+  notes: string[],
+): WarmOrigin | undefined {
+  const slotFor = (scope: string) => warmSlot({ repository: identity.repository, scope, job: identity.job, matrix });
+  for (const source of sources) {
+    if (source === 'same') {
+      const claimed = claimParked(layout, slotFor(identity.scope), lanePath);
+      if (claimed) return claimed;
+      notes.push(`warm: nothing parked for ${identity.scope}`);
+      continue;
+    }
+    const branch = source === 'base' ? process.env.GITHUB_BASE_REF : source;
+    if (!branch) continue;
+    const scope = scopeOf(`refs/heads/${branch}`);
+    if (scope === identity.scope) continue;
+    const copy = copyParked(layout, slotFor(scope), lanePath);
+    if (copy && 'copied' in copy) return copy.copied;
+    notes.push(copy ? `warm: not copied from ${scope}: ${copy.skipped}` : `warm: nothing parked for ${scope}`);
+  }
+  return undefined;
+}
+
+function describeWarm(origin: WarmOrigin): string {
+  const age = origin.parked ? `, parked ${ageOf(origin.parked)} ago` : '';
+  const run = origin.runId ? ` by run ${origin.runId}` : '';
+  const how = origin.how === 'claimed' ? 'claimed' : origin.how === 'reflink' ? 'cloned (reflink)' : 'copied';
+  return `true (${how} from ${origin.from}${run}${age})`;
 }

@@ -10,7 +10,7 @@ import { getSettings } from './settings.js';
 import { loadLaneState } from './state.js';
 
 /**
- * post: park nothing yet; remove (by rename to trash, deleted in the background), keep, or
+ * post: park the lane for the next run (warm, after success), or remove (by rename to trash, deleted in the background), keep, or
  * defer the lane; release the lease. Every problem is a warning: post never fails a job.
  */
 export async function post(): Promise<void> {
@@ -21,14 +21,21 @@ export async function post(): Promise<void> {
     return;
   }
   const settings = getSettings();
-  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus);
+  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, settings.warm);
+  const park = settings.warm ? { slot: lane.slot, keep: settings.warmKeep } : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${problem}`);
-  const result = closeLane(lane.root, lane.key, lane.holderPid, action, reason, settings.privileged);
+  const result = closeLane(lane.root, lane.key, lane.holderPid, action, reason, settings.privileged, park);
   const took = `${Date.now() - started} ms`;
   let outcome: string;
-  if (result.trashed) {
-    const pid = startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged);
+  const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
+  const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
+  if (result.parked) {
+    const trimmed = result.parked.trimmed.length
+      ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background, pid ${pid})`
+      : '';
+    outcome = `parked in ${took} for the next run of its scope (${result.parked.path})${trimmed}`;
+  } else if (result.trashed) {
     outcome = `moved to the trash in ${took}; deleting it in the background (pid ${pid})`;
   } else if (action === 'remove') {
     outcome = result.removed
@@ -36,9 +43,13 @@ export async function post(): Promise<void> {
       : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
   } else if (action === 'retain') {
     outcome = `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
-  } else {
+  } else if (action === 'defer') {
     outcome = 'left for the sweep (cleanup: defer)';
+  } else {
+    outcome = 'not parked: it was gone';
   }
+  if (settings.warm && action !== 'park')
+    core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
   core.info(`${lane.lanePath}: ${outcome}`);
   core.endGroup();
   if (result.fallback) {

@@ -30,6 +30,37 @@ export interface Settings {
   /** pre's time bound for its sweep; 0 turns it off. */
   preSweepMs: number;
   privileged: Privileged;
+  warm: boolean;
+  /** Where to start warm from, in order: `same` (claim), `base` or a branch (copy). */
+  warmFrom: string[];
+  warmKeep: number;
+}
+
+function warmFrom(value: string): string[] {
+  const items = value
+    .split(/[,\n]/)
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  if (items.length === 0) return ['same', 'base'];
+  for (const item of items) {
+    if (item !== 'same' && item !== 'base' && !/^[A-Za-z0-9._/-]+$/.test(item)) {
+      throw new SettingError(
+        Inputs.WarmFrom,
+        value,
+        'a list of same, base or branch names',
+        `'${item}' is not a branch name`,
+      );
+    }
+  }
+  return items;
+}
+
+function warmKeep(value: string): number {
+  const text = value.trim() || '1';
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 100) {
+    throw new SettingError(Inputs.WarmKeep, value, 'a whole number from 1 to 100');
+  }
+  return Number(text);
 }
 
 function booleanInput(input: string, fallback: boolean): boolean {
@@ -85,6 +116,9 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     keepFree: keepFree(core.getInput(Inputs.KeepFree)),
     dryRun: booleanInput(Inputs.DryRun, false),
     preSweepMs: preSweep(core.getInput(Inputs.PreSweep)),
+    warm: booleanInput(Inputs.Warm, false),
+    warmFrom: warmFrom(core.getInput(Inputs.WarmFrom)),
+    warmKeep: warmKeep(core.getInput(Inputs.WarmKeep)),
     privileged: oneOf<Privileged | 'none'>(Inputs.PrivilegedCleanup, ['none', 'sudo'], 'none') === 'sudo' ? 'sudo' : '',
   };
 }

@@ -9,6 +9,8 @@ export interface LaneState {
   lanePath: string;
   holderPid: number;
   links: LinkPlan[];
+  /** The warm slot post parks the lane in. */
+  slot: string;
 }
 
 export function saveLaneState(state: LaneState): void {
@@ -17,6 +19,7 @@ export function saveLaneState(state: LaneState): void {
   core.saveState(State.LanePath, state.lanePath);
   core.saveState(State.HolderPid, String(state.holderPid));
   core.saveState(State.Links, JSON.stringify(state.links));
+  core.saveState(State.Slot, state.slot);
 }
 
 /** The lane main made, or undefined if main made none (it failed early, or ran a sweep). */
@@ -29,5 +32,6 @@ export function loadLaneState(): LaneState | undefined {
     lanePath: core.getState(State.LanePath),
     holderPid: Number(core.getState(State.HolderPid)) || 0,
     links: JSON.parse(core.getState(State.Links) || '[]') as LinkPlan[],
+    slot: core.getState(State.Slot),
   };
 }

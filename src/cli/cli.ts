@@ -13,6 +13,7 @@ import {
   type StatusRow,
 } from '../core/report.js';
 import { emptyTrash, listTrash } from '../core/trash.js';
+import { listParked } from '../core/warm.js';
 import { checkRoot, requireMarkedRoot } from '../core/root.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
@@ -68,7 +69,18 @@ function statusRows(
     created: entry.created,
     failures: entry.failures,
   }));
-  return [...lanes, ...trash];
+  const parked = listParked(new Layout(root)).map((lane) => ({
+    key: lane.key,
+    path: lane.path,
+    state: 'parked',
+    ...treeSize(lane.path),
+    created: lane.parked,
+    repository: lane.meta?.repository,
+    scope: lane.meta?.scope,
+    runId: lane.meta?.runId,
+    job: lane.meta?.job,
+  }));
+  return [...lanes, ...parked, ...trash];
 }
 
 export function buildCli(): Command {
@@ -81,7 +93,9 @@ export function buildCli(): Command {
 
   program
     .command('status')
-    .description('List every lane under the root with its state (live, orphan, kept, trash), size, age and owner.')
+    .description(
+      'List every lane under the root with its state (live, orphan, kept, parked, trash), size, age and owner.',
+    )
     .addOption(rootOption())
     .option('--json', 'print {"root": ..., "lanes": [...]} for machines')
     .action((options: { root?: string; json?: boolean }) => {

@@ -6,6 +6,7 @@ import { Lock, heldFlocks, flockIdentity, startHolder, stopHolder } from './leas
 import { removeTree, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
 import { moveToTrash } from './trash.js';
+import { parkLane, trimSlot, type WarmOrigin } from './warm.js';
 
 /** How long main waits for a lane's lock that a sweep may be holding briefly. */
 const LOCK_WAIT_MS = 10_000;
@@ -19,12 +20,18 @@ export interface OpenLaneOptions {
   leaseMs: number;
   /** Directories to create inside the lane (absolute, inside it). */
   dirs: readonly string[];
+  /**
+   * Makes the lane directory from a parked one (claim or copy), under the new lane's lease.
+   * Returns where it came from, or undefined to start cold (then the lane is made empty).
+   */
+  populate?: (lanePath: string) => WarmOrigin | undefined;
 }
 
 export interface OpenedLane {
   path: string;
   lockPath: string;
   holderPid: number;
+  warm?: WarmOrigin;
 }
 
 /**
@@ -41,8 +48,11 @@ export function openLane(options: OpenLaneOptions): OpenedLane {
     throw new Error(`the lane ${options.key} is leased by another job (its lock ${lockPath} is held)`);
   }
   const lanePath = layout.lane(options.key);
+  let warm: WarmOrigin | undefined;
   try {
-    fs.mkdirSync(lanePath, { mode: 0o755 });
+    if (fs.existsSync(lanePath)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
+    warm = options.populate?.(lanePath);
+    if (!warm) fs.mkdirSync(lanePath, { mode: 0o755 });
   } catch (error) {
     lock.release();
     if (errorCode(error) === 'EEXIST') {
@@ -65,8 +75,9 @@ export function openLane(options: OpenLaneOptions): OpenedLane {
       host: os.hostname(),
       holderPid,
       ...options.meta,
+      ...(warm ? { warmFrom: `${warm.from} (${warm.how})` } : {}),
     });
-    return { path: lanePath, lockPath, holderPid };
+    return { path: lanePath, lockPath, holderPid, warm };
   } catch (error) {
     lock.release();
     removeTree(lanePath, options.root);
@@ -74,7 +85,7 @@ export function openLane(options: OpenLaneOptions): OpenedLane {
   }
 }
 
-export type CloseAction = 'remove' | 'retain' | 'defer';
+export type CloseAction = 'remove' | 'retain' | 'defer' | 'park';
 
 export interface CloseResult {
   action: CloseAction;
@@ -87,6 +98,8 @@ export interface CloseResult {
   failures: RemoveFailure[];
   /** False when the holder did not go in time (the lease then ends with the job or deadline). */
   released: boolean;
+  /** Where the lane was parked, and the older parked lanes of its slot that made way. */
+  parked?: { path: string; trimmed: string[] };
 }
 
 /**
@@ -104,6 +117,7 @@ export function closeLane(
   action: CloseAction,
   reason = '',
   privileged: Privileged = '',
+  park?: { slot: string; keep: number },
 ): CloseResult {
   const layout = new Layout(root);
   const lockPath = layout.lock(key);
@@ -120,8 +134,13 @@ export function closeLane(
   } else if (action === 'retain') {
     const meta = layout.readMeta(key);
     if (meta) layout.writeMeta({ ...meta, retained: reason || 'retained' });
+  } else if (action === 'park' && park) {
+    const created = Date.parse(layout.readMeta(key)?.created ?? '');
+    const jobMs = Number.isNaN(created) ? 0 : Date.now() - created;
+    result.parked = { path: parkLane(layout, key, park.slot, jobMs), trimmed: [] };
   }
   result.released = stopHolder(holderPid, lockPath);
+  if (result.parked && park) result.parked.trimmed = trimSlot(layout, park.slot, park.keep);
   if (result.removed && result.released) tidy(layout, key);
   return result;
 }
@@ -131,7 +150,7 @@ export function tidy(layout: Layout, key: string): boolean {
   const lock = Lock.tryAcquireExisting(layout.lock(key));
   if (!lock) return false;
   try {
-    if (fs.existsSync(layout.lane(key))) return false;
+    if (layout.laneExists(key)) return false;
     fs.rmSync(layout.metaFile(key), { force: true });
     lock.unlinkWhileHeld();
     return true;
@@ -184,8 +203,17 @@ export function leaseHeld(lockPath: string, held: Set<string>): boolean {
   return false;
 }
 
-/** What post does with a lane, from the `cleanup` setting and the job's status. */
-export function closeActionFor(cleanup: string, jobStatus: string): { action: CloseAction; reason: string } {
+/**
+ * What post does with a lane, from the `cleanup` setting, the job's status and `warm`: a
+ * successful job's lane is parked for the next run when warm is on; a failed or cancelled
+ * job's never is.
+ */
+export function closeActionFor(
+  cleanup: string,
+  jobStatus: string,
+  warm = false,
+): { action: CloseAction; reason: string } {
+  if (warm && jobStatus === 'success') return { action: 'park', reason: 'warm: job succeeded' };
   switch (cleanup) {
     case 'always':
       return { action: 'remove', reason: 'cleanup: always' };

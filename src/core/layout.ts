@@ -20,6 +20,14 @@ export interface LaneMeta {
   holderPid?: number;
   /** Kept on purpose (`cleanup: never`, or `on-success` after a failure): not an orphan. */
   retained?: string;
+  /** The warm slot (repository, scope, job, matrix leg) whose next run may claim it. */
+  slot?: string;
+  /** ISO time it was parked for the next run, when it is. */
+  parked?: string;
+  /** How long its job ran (main to post): what a warm start can save at most. */
+  jobMs?: number;
+  /** Where this lane came from, when it was started warm. */
+  warmFrom?: string;
 }
 
 /**
@@ -32,21 +40,35 @@ export class Layout {
   readonly meta: string;
   /** Lanes renamed out of the way, waiting for the background delete or the sweep. */
   readonly trash: string;
+  /** Lanes of successful jobs, per warm slot, waiting for the next run to claim them. */
+  readonly parked: string;
 
   constructor(readonly root: string) {
     this.lanes = path.join(root, 'lanes');
     this.locks = path.join(root, 'locks');
     this.meta = path.join(root, 'meta');
     this.trash = path.join(root, 'trash');
+    this.parked = path.join(root, 'parked');
   }
 
   ensure(): void {
-    for (const dir of [this.lanes, this.locks, this.meta, this.trash])
+    for (const dir of [this.lanes, this.locks, this.meta, this.trash, this.parked])
       fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   }
 
   lane(key: string): string {
     return path.join(this.lanes, key);
+  }
+
+  parkedLane(slot: string, key: string): string {
+    return path.join(this.parked, slot, key);
+  }
+
+  /** Whether the lane of `key` exists, in lanes/ or parked in its slot. */
+  laneExists(key: string): boolean {
+    if (fs.existsSync(this.lane(key))) return true;
+    const slot = this.readMeta(key)?.slot;
+    return slot !== undefined && fs.existsSync(this.parkedLane(slot, key));
   }
 
   lock(key: string): string {

@@ -8,6 +8,7 @@ import { removeTree, treeSize, type Privileged, type RemoveFailure } from './rem
 import { requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
 import { emptyTrash, moveToTrash, type TrashResult } from './trash.js';
+import { evictParked, listParked, type ParkedLane } from './warm.js';
 import type { SpaceTarget } from './units.js';
 
 export interface SweepOptions {
@@ -29,7 +30,7 @@ export interface SweepOptions {
 export interface SweepEntry {
   key: string;
   path: string;
-  state: 'live' | 'orphan' | 'kept';
+  state: 'live' | 'orphan' | 'kept' | 'parked';
   /** reaped / evicted (or would be, on a dry run), kept, or failed. */
   outcome: 'reaped' | 'evicted' | 'kept' | 'failed';
   reason: string;
@@ -83,6 +84,14 @@ export function sweep(options: SweepOptions): SweepReport {
     entries.push(entry);
     return entry;
   };
+  const evict = (lane: ParkedLane, reason: string): SweepEntry => {
+    const base = { key: lane.key, path: lane.path, state: 'parked' as const, reason, created: lane.parked };
+    if (mode === 'dry-run') return { ...base, outcome: 'evicted', bytes: treeSize(lane.path).bytes };
+    const moved = evictParked(layout, lane);
+    return moved
+      ? { ...base, outcome: 'evicted', trashed: moved }
+      : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile' };
+  };
   const empty = () => {
     if (mode === 'background') return;
     trash.push(
@@ -108,22 +117,51 @@ export function sweep(options: SweepOptions): SweepReport {
     }
   });
   options.onProgress?.(lanes.length, lanes.length);
+
+  // Parked lanes (warm starts): evicted past max-age, and first under space pressure.
+  const parked: ParkedLane[] = [];
+  const held = heldFlocks();
+  for (const lane of listParked(layout)) {
+    const base = { key: lane.key, path: lane.path, state: 'parked' as const, created: lane.parked };
+    if (leaseHeld(layout.lock(lane.key), held))
+      entries.push({ ...base, outcome: 'kept', reason: 'parked: being claimed' });
+    else if (age(lane.meta, now, lane.parked) > options.maxAgeMs && !overTime())
+      entries.push(evict(lane, 'parked longer than max-age'));
+    else parked.push(lane);
+  }
   empty();
 
-  // Space pressure: the oldest kept lanes go first, until the target holds. A background
-  // sweep (pre) frees nothing before it returns, so it leaves this to full sweeps.
+  // Space pressure: parked lanes go first, then kept ones, oldest first, until the target
+  // holds. A background sweep (pre) frees nothing before it returns: it leaves this to full sweeps.
   const pressure = mode === 'background' ? undefined : options.keepFree;
   let free = freeBytes(options.root) + (mode === 'dry-run' ? sumBytes(entries) + sumBytes(trash) : 0);
   kept.sort((a, b) => (a.created ?? '').localeCompare(b.created ?? ''));
-  for (const lane of kept) {
+  parked.reverse();
+  const candidates = [...parked.map((lane) => ({ parked: lane })), ...kept.map((lane) => ({ kept: lane }))];
+  for (const candidate of candidates) {
     if (pressure && free < requiredFree(options.root, pressure) && !overTime()) {
-      const entry = take(lane, 'evicted', `keep-free: ${formatSpace(pressure)} wanted on the root's file system`);
+      const why = `keep-free: ${formatSpace(pressure)} wanted on the root's file system`;
+      const entry = 'parked' in candidate ? evict(candidate.parked, why) : take(candidate.kept, 'evicted', why);
+      if ('parked' in candidate) entries.push(entry);
       if (mode === 'dry-run') free += entry.bytes ?? 0;
       else {
         empty();
         free = freeBytes(options.root);
       }
+    } else if ('parked' in candidate) {
+      const lane = candidate.parked;
+      const reason = 'parked for the next run of its scope';
+      entries.push({
+        key: lane.key,
+        path: lane.path,
+        state: 'parked',
+        outcome: 'kept',
+        reason,
+        created: lane.parked,
+        bytes: treeSize(lane.path).bytes,
+      });
     } else {
+      const lane = candidate.kept;
       const reason = lane.meta?.retained ?? 'kept';
       entries.push({
         key: lane.key,
@@ -162,8 +200,8 @@ function sumBytes(items: readonly { outcome: string; bytes?: number; trashed?: s
     .reduce((total, item) => total + (item.bytes ?? 0), 0);
 }
 
-function age(meta: LaneMeta | undefined, now: number): number {
-  const created = meta ? Date.parse(meta.created) : NaN;
+function age(meta: LaneMeta | undefined, now: number, since?: string): number {
+  const created = Date.parse(since ?? meta?.created ?? '');
   return Number.isNaN(created) ? Infinity : now - created;
 }
 
@@ -240,8 +278,8 @@ function tidyStale(layout: Layout): number {
     tidied += files.length;
   }
   for (const key of keys) {
-    if (fs.existsSync(layout.lane(key)) || leaseHeld(layout.lock(key), held)) continue;
-    if (dropUnder(layout.lock(key), () => !fs.existsSync(layout.lane(key)), [layout.metaFile(key)])) tidied++;
+    if (layout.laneExists(key) || leaseHeld(layout.lock(key), held)) continue;
+    if (dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)])) tidied++;
   }
   for (const name of readdirOrEmpty(layout.trash)) {
     const entry = /^(.+)\.(lock|failed\.json)$/.exec(name);

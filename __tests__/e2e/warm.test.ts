@@ -1,0 +1,194 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { CLI, cli, disposeJobs, laneStates, newJob, within } from '../helpers/jobs.js';
+
+afterEach(disposeJobs);
+
+type Job = ReturnType<typeof newJob>;
+
+/** A job of PR 5 of acme/widgets, job `build`, on the given root, with warm on. */
+function prJob(root: string, extra: Record<string, string> = {}, ref = 'refs/pull/5/merge'): Job {
+  return newJob({ root, ref, inputs: { root, presets: 'cargo', warm: 'true', ...extra } });
+}
+
+async function runJob(job: Job, status = 'success', work?: string): Promise<void> {
+  expect((await job.phase('main')).code).toBe(0);
+  if (work) expect((await job.run('sh', ['-c', work])).code).toBe(0);
+  job.status = status;
+  expect((await job.phase('post')).code).toBe(0);
+}
+
+describe('warm start: a successful lane handed to the next run of its scope by rename', () => {
+  it('parks on success, never on failure or cancel', async () => {
+    const root = newJob().root;
+    await runJob(prJob(root), 'failure');
+    await runJob(prJob(root), 'cancelled');
+    expect(laneStates(root)).toEqual({});
+    const ok = prJob(root);
+    await runJob(ok, 'success');
+    expect(laneStates(root)).toEqual({ [ok.outputs.key]: 'parked' });
+    expect(ok.summary).toContain('parked in');
+  });
+
+  it("the next run of the same scope claims it, with the previous run's files, and says where it came from", async () => {
+    const root = newJob().root;
+    const first = prJob(root);
+    await runJob(
+      first,
+      'success',
+      'mkdir -p "$CARGO_TARGET_DIR/debug" && echo incremental > "$CARGO_TARGET_DIR/debug/state"',
+    );
+    const second = prJob(root);
+    const main = await second.phase('main');
+    expect(second.outputs.warm).toBe('true');
+    expect(second.outputs.path).not.toBe(first.outputs.path);
+    expect(fs.readFileSync(path.join(second.outputs.path, 'cargo-target', 'debug', 'state'), 'utf8')).toBe(
+      'incremental\n',
+    );
+    expect(main.stdout).toMatch(
+      new RegExp(`warm: true \\(claimed from ${first.outputs.key} by run 1000, parked \\d+s ago\\)`),
+    );
+    expect(second.summary).toContain(`claimed from ${first.outputs.key}`);
+    expect(laneStates(root)).toEqual({ [second.outputs.key]: 'live' });
+    // Another scope, job or matrix leg never gets it.
+    await second.phase('post');
+    for (const other of [
+      prJob(root, {}, 'refs/pull/6/merge'),
+      newJob({ root, ref: 'refs/pull/5/merge', env: { GITHUB_JOB: 'test' }, inputs: { root, warm: 'true' } }),
+      newJob({ root, ref: 'refs/pull/5/merge', matrix: { os: 'mac' }, inputs: { root, warm: 'true' } }),
+    ]) {
+      await other.phase('main');
+      expect(other.outputs.warm).toBe('false');
+    }
+  });
+
+  it('keeps warm-keep parked lanes per slot', async () => {
+    const root = newJob().root;
+    const jobs = [
+      prJob(root, { 'warm-keep': '2', 'warm-from': 'base' }),
+      prJob(root, { 'warm-keep': '2', 'warm-from': 'base' }),
+      prJob(root, { 'warm-keep': '2', 'warm-from': 'base' }),
+    ];
+    for (const job of jobs) await runJob(job);
+    expect(await within(20_000, () => !Object.values(laneStates(root)).includes('trash'))).toBeGreaterThanOrEqual(0);
+    const states = laneStates(root);
+    expect(Object.keys(states).sort()).toEqual([jobs[1].outputs.key, jobs[2].outputs.key].sort());
+    expect(Object.values(states)).toEqual(['parked', 'parked']);
+  });
+
+  it('two runs starting together: exactly one claims, the other starts cold', async () => {
+    const root = newJob().root;
+    await runJob(prJob(root));
+    for (let round = 0; round < 3; round++) {
+      const racers = [prJob(root), prJob(root)];
+      await Promise.all(racers.map((job) => job.phase('main')));
+      expect(racers.map((job) => job.outputs.warm).sort()).toEqual(['false', 'true']);
+      await Promise.all(racers.map(async (job) => ((job.status = 'success'), job.phase('post'))));
+      // Both parked; keep 1 leaves one for the next round, the other deleted in the background.
+      expect(await within(20_000, () => Object.values(laneStates(root)).join() === 'parked')).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  it('a claim and a sweep eviction never interleave: each parked lane is claimed or evicted, once', async () => {
+    const root = newJob().root;
+    // Parked lanes in many slots (one PR each), then claims and evicting sweeps at once.
+    const prs = Array.from({ length: 8 }, (_, i) => i + 10);
+    for (const pr of prs) await runJob(prJob(root, {}, `refs/pull/${pr}/merge`));
+    const parkedKeys = Object.keys(laneStates(root));
+    expect(parkedKeys).toHaveLength(prs.length);
+    const claimers = prs.map((pr) => prJob(root, {}, `refs/pull/${pr}/merge`));
+    const sweeps = [1, 2].map(
+      () =>
+        new Promise<string>((resolve) => {
+          let out = '';
+          const child = spawn(process.execPath, [
+            CLI,
+            'sweep',
+            '--root',
+            root,
+            '--max-age',
+            '1s',
+            '--keep-free',
+            '0',
+            '--json',
+          ]);
+          child.stdout.on('data', (chunk) => (out += chunk));
+          child.on('close', () => resolve(out));
+        }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const [sweepOuts] = await Promise.all([Promise.all(sweeps), Promise.all(claimers.map((job) => job.phase('main')))]);
+    const evicted = sweepOuts.flatMap((out) =>
+      JSON.parse(out)
+        .entries.filter((e: { state: string; outcome: string }) => e.state === 'parked' && e.outcome === 'evicted')
+        .map((e: { key: string }) => e.key),
+    );
+    const claimed = claimers
+      .filter((job) => job.outputs.warm === 'true')
+      .map((job) => JSON.stringify(job.outputs.path));
+    expect(new Set(evicted).size).toBe(evicted.length);
+    expect(evicted.length + claimed.length).toBe(prs.length);
+    for (const job of claimers) expect(laneStates(root)[job.outputs.key]).toBe('live');
+  });
+
+  it("a PR's first run copies its base branch's parked lane and leaves it in place", async () => {
+    const root = newJob().root;
+    const base = newJob({ root, ref: 'refs/heads/main', inputs: { root, presets: 'cargo', warm: 'true' } });
+    await runJob(base, 'success', 'mkdir -p "$CARGO_TARGET_DIR" && echo from-main > "$CARGO_TARGET_DIR/artifact"');
+    const pr = prJob(root);
+    pr.env.GITHUB_BASE_REF = 'main';
+    const main = await pr.phase('main');
+    expect(pr.outputs.warm).toBe('true');
+    expect(main.stdout).toMatch(new RegExp(`warm: true \\((copied|cloned \\(reflink\\)) from ${base.outputs.key}`));
+    expect(fs.readFileSync(path.join(pr.outputs.path, 'cargo-target', 'artifact'), 'utf8')).toBe('from-main\n');
+    expect(laneStates(root)[base.outputs.key]).toBe('parked');
+    await pr.phase('post');
+
+    // The next main run still claims it: the copy took nothing away.
+    const next = newJob({ root, ref: 'refs/heads/main', inputs: { root, presets: 'cargo', warm: 'true' } });
+    await next.phase('main');
+    expect(next.outputs.warm).toBe('true');
+  });
+
+  it('skips a plain copy that would cost more than it saves, and says why', async () => {
+    const root = newJob().root;
+    const base = newJob({ root, ref: 'refs/heads/main', inputs: { root, warm: 'true' } });
+    await runJob(base, 'success', 'head -c 4000000 /dev/zero > "$RUNLANE_DIR/big"');
+    const metaFile = path.join(root, 'meta', `${base.outputs.key}.json`);
+    fs.writeFileSync(metaFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(metaFile, 'utf8')), jobMs: 1 }));
+    const pr = prJob(root);
+    pr.env.GITHUB_BASE_REF = 'main';
+    const main = await pr.phase('main');
+    // Where reflinks exist the clone is free and always taken; elsewhere the rule refuses.
+    if (pr.outputs.warm === 'false') {
+      expect(main.stdout).toMatch(
+        /warm: not copied from main: no reflinks here, and copying \d+ bytes .* would cost more than half the 1 ms its job took/,
+      );
+    } else {
+      expect(main.stdout).toContain('cloned (reflink)');
+    }
+  });
+});
+
+describe('warm inputs are validated', () => {
+  it.each([
+    [{ warm: 'yes' }, /Input 'warm' has an invalid value "yes"\. Accepted: true \| false/],
+    [{ 'warm-keep': '0' }, /Input 'warm-keep' has an invalid value "0"\. Accepted: a whole number from 1 to 100/],
+    [{ 'warm-from': 'same, ../x y' }, /Input 'warm-from' .*'\.\.\/x y' is not a branch name/],
+  ])('%j', async (inputs, message) => {
+    const job = newJob({ inputs });
+    const main = await job.phase('main');
+    expect(main.code).toBe(1);
+    expect(main.errors.join()).toMatch(message);
+    expect(fs.existsSync(job.root)).toBe(false);
+  });
+});
+
+it('status lists parked lanes', async () => {
+  const root = newJob().root;
+  const job = prJob(root);
+  await runJob(job);
+  expect(cli('status', '--root', root).stdout).toMatch(new RegExp(`${job.outputs.key}\\s+parked`));
+});
