@@ -5,6 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { generateWorkspace } from '../scripts/cargo-workspace.mjs';
 import { ACTION_DIR, SimulatedJob } from '../scripts/runner-sim.mjs';
 
 const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
@@ -223,6 +224,59 @@ sys.stdin.read()`,
       check: (_, ratio) => ratio <= 1.3,
     },
   );
+}
+
+// Warm start: a generated path-only cargo workspace built cold in a lane, parked, claimed by
+// the next run of the PR, one source file edited, rebuilt.
+{
+  const ws = path.join(scratch, 'cargo-ws');
+  const workspace = generateWorkspace(ws, { crates: 24, functions: 60 });
+  const root = path.join(scratch, 'warm-root');
+  const pr = { ref: 'refs/pull/7/merge', event: { name: 'pull_request', payload: { number: 7 } } };
+  const cargo = async (job) => {
+    const start = now();
+    const result = await job.run('cargo', ['build', '--offline', '--manifest-path', path.join(ws, 'Cargo.toml')], {
+      timeoutMs: 600_000,
+    });
+    if (result.code !== 0) throw new Error(`cargo build failed: ${result.stderr}`);
+    return { ms: ms(start), compiled: (result.stderr.match(/^\s*Compiling /gm) ?? []).length };
+  };
+  const coldJob = new SimulatedJob({
+    dir: path.join(scratch, 'cold-job'),
+    ...pr,
+    inputs: { root, presets: 'cargo', warm: 'true' },
+  });
+  let start = now();
+  await coldJob.phase('main');
+  const coldMain = ms(start);
+  const cold = await cargo(coldJob);
+  await coldJob.phase('post');
+  const laneSize = spawnSync('du', ['-sh', root], { encoding: 'utf8' }).stdout.split('\t')[0];
+  const warmJob = new SimulatedJob({
+    dir: path.join(scratch, 'warm-job'),
+    ...pr,
+    inputs: { root, presets: 'cargo', warm: 'true' },
+  });
+  start = now();
+  await warmJob.phase('main');
+  const warmMain = ms(start);
+  if (warmJob.outputs.warm !== 'true') throw new Error('the second run did not start warm');
+  workspace.touch(1);
+  const warm = await cargo(warmJob);
+  await warmJob.phase('post');
+  coldJob.dispose();
+  warmJob.dispose();
+  console.log(
+    `cargo workspace: ${workspace.names.length + 1} crates; cold build compiled ${cold.compiled}, warm rebuild compiled ${warm.compiled}; parked lane ${laneSize}`,
+  );
+  report('warm rebuild after one edit (claimed lane)', warm.ms, 'cold build in the same run', cold.ms, {
+    text: 'ratio <= 0.2',
+    check: (_, ratio) => ratio <= 0.2,
+  });
+  report(`main phase claiming a ${laneSize} parked lane`, warmMain, 'main phase of a cold lane', coldMain, {
+    text: 'ratio <= 1.5',
+    check: (_, ratio) => ratio <= 1.5,
+  });
 }
 
 fs.rmSync(scratch, { recursive: true, force: true });
