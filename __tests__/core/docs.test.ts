@@ -58,3 +58,23 @@ describe('documentation matches the code', () => {
     }
   });
 });
+
+describe('the CLI help is complete', () => {
+  it('lists every command, and each command lists every option it takes', async () => {
+    const { buildCli } = await import('../../src/cli/cli.js');
+    const { spawnSync } = await import('node:child_process');
+    const cli = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
+    const help = (...args: string[]) =>
+      spawnSync(process.execPath, [cli, ...args, '--help'], { encoding: 'utf8' }).stdout;
+    const commands = buildCli().commands;
+    expect(commands.map((command) => command.name()).sort()).toEqual(['empty-trash', 'status', 'sweep']);
+    const top = help();
+    for (const command of commands) {
+      expect(top).toContain(command.name());
+      const text = help(command.name());
+      expect(text).toContain(command.description().slice(0, 40));
+      for (const option of command.options) expect(text).toContain(option.long as string);
+      expect(readme).toContain(`runlane ${command.name()}`);
+    }
+  });
+});
