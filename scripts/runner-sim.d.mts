@@ -21,6 +21,7 @@ export interface SimulatedJobOptions {
   ref?: string;
   event?: { name: string; payload: unknown };
   dir?: string;
+  user?: 'nobody';
 }
 
 export declare class SimulatedJob {

@@ -45,7 +45,8 @@ function evaluateDefault(value, job) {
 /**
  * One job on a simulated runner. `options`: inputs (the step's `with:`), env (extra or
  * overriding variables), platform ('github' | 'gitea' | 'forgejo'), matrix (object), ref,
- * event ({ name, payload }), dir (scratch directory; made if absent).
+ * event ({ name, payload }), dir (scratch directory; made if absent), user ('nobody' to run
+ * every phase and step unprivileged).
  */
 export class SimulatedJob {
   constructor(options = {}) {
@@ -93,6 +94,20 @@ export class SimulatedJob {
     };
     this.action = parseYaml(fs.readFileSync(path.join(ACTION_DIR, 'action.yml'), 'utf8'));
     this.steps = 0;
+    // `user: 'nobody'`: every phase and step runs unprivileged, as a runner user would.
+    this.uid = options.user === 'nobody' ? 65534 : undefined;
+    if (this.uid !== undefined) {
+      for (const dir of [
+        this.dir,
+        path.join(this.dir, '_work'),
+        path.dirname(this.workspace),
+        this.workspace,
+        this.env.RUNNER_TEMP,
+      ]) {
+        fs.chownSync(dir, this.uid, this.uid);
+      }
+      fs.chmodSync(this.dir, 0o755);
+    }
   }
 
   /** INPUT_* as the runner sets them: `with:` values, else action.yml defaults, evaluated. */
@@ -118,11 +133,11 @@ export class SimulatedJob {
   }
 
   /** Runs an ordinary step (a command, no shell) with the environment exported so far. */
-  async run(command, args = [], { timeoutMs = 120_000, env = {} } = {}) {
-    return this.step(command, args, { ...this.env, ...this.exported, ...env }, { worker: false, timeoutMs });
+  async run(command, args = [], { timeoutMs = 120_000, env = {}, onSpawn } = {}) {
+    return this.step(command, args, { ...this.env, ...this.exported, ...env }, { worker: false, timeoutMs, onSpawn });
   }
 
-  async step(command, args, env, { worker, timeoutMs, phase }) {
+  async step(command, args, env, { worker, timeoutMs, phase, onSpawn }) {
     const id = ++this.steps;
     const files = {};
     for (const [variable, stem] of [
@@ -133,15 +148,22 @@ export class SimulatedJob {
     ]) {
       files[variable] = path.join(this.dir, `${stem}-${id}`);
       fs.writeFileSync(files[variable], '');
+      if (this.uid !== undefined) fs.chownSync(files[variable], this.uid, this.uid);
       env[variable] = files[variable];
     }
-    const argv = worker ? [WORKER, command, ...args] : args;
-    const child = spawn(worker ? process.execPath : command, argv, {
+    let argv = worker ? [WORKER, command, ...args] : args;
+    let program = worker ? process.execPath : command;
+    if (this.uid !== undefined) {
+      argv = [`--reuid=${this.uid}`, `--regid=${this.uid}`, '--clear-groups', program, ...argv];
+      program = 'setpriv';
+    }
+    const child = spawn(program, argv, {
       cwd: this.workspace,
       env,
       stdio: ['ignore', 'pipe', 'pipe', ...(worker ? ['ipc'] : [])],
     });
     if (worker) this.worker = child;
+    onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));

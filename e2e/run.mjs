@@ -1,0 +1,315 @@
+// npm run e2e: the failures runlane exists to end, reproduced with the real tools on a shared
+// directory ("without"), then run through the bundled action ("with"). Each scenario prints a
+// one-line verdict per half. The "without" halves report what the tools really did here; the
+// suite fails only when a "with" half fails.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { generateWorkspace } from '../scripts/cargo-workspace.mjs';
+import { SimulatedJob } from '../scripts/runner-sim.mjs';
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-e2e-'));
+fs.chmodSync(scratch, 0o755);
+const results = [];
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const log = (text) => process.stdout.write(`${text}\n`);
+let jobs = 0;
+
+function verdict(scenario, half, held, text) {
+  results.push({ scenario, half, held });
+  log(`${half === 'with' ? (held ? 'PASS' : 'FAIL') : 'SEEN'}  ${scenario} — ${half} runlane: ${text}`);
+}
+
+function newJob(options) {
+  jobs++;
+  return new SimulatedJob({ dir: path.join(scratch, `job-${jobs}`), ...options });
+}
+
+/** A step a runner would run, started without waiting: returns the child and its result. */
+function startStep(env, script, cwd) {
+  let child;
+  let out = '';
+  const done = new Promise((resolve) => {
+    child = spawn('sh', ['-c', script], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (chunk) => (out += chunk));
+    child.stderr.on('data', (chunk) => (out += chunk));
+    child.on('close', (code, signal) => resolve({ code: code ?? signal, out }));
+  });
+  return { child, done };
+}
+
+/** What the runner does on cancel: SIGINT to the step, then SIGKILL of the step's own pid only. */
+async function cancel(child) {
+  child.kill('SIGINT');
+  await sleep(500);
+  child.kill('SIGKILL');
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. cargo: concurrent runs of one PR, one cancelled mid-build, the next starting at once.
+// Each run builds, checks its binary, then cleans up its target dir as self-hosted CI does.
+// The cancelled run leaves a grandchild that writes into the target dir 4 s later.
+async function cargoScenario() {
+  const name = 'cargo, concurrent runs of one PR with a cancel';
+  const ws = path.join(scratch, 'cargo-ws');
+  generateWorkspace(ws, { crates: 8, functions: 25 });
+  const manifest = path.join(ws, 'Cargo.toml');
+  const lateWriter = (run) =>
+    `(sleep 4; mkdir -p "$CARGO_TARGET_DIR/debug" && echo "late write of cancelled run ${run}" > "$CARGO_TARGET_DIR/debug/LATE-${run}") >/dev/null 2>&1 & `;
+  const build = (run) => `${run === 1 ? lateWriter(run) : ''}cargo build --offline --manifest-path ${manifest} 2>&1`;
+  const check = `test -x "$CARGO_TARGET_DIR/debug/app" && "$CARGO_TARGET_DIR/debug/app" >/dev/null`;
+  const cleanup = `rm -rf "$CARGO_TARGET_DIR"`;
+
+  // Without: every run shares the runner's one target dir.
+  {
+    const shared = path.join(scratch, 'shared-target');
+    const env = { ...process.env, CARGO_TARGET_DIR: shared };
+    const runs = [2, 3].map((run) => ({
+      run,
+      ...startStep(env, `${build(run)} && ${check} && sleep 1 && ${cleanup}`, ws),
+    }));
+    const cancelled = startStep(env, build(1), ws);
+    await sleep(1500);
+    await cancel(cancelled.child);
+    const next = startStep(env, `${build(4)} && ${check} && sleep 5 && ls "$CARGO_TARGET_DIR/debug"`, ws);
+    const outcomes = await Promise.all([...runs.map((r) => r.done), next.done]);
+    await sleep(4500);
+    const blocked = outcomes.filter((o) => /Blocking waiting for file lock on build directory/.test(o.out)).length;
+    const failed = outcomes.filter((o) => o.code !== 0).length;
+    const leaked = /LATE-1/.test(outcomes[2].out) || fs.existsSync(path.join(shared, 'debug', 'LATE-1'));
+    const seen = [
+      blocked ? `${blocked} of 3 builds blocked on cargo's build-directory lock` : 'no build blocked on the lock',
+      failed ? `${failed} of 3 runs failed (a cleanup of one run deleted another's output)` : 'no run failed',
+      leaked ? "the cancelled run's late write landed in the directory the next run used" : 'no late write was seen',
+    ];
+    verdict(name, 'without', false, seen.join('; '));
+    fs.rmSync(shared, { recursive: true, force: true });
+  }
+
+  // With: each run is a job through the bundled action, with its own lane.
+  {
+    const root = path.join(scratch, 'cargo-root');
+    const job = (run) =>
+      newJob({
+        ref: 'refs/pull/11/merge',
+        event: { name: 'pull_request', payload: { number: 11 } },
+        env: { GITHUB_RUN_ID: String(5000 + run) },
+        inputs: { root, presets: 'cargo' },
+      });
+    const runJob = async (j, script) => {
+      await j.phase('main');
+      const step = await j.run('sh', ['-c', script], { timeoutMs: 300_000 });
+      j.status = step.code === 0 ? 'success' : 'failure';
+      await j.phase('post');
+      return step;
+    };
+    const [j1, j2, j3, j4] = [1, 2, 3, 4].map(job);
+    const running = [
+      runJob(j2, `cd ${ws} && ${build(2)} && ${check} && sleep 1 && ${cleanup}`),
+      runJob(j3, `cd ${ws} && ${build(3)} && ${check} && sleep 1 && ${cleanup}`),
+    ];
+    await j1.phase('main');
+    let cancelledChild;
+    const cancelledStep = j1.run('sh', ['-c', `cd ${ws} && ${build(1)}`], {
+      timeoutMs: 300_000,
+      onSpawn: (c) => (cancelledChild = c),
+    });
+    await sleep(1500);
+    await cancel(cancelledChild);
+    j1.status = 'cancelled';
+    const cancelPost = j1.phase('post');
+    const nextLane = await j4.phase('main').then(() => j4.outputs.path);
+    const nextStep = await j4.run(
+      'sh',
+      ['-c', `cd ${ws} && ${build(4)} && ${check} && sleep 5 && ls "$CARGO_TARGET_DIR/debug"`],
+      { timeoutMs: 300_000 },
+    );
+    j4.status = nextStep.code === 0 ? 'success' : 'failure';
+    const leaked =
+      /LATE-1/.test(nextStep.stdout) || fs.existsSync(path.join(nextLane, 'cargo-target', 'debug', 'LATE-1'));
+    await j4.phase('post');
+    const others = await Promise.all(running);
+    await Promise.all([cancelPost, cancelledStep.catch(() => undefined)]);
+    const steps = [...others, nextStep];
+    const blockLines = steps.flatMap((s) =>
+      s.stdout.split('\n').filter((line) => /Blocking waiting for file lock/.test(line)),
+    );
+    const blocked = blockLines.filter((line) => /build directory/.test(line)).length;
+    const failed = steps.filter((s) => s.code !== 0).length;
+    const lanes = new Set([j1, j2, j3, j4].map((j) => j.outputs.path)).size;
+    const held = failed === 0 && blocked === 0 && !leaked && lanes === 4;
+    verdict(
+      name,
+      'with',
+      held,
+      held
+        ? `4 runs in 4 lanes; 3 of 3 builds succeeded, none blocked on a build directory${blockLines.length ? ` (${blockLines.length} briefly waited on the shared CARGO_HOME: ${blockLines[0].trim()})` : ''}; the cancelled run's late write never reached the next run's lane`
+        : `failed ${failed}, blocked ${blocked}, leaked ${leaked}, distinct lanes ${lanes}\n${steps
+            .map((s) =>
+              s.stdout
+                .split('\n')
+                .filter((l) => /Blocking|error/.test(l))
+                .join('\n'),
+            )
+            .join('\n---\n')}`,
+    );
+    for (const j of [j1, j2, j3, j4]) j.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. pytest with xdist: two concurrent jobs whose tests write to $TMPDIR and to tmp_path, with
+// the basetemp a CI config hard-codes.
+const PYTEST_FILE = `
+import os, pathlib, tempfile, time
+import pytest
+
+JOB = os.environ["JOB_NAME"]
+
+@pytest.mark.parametrize("n", range(4))
+def test_state_in_tmpdir(n):
+    state = pathlib.Path(tempfile.gettempdir()) / f"app-state-{n}.txt"
+    state.write_text(JOB)
+    time.sleep(1.0)
+    assert state.read_text() == JOB, f"{state} was overwritten by another job"
+
+@pytest.mark.parametrize("n", range(4))
+def test_data_in_tmp_path(tmp_path, n):
+    data = tmp_path / "data.txt"
+    data.write_text(JOB)
+    time.sleep(1.5)
+    assert data.read_text() == JOB
+`;
+
+async function pytestScenario() {
+  const name = 'pytest -n 2, two concurrent jobs';
+  const sharedTmp = path.join(scratch, 'shared-tmp');
+  fs.mkdirSync(sharedTmp);
+  const addopts = `--basetemp=${path.join(sharedTmp, 'pytest-ci')} -p no:cacheprovider`;
+  const pytest = ['/usr/bin/python3', '-m', 'pytest', '-n', '2', '-q', 'test_race.py'];
+  const summary = (out) => (out.trim().split('\n').pop() ?? '').trim();
+
+  // Without: the host's shared /tmp (here a shared directory) and the hard-coded basetemp.
+  {
+    const runs = ['A', 'B'].map(async (jobName, i) => {
+      const dir = path.join(scratch, `pytest-without-${jobName}`);
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'test_race.py'), PYTEST_FILE);
+      await sleep(i * 700);
+      const env = { ...process.env, TMPDIR: sharedTmp, PYTEST_ADDOPTS: addopts, JOB_NAME: jobName };
+      return startStep(env, pytest.join(' '), dir).done;
+    });
+    const outcomes = await Promise.all(runs);
+    const failed = outcomes.filter((o) => o.code !== 0);
+    verdict(
+      name,
+      'without',
+      false,
+      failed.length
+        ? `${failed.length} of 2 jobs failed: ${failed.map((o) => summary(o.out)).join(' / ')}`
+        : 'both jobs passed here (the race did not strike this time)',
+    );
+  }
+
+  // With: presets tmp and pytest, the same hard-coded option still in PYTEST_ADDOPTS.
+  {
+    const root = path.join(scratch, 'pytest-root');
+    const outcomes = await Promise.all(
+      ['A', 'B'].map(async (jobName, i) => {
+        const j = newJob({
+          env: { PYTEST_ADDOPTS: addopts, JOB_NAME: jobName, GITHUB_RUN_ID: String(600 + i) },
+          inputs: { root, presets: 'tmp, pytest' },
+        });
+        fs.writeFileSync(path.join(j.workspace, 'test_race.py'), PYTEST_FILE);
+        await sleep(i * 700);
+        await j.phase('main');
+        const step = await j.run(pytest[0], pytest.slice(1), { timeoutMs: 120_000 });
+        await j.phase('post');
+        j.dispose();
+        return step;
+      }),
+    );
+    const held = outcomes.every((o) => o.code === 0);
+    verdict(
+      name,
+      'with',
+      held,
+      held
+        ? `both jobs passed (${outcomes.map((o) => summary(o.stdout)).join(' / ')}), each with its own TMPDIR and basetemp`
+        : outcomes.map((o) => o.stdout.slice(-600)).join('\n---\n'),
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. An application's own state directory, with a root-owned read-only leftover at its
+// default path, for a job running as an unprivileged runner user.
+const APP = `#!/bin/sh
+dir="\${FOO_CHECKPOINT_DIR:-$HOME/.foo/checkpoints}"
+mkdir -p "$dir" && echo "step 1" > "$dir/ckpt-1" && echo "checkpointed to $dir"
+`;
+
+async function appScenario() {
+  const name = 'app checkpoints, root-owned leftover at the default path';
+  const home = path.join(scratch, 'runner-home');
+  fs.mkdirSync(path.join(home, '.foo', 'checkpoints'), { recursive: true });
+  spawnSync('chown', ['65534:65534', home]);
+  fs.chmodSync(path.join(home, '.foo', 'checkpoints'), 0o555);
+  fs.chmodSync(path.join(home, '.foo'), 0o555);
+  const app = path.join(scratch, 'foo-app');
+  fs.writeFileSync(app, APP, { mode: 0o755 });
+
+  {
+    const out = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', app], {
+      encoding: 'utf8',
+      env: { ...process.env, HOME: home },
+    });
+    verdict(
+      name,
+      'without',
+      false,
+      out.status !== 0
+        ? `the job failed: ${(out.stderr || out.stdout).trim()}`
+        : 'the job passed (the leftover did not stop it)',
+    );
+  }
+  {
+    const rootParent = path.join(scratch, 'app-lanes');
+    fs.mkdirSync(rootParent);
+    spawnSync('chown', ['65534:65534', rootParent]);
+    const j = newJob({
+      user: 'nobody',
+      env: { HOME: home },
+      inputs: { root: path.join(rootParent, 'root'), env: 'FOO_CHECKPOINT_DIR=checkpoints' },
+    });
+    const main = await j.phase('main');
+    const step = await j.run(app);
+    const post = await j.phase('post');
+    const held = main.code === 0 && step.code === 0 && post.code === 0;
+    verdict(
+      name,
+      'with',
+      held,
+      held
+        ? `the job passed: ${step.stdout.trim()}`
+        : `${main.stdout}${main.stderr}${step.stdout}${step.stderr}${post.stdout}`,
+    );
+    j.dispose();
+  }
+}
+
+try {
+  const started = Date.now();
+  await cargoScenario();
+  await pytestScenario();
+  await appScenario();
+  const withHalves = results.filter((r) => r.half === 'with');
+  const passed = withHalves.filter((r) => r.held).length;
+  log(`e2e finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  log(`${passed} passed, ${withHalves.length - passed} failed`);
+  process.exitCode = passed === withHalves.length ? 0 : 1;
+} finally {
+  spawnSync('chmod', ['-R', 'u+w', scratch]);
+  fs.rmSync(scratch, { recursive: true, force: true });
+}
