@@ -264,3 +264,30 @@ describe('cleanup', () => {
     expect((await run('defer', 'success')).state).toBe('orphan');
   });
 });
+
+describe('post when a step removed the lane itself', () => {
+  it.each(['always', 'never', 'defer'])(
+    'cleanup %s: says so, warns about nothing, leaves nothing behind',
+    async (cleanup) => {
+      const job = newJob({ inputs: { cleanup, warm: 'true' } });
+      await job.phase('main');
+      await job.run('rm', ['-rf', job.outputs.path]);
+      const post = await job.phase('post');
+      expect(post.code).toBe(0);
+      expect(post.warnings).toEqual([]);
+      expect(post.stdout).toContain('already gone (a step removed it)');
+      expect(laneStates(job.root)).toEqual({});
+      expect(fs.readdirSync(path.join(job.root, 'locks'))).toEqual([]);
+    },
+  );
+});
+
+describe('mode: sweep', () => {
+  it('on a host with no root yet, says there is nothing to sweep', async () => {
+    const job = newJob({ inputs: { mode: 'sweep' } });
+    const main = await job.phase('main');
+    expect(main.code).toBe(0);
+    expect(main.stdout).toContain('does not exist yet: no lanes, nothing to sweep');
+    expect(fs.existsSync(job.root)).toBe(false);
+  });
+});

@@ -30,7 +30,9 @@ export async function post(): Promise<void> {
   let outcome: string;
   const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
   const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
-  if (result.parked) {
+  if (result.gone) {
+    outcome = 'already gone (a step removed it)';
+  } else if (result.parked) {
     const trimmed = result.parked.trimmed.length
       ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background, pid ${pid})`
       : '';
@@ -43,10 +45,8 @@ export async function post(): Promise<void> {
       : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
   } else if (action === 'retain') {
     outcome = `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
-  } else if (action === 'defer') {
-    outcome = 'left for the sweep (cleanup: defer)';
   } else {
-    outcome = 'not parked: it was gone';
+    outcome = 'left for the sweep (cleanup: defer)';
   }
   if (settings.warm && action !== 'park')
     core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import * as core from '@actions/core';
 import { describeFailures, formatTable, sweepSummary, sweepTable } from '../core/report.js';
 import { Layout } from '../core/layout.js';
@@ -13,6 +14,10 @@ import type { Settings } from './settings.js';
  */
 export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', timeBoundMs?: number): Promise<void> {
   const { dryRun } = settings;
+  if (!fs.existsSync(settings.root)) {
+    core.info(`runlane: ${settings.root} does not exist yet: no lanes, nothing to sweep`);
+    return;
+  }
   core.startGroup(`runlane: sweep ${settings.root}${dryRun ? ' (dry run)' : ''}`);
   const report = sweep({
     root: settings.root,

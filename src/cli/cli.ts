@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SettingError, errorMessage } from '../core/errors.js';
 import { listLanes } from '../core/lane.js';
-import { Layout } from '../core/layout.js';
+import { Layout, type LaneMeta } from '../core/layout.js';
 import { humanBytes, treeSize, type Privileged, type RemoveFailure } from '../core/remove.js';
 import {
   describeFailures,
@@ -45,42 +45,39 @@ const privilegedOption = () =>
     'sudo',
   ]);
 
-/** The lanes and the trash, with their sizes, for `status`. */
-function statusRows(
-  root: string,
-): (StatusRow & { job?: string; runId?: string; retained?: string; failures?: RemoveFailure[] })[] {
-  const lanes = listLanes(root).map((lane) => ({
-    key: lane.key,
-    path: lane.path,
-    state: lane.state as string,
-    ...treeSize(lane.path),
-    created: lane.created,
-    repository: lane.meta?.repository,
-    scope: lane.meta?.scope,
-    runId: lane.meta?.runId,
-    job: lane.meta?.job,
-    retained: lane.meta?.retained,
-  }));
-  const trash = listTrash(new Layout(root)).map((entry) => ({
-    key: entry.name,
-    path: entry.path,
-    state: 'trash',
-    ...treeSize(entry.path),
-    created: entry.created,
-    failures: entry.failures,
-  }));
-  const parked = listParked(new Layout(root)).map((lane) => ({
-    key: lane.key,
-    path: lane.path,
-    state: 'parked',
-    ...treeSize(lane.path),
-    created: lane.parked,
-    repository: lane.meta?.repository,
-    scope: lane.meta?.scope,
-    runId: lane.meta?.runId,
-    job: lane.meta?.job,
-  }));
-  return [...lanes, ...parked, ...trash];
+type Row = StatusRow & { job?: string; runId?: string; retained?: string; failures?: RemoveFailure[] };
+
+/** A status row for a lane (live, orphan, kept or parked), with its size and owner. */
+function laneRow(key: string, lanePath: string, state: string, meta: LaneMeta | undefined, created?: string): Row {
+  return {
+    key,
+    path: lanePath,
+    state,
+    ...treeSize(lanePath),
+    created,
+    repository: meta?.repository,
+    scope: meta?.scope,
+    runId: meta?.runId,
+    job: meta?.job,
+    retained: meta?.retained,
+  };
+}
+
+/** The lanes, the parked lanes and the trash, with their sizes, for `status`. */
+function statusRows(root: string): Row[] {
+  const layout = new Layout(root);
+  return [
+    ...listLanes(root).map((lane) => laneRow(lane.key, lane.path, lane.state, lane.meta, lane.created)),
+    ...listParked(layout).map((lane) => laneRow(lane.key, lane.path, 'parked', lane.meta, lane.parked)),
+    ...listTrash(layout).map((entry) => ({
+      key: entry.name,
+      path: entry.path,
+      state: 'trash',
+      ...treeSize(entry.path),
+      created: entry.created,
+      failures: entry.failures,
+    })),
+  ];
 }
 
 export function buildCli(): Command {

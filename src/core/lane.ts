@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { errorCode } from './errors.js';
-import { Layout, type LaneMeta } from './layout.js';
+import { Layout, readdirOrEmpty, type LaneMeta } from './layout.js';
 import { Lock, heldFlocks, flockIdentity, startHolder, stopHolder } from './lease.js';
 import { removeTree, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
@@ -91,6 +91,8 @@ export interface CloseResult {
   action: CloseAction;
   /** The lane's path is free (moved to trash, or deleted in place). */
   removed: boolean;
+  /** The lane was not there any more (a step removed it): nothing was done to it. */
+  gone: boolean;
   /** Where in the trash the lane went, for the background delete. */
   trashed?: string;
   /** Why the lane had to be deleted in place instead of renamed (another file system, permissions). */
@@ -121,8 +123,11 @@ export function closeLane(
 ): CloseResult {
   const layout = new Layout(root);
   const lockPath = layout.lock(key);
-  const result: CloseResult = { action, removed: false, failures: [], released: false };
-  if (action === 'remove') {
+  const gone = !fs.existsSync(layout.lane(key));
+  const result: CloseResult = { action, removed: gone, gone, failures: [], released: false };
+  if (gone) {
+    // A step removed the lane itself: there is nothing to move, park or keep.
+  } else if (action === 'remove') {
     const moved = moveToTrash(layout, layout.lane(key), key);
     if ('trashed' in moved) {
       result.removed = true;
@@ -147,11 +152,24 @@ export function closeLane(
 
 /** Drops the lock file and metadata of a lane that no longer exists, under its lock. */
 export function tidy(layout: Layout, key: string): boolean {
-  const lock = Lock.tryAcquireExisting(layout.lock(key));
+  return dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)], false);
+}
+
+/**
+ * Under the lock at `lockPath`, if `stillStale()` holds there, removes `files` and then the
+ * lock file itself, still holding it. `create: false` never makes a lock file that is missing.
+ */
+export function dropUnder(
+  lockPath: string,
+  stillStale: () => boolean,
+  files: readonly string[],
+  create = true,
+): boolean {
+  const lock = create ? Lock.tryAcquire(lockPath) : Lock.tryAcquireExisting(lockPath);
   if (!lock) return false;
   try {
-    if (layout.laneExists(key)) return false;
-    fs.rmSync(layout.metaFile(key), { force: true });
+    if (!stillStale()) return false;
+    for (const file of files) fs.rmSync(file, { force: true });
     lock.unlinkWhileHeld();
     return true;
   } finally {
@@ -172,13 +190,7 @@ export interface LaneEntry {
 /** Every lane under the root with its state; liveness is the lease's alone. */
 export function listLanes(root: string): LaneEntry[] {
   const layout = new Layout(root);
-  let keys: string[];
-  try {
-    keys = fs.readdirSync(layout.lanes);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
-  }
+  const keys = readdirOrEmpty(layout.lanes);
   const held = heldFlocks();
   return keys.sort().map((key) => {
     const meta = layout.readMeta(key);

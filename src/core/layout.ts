@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readJson, writeFileAtomic } from './atomic.js';
+import { errorCode } from './errors.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
 export interface LaneMeta {
@@ -86,5 +87,15 @@ export class Layout {
   /** Atomic; callers hold the lane's lease. */
   writeMeta(meta: LaneMeta): void {
     writeFileAtomic(this.metaFile(meta.key), `${JSON.stringify(meta, null, 2)}\n`);
+  }
+}
+
+/** The names in a directory, or none when it does not exist (yet, or any more). */
+export function readdirOrEmpty(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return [];
+    throw error;
   }
 }

@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { errorCode } from './errors.js';
-import { Layout, type LaneMeta } from './layout.js';
+import { Layout, readdirOrEmpty, type LaneMeta } from './layout.js';
 import { Lock, heldFlocks } from './lease.js';
-import { leaseHeld, listLanes, type LaneEntry } from './lane.js';
+import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
 import { removeTree, treeSize, type Privileged, type RemoveFailure } from './remove.js';
 import { requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
@@ -289,27 +288,4 @@ function tidyStale(layout: Layout): number {
     if (dropUnder(`${entryPath}.lock`, () => !fs.existsSync(entryPath), [`${entryPath}.failed.json`])) tidied++;
   }
   return tidied;
-}
-
-/** Under the lock at `lockPath`, if `stillStale()`, removes `files` and the lock file itself. */
-function dropUnder(lockPath: string, stillStale: () => boolean, files: string[]): boolean {
-  const lock = Lock.tryAcquire(lockPath);
-  if (!lock) return false;
-  try {
-    if (!stillStale()) return false;
-    for (const file of files) fs.rmSync(file, { force: true });
-    lock.unlinkWhileHeld();
-    return true;
-  } finally {
-    lock.release();
-  }
-}
-
-function readdirOrEmpty(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
-  }
 }

@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { readJson, writeFileAtomic } from './atomic.js';
-import { errorCode, errorMessage } from './errors.js';
+import { errorMessage } from './errors.js';
 import { matrixLabel } from './key.js';
-import type { Layout, LaneMeta } from './layout.js';
+import { readdirOrEmpty, type Layout, type LaneMeta } from './layout.js';
 import { Lock } from './lease.js';
 import { removeTree, treeSize } from './remove.js';
 import { shortHash, slug } from './sanitize.js';
@@ -37,24 +37,15 @@ export interface ParkedLane {
 
 /** The parked lanes of one slot (or of every slot), newest first. */
 export function listParked(layout: Layout, slot?: string): ParkedLane[] {
-  const slots = slot === undefined ? readdir(layout.parked) : [slot];
+  const slots = slot === undefined ? readdirOrEmpty(layout.parked) : [slot];
   const lanes: ParkedLane[] = [];
   for (const each of slots) {
-    for (const key of readdir(path.join(layout.parked, each))) {
+    for (const key of readdirOrEmpty(path.join(layout.parked, each))) {
       const meta = layout.readMeta(key);
       lanes.push({ key, slot: each, path: layout.parkedLane(each, key), meta, parked: meta?.parked });
     }
   }
   return lanes.sort((a, b) => (b.parked ?? '').localeCompare(a.parked ?? '') || b.key.localeCompare(a.key));
-}
-
-function readdir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
-  }
 }
 
 /**
