@@ -245,3 +245,19 @@ describe('the sweep', () => {
     expect(bad.stderr).toMatch(/--max-age.*soon/);
   });
 });
+
+describe('the sweep on a terminal', () => {
+  it('shows a progress line, and clears it before the report', async () => {
+    const root = newJob().root;
+    const jobs = await liveJobs(root, 3);
+    crash(jobs);
+    // script(1) gives the CLI a real terminal, as an operator's shell would.
+    const out = spawnSync('script', ['-qec', `${process.execPath} ${CLI} sweep --root ${root}`, '/dev/null'], {
+      encoding: 'utf8',
+    });
+    expect(out.status).toBe(0);
+    expect(out.stdout).toMatch(/sweeping 3\/3 lanes/);
+    expect(out.stdout).toMatch(/\r\x1b\[K/);
+    expect(out.stdout).toMatch(/3 lanes scanned, removed 3/);
+  });
+});

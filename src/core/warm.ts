@@ -101,6 +101,9 @@ function removeEmptySlot(layout: Layout, slot: string): void {
   }
 }
 
+/** How long a claim waits for a parked lane's lock before moving on to the next candidate. */
+const CLAIM_WAIT_MS = 500;
+
 export interface WarmOrigin {
   /** The parked lane's key. */
   from: string;
@@ -120,7 +123,9 @@ export interface WarmOrigin {
  */
 export function claimParked(layout: Layout, slot: string, lanePath: string): WarmOrigin | undefined {
   for (const candidate of listParked(layout, slot)) {
-    const lock = Lock.tryAcquire(layout.lock(candidate.key));
+    // Whoever else holds a parked lane's lock holds it briefly (a claimer, an evicting sweep,
+    // a status probe): wait a moment rather than start cold for nothing.
+    const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
     if (!lock) continue;
     try {
       if (!fs.existsSync(candidate.path)) {
@@ -154,7 +159,7 @@ export type CopyDecision = { copied: WarmOrigin } | { skipped: string } | undefi
 export function copyParked(layout: Layout, slot: string, lanePath: string): CopyDecision {
   const [candidate] = listParked(layout, slot);
   if (!candidate) return undefined;
-  const lock = Lock.tryAcquire(layout.lock(candidate.key));
+  const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
   if (!lock) return { skipped: `the parked lane ${candidate.key} is busy (being claimed or evicted)` };
   try {
     if (!fs.existsSync(candidate.path)) return undefined;
