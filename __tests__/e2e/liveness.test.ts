@@ -257,7 +257,7 @@ describe('the sweep on a terminal', () => {
     });
     expect(out.status).toBe(0);
     expect(out.stdout).toMatch(/sweeping 3\/3 lanes/);
-    expect(out.stdout).toMatch(/\r\x1b\[K/);
+    expect(out.stdout).toContain('\r\u001b[K');
     expect(out.stdout).toMatch(/3 lanes scanned, removed 3/);
   });
 });
