@@ -291,3 +291,13 @@ describe('mode: sweep', () => {
     expect(fs.existsSync(job.root)).toBe(false);
   });
 });
+
+describe('a host without flock', () => {
+  it('fails main with a message that names what is missing, and makes no lane', async () => {
+    const job = newJob({ env: { PATH: '/nonexistent' } });
+    const main = await job.phase('main');
+    expect(main.code).toBe(1);
+    expect(main.errors.join()).toMatch(/runlane needs util-linux's flock on PATH to take leases/);
+    expect(laneStates(job.root)).toEqual({});
+  });
+});
