@@ -91,6 +91,16 @@ export function sweep(options: SweepOptions): SweepReport {
       ? { ...base, outcome: 'evicted', trashed: moved }
       : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile' };
   };
+  // Sizes of what stays are for the report; pre (background) must not walk big trees for them.
+  const keptEntry = (key: string, lanePath: string, state: 'parked' | 'kept', reason: string, created?: string) => ({
+    key,
+    path: lanePath,
+    state,
+    outcome: 'kept' as const,
+    reason,
+    created,
+    bytes: mode === 'background' ? undefined : treeSize(lanePath).bytes,
+  });
   const empty = () => {
     if (mode === 'background') return;
     trash.push(
@@ -149,28 +159,10 @@ export function sweep(options: SweepOptions): SweepReport {
       }
     } else if ('parked' in candidate) {
       const lane = candidate.parked;
-      const reason = 'parked for the next run of its scope';
-      entries.push({
-        key: lane.key,
-        path: lane.path,
-        state: 'parked',
-        outcome: 'kept',
-        reason,
-        created: lane.parked,
-        bytes: treeSize(lane.path).bytes,
-      });
+      entries.push(keptEntry(lane.key, lane.path, 'parked', 'parked for the next run of its scope', lane.parked));
     } else {
       const lane = candidate.kept;
-      const reason = lane.meta?.retained ?? 'kept';
-      entries.push({
-        key: lane.key,
-        path: lane.path,
-        state: 'kept',
-        outcome: 'kept',
-        reason,
-        created: lane.created,
-        bytes: treeSize(lane.path).bytes,
-      });
+      entries.push(keptEntry(lane.key, lane.path, 'kept', lane.meta?.retained ?? 'kept', lane.created));
     }
   }
   attribute(entries, trash);
