@@ -19,6 +19,31 @@ function fill(dir: string, files: number): void {
   }
 }
 
+/** `runlane empty-trash` as an unprivileged runner user (uid 65534). */
+function emptyTrashAsNobody(root: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env) {
+  return spawnSync(
+    'setpriv',
+    [
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      process.execPath,
+      CLI,
+      'empty-trash',
+      '--root',
+      root,
+      ...extra,
+    ],
+    { encoding: 'utf8', env },
+  );
+}
+
+/** A marked root with its layout, as runlane makes it. */
+function markedRoot(root: string): void {
+  for (const dir of ['lanes', 'locks', 'meta', 'trash']) fs.mkdirSync(path.join(root, dir), { recursive: true });
+  fs.writeFileSync(path.join(root, '.runlane-root'), '{}');
+}
+
 describe('post in O(1): rename to trash, delete in the background', () => {
   it('frees the lane path of tens of thousands of files when post returns; the background empties the trash', async () => {
     const job = newJob({ inputs: { presets: 'cargo' } });
@@ -76,29 +101,12 @@ describe('post in O(1): rename to trash, delete in the background', () => {
   it('removes read-only nested trees, also as an unprivileged runner user', async () => {
     const root = path.join(newJob().dir, 'nobody-root');
     fs.mkdirSync(path.join(root, 'trash', 'lane~1', 'mod', 'a', 'b'), { recursive: true });
-    fs.writeFileSync(path.join(root, '.runlane-root'), '{}');
-    for (const dir of ['lanes', 'locks', 'meta']) fs.mkdirSync(path.join(root, dir));
+    markedRoot(root);
     fs.writeFileSync(path.join(root, 'trash', 'lane~1', 'mod', 'a', 'b', 'go.mod'), 'module x');
     spawnSync('chown', ['-R', 'nobody:nogroup', root]);
     fs.chmodSync(path.dirname(root), 0o755);
     for (const dir of ['mod/a/b', 'mod/a', 'mod']) fs.chmodSync(path.join(root, 'trash', 'lane~1', dir), 0o555);
-    const asNobody = spawnSync(
-      'setpriv',
-      [
-        '--reuid=65534',
-        '--regid=65534',
-        '--clear-groups',
-        process.execPath,
-        CLI,
-        'empty-trash',
-        '--root',
-        root,
-        '--json',
-      ],
-      {
-        encoding: 'utf8',
-      },
-    );
+    const asNobody = emptyTrashAsNobody(root, ['--json']);
     expect(asNobody.stderr).toBe('');
     expect(JSON.parse(asNobody.stdout).trash[0]).toMatchObject({ outcome: 'deleted' });
     expect(asNobody.status).toBe(0);
@@ -116,30 +124,12 @@ describe('post in O(1): rename to trash, delete in the background', () => {
       spawnSync('chown', ['nobody:nogroup', root, path.join(root, 'trash'), entry, path.join(entry, 'mine.o')]);
     };
     fs.mkdirSync(root);
-    fs.writeFileSync(path.join(root, '.runlane-root'), '{}');
-    for (const dir of ['lanes', 'locks', 'meta']) fs.mkdirSync(path.join(root, dir));
+    markedRoot(root);
     make();
     fs.chmodSync(scratch, 0o755);
     const bin = path.join(scratch, 'bin');
     const run = (...extra: string[]) =>
-      spawnSync(
-        'setpriv',
-        [
-          '--reuid=65534',
-          '--regid=65534',
-          '--clear-groups',
-          process.execPath,
-          CLI,
-          'empty-trash',
-          '--root',
-          root,
-          ...extra,
-        ],
-        {
-          encoding: 'utf8',
-          env: { ...process.env, PATH: `${bin}:/usr/bin:/bin` },
-        },
-      );
+      emptyTrashAsNobody(root, extra, { ...process.env, PATH: `${bin}:/usr/bin:/bin` });
     const denied = run();
     expect(denied.status).toBe(1);
     expect(denied.stdout).toMatch(
