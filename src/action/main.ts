@@ -1,6 +1,6 @@
 import * as core from '@actions/core';
 import { dockerArgs, planExports } from '../core/env-plan.js';
-import { laneKey, scopeOf, type RunIdentity } from '../core/key.js';
+import { laneKey, scopeOf } from '../core/key.js';
 import { Layout } from '../core/layout.js';
 import { openLane } from '../core/lane.js';
 import { makeLinks, planLinks } from '../core/links.js';
@@ -27,6 +27,8 @@ export async function main(): Promise<void> {
   const layout = new Layout(settings.root);
   const lanePath = layout.lane(key);
   const notes: string[] = [];
+  const slotFor = (scope: string) =>
+    warmSlot({ repository: identity.repository, scope, job: identity.job, matrix: settings.matrix });
   // Everything that can be refused is refused before anything is created.
   const exports = planExports(lanePath, settings.presets, settings.env, process.env);
   const links = planLinks(settings.workspace, settings.links, lanePath);
@@ -51,7 +53,7 @@ export async function main(): Promise<void> {
     leaseMs: settings.leaseTimeoutMs,
     dirs: exports.map((variable) => variable.dir),
     populate: settings.warm
-      ? (lanePath) => startWarm(layout, settings.warmFrom, identity, settings.matrix, lanePath, notes)
+      ? (lanePath) => startWarm(layout, settings.warmFrom, identity.scope, slotFor, lanePath, notes)
       : undefined,
   });
   saveLaneState({
@@ -60,12 +62,7 @@ export async function main(): Promise<void> {
     lanePath: lane.path,
     holderPid: lane.holderPid,
     links,
-    slot: warmSlot({
-      repository: identity.repository,
-      scope: identity.scope,
-      job: identity.job,
-      matrix: settings.matrix,
-    }),
+    slot: slotFor(identity.scope),
   });
   core.info(`lane: ${lane.path}`);
   for (const note of notes) core.info(note);
@@ -130,23 +127,22 @@ export async function main(): Promise<void> {
 function startWarm(
   layout: Layout,
   sources: readonly string[],
-  identity: RunIdentity,
-  matrix: string,
+  ownScope: string,
+  slotFor: (scope: string) => string,
   lanePath: string,
   notes: string[],
 ): WarmOrigin | undefined {
-  const slotFor = (scope: string) => warmSlot({ repository: identity.repository, scope, job: identity.job, matrix });
   for (const source of sources) {
     if (source === 'same') {
-      const claimed = claimParked(layout, slotFor(identity.scope), lanePath);
+      const claimed = claimParked(layout, slotFor(ownScope), lanePath);
       if (claimed) return claimed;
-      notes.push(`warm: nothing parked for ${identity.scope}`);
+      notes.push(`warm: nothing parked for ${ownScope}`);
       continue;
     }
     const branch = source === 'base' ? process.env.GITHUB_BASE_REF : source;
     if (!branch) continue;
     const scope = scopeOf(`refs/heads/${branch}`);
-    if (scope === identity.scope) continue;
+    if (scope === ownScope) continue;
     const copy = copyParked(layout, slotFor(scope), lanePath);
     if (copy && 'copied' in copy) return copy.copied;
     notes.push(copy ? `warm: not copied from ${scope}: ${copy.skipped}` : `warm: nothing parked for ${scope}`);
