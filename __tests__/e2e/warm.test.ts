@@ -94,6 +94,21 @@ describe('warm start: a successful lane handed to the next run of its scope by r
     }
   });
 
+  it('posts parking at once in one slot together leave exactly warm-keep lanes', async () => {
+    const root = newJob().root;
+    for (let round = 0; round < 3; round++) {
+      const jobs = Array.from({ length: 4 }, () => prJob(root, { 'warm-keep': '2', 'warm-from': 'same' }));
+      // Mains one by one (the first two rounds' leftovers are claimed), posts all at once.
+      for (const job of jobs) expect((await job.phase('main')).code).toBe(0);
+      const posts = await Promise.all(jobs.map(async (job) => ((job.status = 'success'), job.phase('post'))));
+      for (const post of posts) expect(post.code).toBe(0);
+      expect(await within(20_000, () => !Object.values(laneStates(root)).includes('trash'))).toBeGreaterThanOrEqual(0);
+      const states = laneStates(root);
+      expect(Object.values(states)).toEqual(['parked', 'parked']);
+      for (const key of Object.keys(states)) expect(jobs.map((job) => job.outputs.key)).toContain(key);
+    }
+  });
+
   it('a claim and a sweep eviction never interleave: each parked lane is claimed or evicted, once', async () => {
     const root = newJob().root;
     // Parked lanes in many slots (one PR each), then claims and evicting sweeps at once.

@@ -51,13 +51,22 @@ export function listParked(layout: Layout, slot?: string): ParkedLane[] {
 /**
  * Parks a lane for the next run of its slot: a rename, under the job's lease (its holder
  * still holds the lock). Returns the parked path.
+ *
+ * The parked time is written before the rename, so whoever lists the slot sees the lane and
+ * its time together. Written after, two posts parking at once could each list the other's
+ * lane without a time, sort it oldest, and trim it: both lanes gone.
  */
 export function parkLane(layout: Layout, key: string, slot: string, jobMs: number): string {
   const target = layout.parkedLane(slot, key);
   fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 });
   const meta = layout.readMeta(key);
-  fs.renameSync(layout.lane(key), target);
   if (meta) layout.writeMeta({ ...meta, slot, parked: new Date().toISOString(), jobMs });
+  try {
+    fs.renameSync(layout.lane(key), target);
+  } catch (error) {
+    if (meta) layout.writeMeta(meta);
+    throw error;
+  }
   return target;
 }
 
