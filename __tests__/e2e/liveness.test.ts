@@ -132,7 +132,11 @@ describe('the sweep', () => {
     const template = newJob({ root, inputs: { root, presets: 'cargo,tmp', env: 'A=a\nB=b/c' } });
     const mainScript = path.join(ACTION_DIR, 'dist', 'main', 'index.js');
     const worker = path.join(ACTION_DIR, 'scripts', 'fake-worker.mjs');
-    for (let i = 0; i < 16; i++) {
+    // One main run to its end, timed under this machine's present load, so the kills below land
+    // across the whole of main's work (from start-up to done) however slow the machine is.
+    let fullMs = 0;
+    const KILLS = 16;
+    for (let i = -1; i < KILLS; i++) {
       const files = ['GITHUB_ENV', 'GITHUB_OUTPUT', 'GITHUB_STATE'].map((name) => [
         name,
         path.join(template.dir, `${name}-${i}`),
@@ -144,17 +148,31 @@ describe('the sweep', () => {
         ...Object.fromEntries(files),
         RUNNER_TRACKING_ID: `github_kill_${i}`,
       };
+      const started = Date.now();
       const child = spawn(process.execPath, [worker, process.execPath, mainScript], {
         env,
-        stdio: 'ignore',
+        stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
         detached: true,
       });
-      await new Promise((resolve) => setTimeout(resolve, 10 + i * 9));
+      let code: unknown = 0;
       try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // Already ended.
+        if (i < 0) {
+          code = await new Promise((resolve) =>
+            child.once('message', (message: { code: unknown }) => resolve(message.code)),
+          );
+          fullMs = Date.now() - started;
+        } else {
+          await new Promise((resolve) => setTimeout(resolve, (fullMs * (i + 0.5)) / KILLS));
+        }
+      } finally {
+        try {
+          process.kill(-(child.pid as number), 'SIGKILL');
+        } catch {
+          // Already ended.
+        }
+        child.disconnect?.();
       }
+      expect(code).toBe(0);
     }
     // Holders that got started see their worker die; nothing else holds a lease.
     expect(
@@ -163,7 +181,8 @@ describe('the sweep', () => {
     // A torn write left behind by a killed writer, and a metadata file cut short.
     const lanes = fs.readdirSync(path.join(root, 'lanes'));
     fs.writeFileSync(path.join(root, 'meta', '.tmp-crashed.json-0a1b2c3d'), '{"version":1,"ke');
-    if (lanes[0]) fs.writeFileSync(path.join(root, 'meta', `${lanes[0]}.json`), '{"version":1,"key":');
+    expect(lanes.length).toBeGreaterThan(0);
+    fs.writeFileSync(path.join(root, 'meta', `${lanes[0]}.json`), '{"version":1,"key":');
     const sweep = cli('sweep', '--root', root, '--json');
     expect(sweep.code).toBe(0);
     expect(fs.readdirSync(path.join(root, 'lanes'))).toEqual([]);
