@@ -140,9 +140,7 @@ export function closeLane(
     const meta = layout.readMeta(key);
     if (meta) layout.writeMeta({ ...meta, retained: reason || 'retained' });
   } else if (action === 'park' && park) {
-    const created = Date.parse(layout.readMeta(key)?.created ?? '');
-    const jobMs = Number.isNaN(created) ? 0 : Date.now() - created;
-    result.parked = { path: parkLane(layout, key, park.slot, jobMs), trimmed: [] };
+    result.parked = { path: parkLane(layout, key, park.slot), trimmed: [] };
   }
   result.released = stopHolder(holderPid, lockPath);
   if (result.parked && park) result.parked.trimmed = trimSlot(layout, park.slot, park.keep);

@@ -19,6 +19,11 @@ export function describeFailures(failures: readonly RemoveFailure[]): string {
   return lines.join('\n');
 }
 
+/** The sweep table's short account of paths that resisted deletion. */
+function resisted(failures: readonly RemoveFailure[]): string {
+  return `${failures.length} paths resisted (first: ${failures[0].path}: ${failures[0].code}); retried every sweep`;
+}
+
 /** The sweep's table: one row a lane it looked at, then one a trash entry, with what it did and why. */
 export function sweepTable(report: SweepReport): Table {
   const verb = (outcome: string) =>
@@ -34,7 +39,7 @@ export function sweepTable(report: SweepReport): Table {
       humanBytes(result.bytes),
       '',
       result.outcome === 'failed'
-        ? `${result.failures.length} paths resisted (first: ${result.failures[0].path}: ${result.failures[0].code}); retried every sweep`
+        ? resisted(result.failures)
         : result.outcome === 'busy'
           ? 'being deleted by another process'
           : 'trash emptied',
@@ -47,9 +52,7 @@ export function sweepTable(report: SweepReport): Table {
       verb(entry.outcome),
       entry.bytes === undefined ? '' : humanBytes(entry.bytes),
       ageOf(entry.created),
-      entry.failures?.length
-        ? `${entry.reason}; ${entry.failures.length} paths resisted (first: ${entry.failures[0].path}: ${entry.failures[0].code}); retried every sweep`
-        : entry.reason,
+      entry.failures?.length ? `${entry.reason}; ${resisted(entry.failures)}` : entry.reason,
     ]),
     ...trashRows,
   ];

@@ -91,9 +91,11 @@ export function ensureRoot(root: string): void {
   fs.mkdirSync(root, { recursive: true, mode: 0o755 });
   if (isMarkedRoot(root)) return;
   const entries = fs.readdirSync(root);
-  // Re-checked: a job starting at the same moment may have just written the marker.
-  if (entries.length > 0 && !isMarkedRoot(root)) throw unmarked(root, entries.length);
-  if (entries.length > 0) return;
+  if (entries.length > 0) {
+    // Re-checked: a job starting at the same moment may have just written the marker.
+    if (isMarkedRoot(root)) return;
+    throw unmarked(root, entries.length);
+  }
   try {
     fs.writeFileSync(path.join(root, MARKER), `${JSON.stringify({ runlane: 1 })}\n`, { flag: 'wx' });
   } catch (error) {

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { readJson, writeFileAtomic } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
-import type { Layout } from './layout.js';
+import { readdirOrEmpty, type Layout } from './layout.js';
 import { Lock } from './lease.js';
 import { removeTree, treeSize, type Privileged, type RemoveFailure } from './remove.js';
 import { freeBytes } from './space.js';
@@ -43,27 +43,16 @@ export interface TrashEntry {
 
 /** The trash's entries (directories), with what earlier attempts could not delete. */
 export function listTrash(layout: Layout): TrashEntry[] {
-  let names: fs.Dirent[];
-  try {
-    names = fs.readdirSync(layout.trash, { withFileTypes: true });
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
+  const entries: TrashEntry[] = [];
+  for (const name of readdirOrEmpty(layout.trash).sort()) {
+    const entryPath = path.join(layout.trash, name);
+    // Beside each entry (a directory) may lie its lock and failure record: files, skipped.
+    const stat = fs.lstatSync(entryPath, { throwIfNoEntry: false });
+    if (!stat?.isDirectory()) continue;
+    const record = readJson<{ failures: RemoveFailure[] }>(`${entryPath}${FAILED}`);
+    entries.push({ name, path: entryPath, failures: record?.failures ?? [], created: stat.ctime.toISOString() });
   }
-  return names
-    .filter((entry) => entry.isDirectory())
-    .map((entry) => {
-      const entryPath = path.join(layout.trash, entry.name);
-      const record = readJson<{ failures: RemoveFailure[] }>(`${entryPath}${FAILED}`);
-      let created: string | undefined;
-      try {
-        created = fs.lstatSync(entryPath).ctime.toISOString();
-      } catch {
-        created = undefined;
-      }
-      return { name: entry.name, path: entryPath, failures: record?.failures ?? [], created };
-    })
-    .sort((a, b) => a.name.localeCompare(b.name));
+  return entries;
 }
 
 export interface TrashResult {

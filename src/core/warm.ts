@@ -50,17 +50,21 @@ export function listParked(layout: Layout, slot?: string): ParkedLane[] {
 
 /**
  * Parks a lane for the next run of its slot: a rename, under the job's lease (its holder
- * still holds the lock). Returns the parked path.
+ * still holds the lock). Records how long its job ran (from the lane's creation), which the
+ * copy rule weighs. Returns the parked path.
  *
  * The parked time is written before the rename, so whoever lists the slot sees the lane and
  * its time together. Written after, two posts parking at once could each list the other's
  * lane without a time, sort it oldest, and trim it: both lanes gone.
  */
-export function parkLane(layout: Layout, key: string, slot: string, jobMs: number): string {
+export function parkLane(layout: Layout, key: string, slot: string): string {
   const target = layout.parkedLane(slot, key);
   fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 });
   const meta = layout.readMeta(key);
-  if (meta) layout.writeMeta({ ...meta, slot, parked: new Date().toISOString(), jobMs });
+  const now = Date.now();
+  const created = Date.parse(meta?.created ?? '');
+  const jobMs = Number.isNaN(created) ? 0 : now - created;
+  if (meta) layout.writeMeta({ ...meta, slot, parked: new Date(now).toISOString(), jobMs });
   try {
     fs.renameSync(layout.lane(key), target);
   } catch (error) {
