@@ -106,11 +106,10 @@ describe('units', () => {
     ['6h', 21_600_000],
     ['7d', 604_800_000],
     ['1h30m', 5_400_000],
-    ['45', 45_000],
   ])('duration %j = %d ms', (text, ms) => {
     expect(parseDuration('max-age', text)).toBe(ms);
   });
-  it.each(['', '6x', 'h6', '0s', '-1h', '6h later'])('refuses duration %j', (text) => {
+  it.each(['', '6x', 'h6', '0s', '-1h', '6h later', '0', '7', '45'])('refuses duration %j', (text) => {
     expect(() => parseDuration('max-age', text)).toThrow(
       `Input 'max-age' has an invalid value ${JSON.stringify(text)}`,
     );
@@ -119,12 +118,18 @@ describe('units', () => {
     ['10%', { percent: 10 }],
     ['20G', { bytes: 20 * 1024 ** 3 }],
     ['512MiB', { bytes: 512 * 1024 ** 2 }],
-    ['0', { bytes: 0 }],
+    ['off', { bytes: 0 }],
+    ['0%', { percent: 0 }],
+    ['4096b', { bytes: 4096 }],
   ])('space %j', (text, target) => {
     expect(parseSpace('keep-free', text)).toEqual(target);
   });
-  it.each(['100%', 'lots', '-5G'])('refuses space %j', (text) => {
+  it.each(['100%', 'lots', '-5G', '0', '10'])('refuses space %j', (text) => {
     expect(() => parseSpace('keep-free', text)).toThrow(/Input 'keep-free'/);
+  });
+  it('says which unit a bare number lacks', () => {
+    expect(() => parseDuration('lease-timeout', '0')).toThrow(/a bare number has no unit: write 0s, 0m or 0h/);
+    expect(() => parseSpace('keep-free', '10')).toThrow(/a bare number has no unit: write 10%, 10G or 10M/);
   });
   it('says durations in words', () => {
     expect([

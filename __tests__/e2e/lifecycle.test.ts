@@ -275,7 +275,7 @@ describe('post when a step removed the lane itself', () => {
       const post = await job.phase('post');
       expect(post.code).toBe(0);
       expect(post.warnings).toEqual([]);
-      expect(post.stdout).toContain('already gone (a step removed it)');
+      expect(post.stdout).toContain('already gone: a step removed it while its lease was held');
       expect(laneStates(job.root)).toEqual({});
       expect(fs.readdirSync(path.join(job.root, 'locks'))).toEqual([]);
     },

@@ -146,7 +146,8 @@ describe('post in O(1): rename to trash, delete in the background', () => {
     }
 
     // A stand-in for sudo that records what it is asked to run and runs it without privilege
-    // (no passwordless sudo exists here): the contract is the exact, shell-free argv.
+    // (no passwordless sudo exists here): the contract is the exact, shell-free argv, with the
+    // entry named through the deleting process's own open trash directory (no path to swap).
     fs.mkdirSync(bin);
     const log = path.join(scratch, 'sudo.log');
     fs.writeFileSync(log, '');
@@ -159,9 +160,9 @@ describe('post in O(1): rename to trash, delete in the background', () => {
       },
     );
     const withSudo = run('--privileged', 'sudo');
-    expect(fs.readFileSync(log, 'utf8').trim().split('\n')).toEqual([
-      `-n rm -rf --one-file-system -- ${path.join(entry, 'docker-out', 'root-owned.o')}`,
-    ]);
+    const calls = fs.readFileSync(log, 'utf8').trim().split('\n');
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatch(/^-n rm -rf --one-file-system -- \/proc\/\d+\/fd\/\d+\/lane~1$/);
     expect(withSudo.stdout).toMatch(/root-owned\.o: EACCES \(sudo -n rm failed: rm: cannot remove .*Permission denied/);
     expect(withSudo.status).toBe(1);
   });
@@ -210,7 +211,7 @@ describe('what cannot be deleted never fails a job, is reported, and goes once i
     expect(trashOf(job.root)).toEqual([]);
   });
 
-  it('falls back to a synchronous delete, with a warning, when the trash is on another file system', async () => {
+  it('refuses a trash on another mount, and deletes in place instead, with a warning', async () => {
     const job = newJob();
     await job.phase('main');
     const trash = path.join(job.root, 'trash');
@@ -221,10 +222,13 @@ describe('what cannot be deleted never fails a job, is reported, and goes once i
       const post = await job.phase('post');
       expect(post.code).toBe(0);
       expect(post.warnings.join('\n')).toMatch(
-        /could not rename .* into the trash \(EXDEV: .*\); deleted it synchronously instead/,
+        /could not rename .* into the trash \(the root's trash directory .* is refused: another file system is mounted there.*\); deleted it synchronously instead/,
       );
       expect(fs.existsSync(job.outputs.path)).toBe(false);
-      expect(laneStates(job.root)).toEqual({});
+      const status = cli('status', '--root', job.root, '--json');
+      expect(status.code).toBe(1);
+      expect(status.json().lanes).toEqual([]);
+      expect(status.json().problems.join('\n')).toMatch(/trash directory .* another file system is mounted there/);
     } finally {
       spawnSync('umount', [trash]);
     }

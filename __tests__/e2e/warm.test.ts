@@ -129,7 +129,7 @@ describe('warm start: a successful lane handed to the next run of its scope by r
             '--max-age',
             '1s',
             '--keep-free',
-            '0',
+            'off',
             '--json',
           ]);
           child.stdout.on('data', (chunk) => (out += chunk));

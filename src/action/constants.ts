@@ -32,7 +32,6 @@ export enum State {
   LanePath = 'lane-path',
   HolderPid = 'holder-pid',
   Links = 'links',
-  Slot = 'slot',
 }
 
 export const CLEANUPS = ['always', 'on-success', 'never', 'defer'] as const;

@@ -1,6 +1,6 @@
 import * as core from '@actions/core';
 import { dockerArgs, planExports } from '../core/env-plan.js';
-import { laneKey, scopeOf } from '../core/key.js';
+import { laneKey } from '../core/key.js';
 import { Layout } from '../core/layout.js';
 import { openLane } from '../core/lane.js';
 import { makeLinks, planLinks } from '../core/links.js';
@@ -9,7 +9,7 @@ import { humanDuration } from '../core/units.js';
 import { claimParked, copyParked, warmSlot, type WarmOrigin } from '../core/warm.js';
 import { bundled } from './bundles.js';
 import { Outputs } from './constants.js';
-import { runIdentity, platformOf } from './identity.js';
+import { platformOf, runIdentity, slotParts, type Identity } from './identity.js';
 import { getSettings } from './settings.js';
 import { saveLaneState } from './state.js';
 import { escapeHtml, writeSummary } from './run.js';
@@ -24,18 +24,16 @@ export async function main(): Promise<void> {
   }
   const identity = runIdentity(process.env, settings.matrix);
   const key = laneKey(settings.keyTemplate, identity);
-  const layout = new Layout(settings.root);
-  const lanePath = layout.lane(key);
+  const lanePath = new Layout(settings.root).lane(key);
   const notes: string[] = [];
-  const slotFor = (scope: string) =>
-    warmSlot({ repository: identity.repository, scope, job: identity.job, matrix: settings.matrix });
   // Everything that can be refused is refused before anything is created.
   const exports = planExports(lanePath, settings.presets, settings.env, process.env);
   const links = planLinks(settings.workspace, settings.links, lanePath);
 
   core.startGroup(`runlane: lane ${key}`);
   core.info(`root: ${settings.root} (from ${settings.rootSource})`);
-  core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}`);
+  core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}, trust: ${identity.trust}`);
+  if (settings.warm) core.info(`warm slot: ${warmSlot(slotParts(identity))}`);
   const lane = openLane({
     root: settings.root,
     key,
@@ -47,13 +45,14 @@ export async function main(): Promise<void> {
       job: identity.job,
       matrix: settings.matrix.trim(),
       cleanup: settings.cleanup,
+      trust: identity.trust,
     },
     holderScript: bundled('holder'),
     workerPid: process.ppid,
     leaseMs: settings.leaseTimeoutMs,
     dirs: exports.map((variable) => variable.dir),
     populate: settings.warm
-      ? (lanePath) => startWarm(layout, settings.warmFrom, identity.scope, slotFor, lanePath, notes)
+      ? (layout, laneKey) => startWarm(layout, settings.warmFrom, identity, laneKey, notes)
       : undefined,
   });
   saveLaneState({
@@ -62,7 +61,6 @@ export async function main(): Promise<void> {
     lanePath: lane.path,
     holderPid: lane.holderPid,
     links,
-    slot: slotFor(identity.scope),
   });
   core.info(`lane: ${lane.path}`);
   for (const note of notes) core.info(note);
@@ -122,30 +120,29 @@ export async function main(): Promise<void> {
 /**
  * Makes the new lane from a parked one, trying `warm-from` in order: `same` claims this
  * slot's newest parked lane by rename; `base` (the PR's base branch) or a branch name copies
- * that slot's, leaving it in place. Undefined: start cold.
+ * that branch's trusted slot, leaving it in place. Undefined: start cold.
  */
 function startWarm(
   layout: Layout,
   sources: readonly string[],
-  ownScope: string,
-  slotFor: (scope: string) => string,
-  lanePath: string,
+  identity: Identity,
+  key: string,
   notes: string[],
 ): WarmOrigin | undefined {
   for (const source of sources) {
     if (source === 'same') {
-      const claimed = claimParked(layout, slotFor(ownScope), lanePath);
+      const claimed = claimParked(layout, warmSlot(slotParts(identity)), key);
       if (claimed) return claimed;
-      notes.push(`warm: nothing parked for ${ownScope}`);
+      notes.push(`warm: nothing parked for ${identity.scope} (${identity.trust})`);
       continue;
     }
     const branch = source === 'base' ? process.env.GITHUB_BASE_REF : source;
     if (!branch) continue;
-    const scope = scopeOf(`refs/heads/${branch}`);
-    if (scope === ownScope) continue;
-    const copy = copyParked(layout, slotFor(scope), lanePath);
+    // A trusted run of this very branch claims its own slot with `same`: nothing to copy.
+    if (identity.trust === 'trusted' && identity.scopeId === `refs/heads/${branch}`) continue;
+    const copy = copyParked(layout, warmSlot(slotParts(identity, branch)), key);
     if (copy && 'copied' in copy) return copy.copied;
-    notes.push(copy ? `warm: not copied from ${scope}: ${copy.skipped}` : `warm: nothing parked for ${scope}`);
+    notes.push(copy ? `warm: not copied from ${branch}: ${copy.skipped}` : `warm: nothing parked for ${branch}`);
   }
   return undefined;
 }

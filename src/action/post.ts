@@ -1,13 +1,15 @@
 import * as core from '@actions/core';
-import { closeActionFor, closeLane } from '../core/lane.js';
+import { closeActionFor, closeLane, type CloseResult } from '../core/lane.js';
 import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
-import { describeFailures } from '../core/report.js';
-import { listTrash, startBackgroundEmpty } from '../core/trash.js';
+import { describeFailures, shown } from '../core/report.js';
+import { warmSlot } from '../core/warm.js';
+import { runIdentity, slotParts } from './identity.js';
+import { listTrash, startBackgroundEmpty, type TrashEntry } from '../core/trash.js';
 import { bundled } from './bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
 import { getSettings } from './settings.js';
-import { loadLaneState } from './state.js';
+import { hasLaneState, loadLaneState, type LaneState } from './state.js';
 
 /**
  * post: park the lane for the next run (warm, after success), or remove (by rename to trash, deleted in the background), keep, or
@@ -15,23 +17,32 @@ import { loadLaneState } from './state.js';
  */
 export async function post(): Promise<void> {
   const started = Date.now();
-  const lane = loadLaneState();
-  if (!lane) {
+  if (!hasLaneState()) {
     core.info('runlane: main made no lane, nothing to clean up');
     return;
   }
   const settings = getSettings();
+  const lane = loadLaneState(settings.root, settings.workspace) as LaneState;
   const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, settings.warm);
-  const park = settings.warm ? { slot: lane.slot, keep: settings.warmKeep } : undefined;
+  // The slot is derived again from the run, never read back from state.
+  const slot = warmSlot(slotParts(runIdentity(process.env, settings.matrix)));
+  const park = settings.warm ? { slot, keep: settings.warmKeep } : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
-  for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${problem}`);
-  const result = closeLane(lane.root, lane.key, lane.holderPid, action, reason, settings.privileged, park);
+  let result: CloseResult;
+  try {
+    for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${shown(problem)}`);
+    result = closeLane(lane.root, lane.key, lane.holderPid, action, reason, settings.privileged, park);
+  } finally {
+    core.endGroup();
+  }
   const took = `${Date.now() - started} ms`;
   let outcome: string;
   const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
   const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
   if (result.gone) {
-    outcome = 'already gone (a step removed it)';
+    outcome = result.holderAlive
+      ? 'already gone: a step removed it while its lease was held'
+      : `already gone: its lease holder (pid ${lane.holderPid}) had ended before post, so the lane counted as an orphan; a sweep reaped it, or a step removed it`;
   } else if (result.parked) {
     const trimmed = result.parked.trimmed.length
       ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background, pid ${pid})`
@@ -51,10 +62,9 @@ export async function post(): Promise<void> {
   if (settings.warm && action !== 'park')
     core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
   core.info(`${lane.lanePath}: ${outcome}`);
-  core.endGroup();
   if (result.fallback) {
     core.warning(
-      `runlane: could not rename ${lane.lanePath} into the trash (${result.fallback}); deleted it synchronously instead`,
+      `runlane: could not rename ${lane.lanePath} into the trash (${shown(result.fallback)}); deleted it synchronously instead`,
     );
   }
   if (!result.released)
@@ -63,8 +73,19 @@ export async function post(): Promise<void> {
     core.warning(`runlane: could not delete everything in ${lane.lanePath}:\n${describeFailures(result.failures)}`);
   }
   // Earlier deletions that left something behind: say so on every job, until it is gone.
-  for (const entry of listTrash(new Layout(lane.root)).filter((e) => e.failures.length > 0)) {
-    core.warning(`runlane: the trash entry ${entry.path} still resists deletion:\n${describeFailures(entry.failures)}`);
+  const layout = new Layout(lane.root);
+  let resisting: TrashEntry[] = [];
+  try {
+    resisting = listTrash(layout).filter((e) => e.failures.length > 0);
+  } catch {
+    // A refused trash directory: the warning above or the sweep says so.
+  } finally {
+    layout.close();
+  }
+  for (const entry of resisting) {
+    core.warning(
+      `runlane: the trash entry ${shown(entry.path)} still resists deletion:\n${describeFailures(entry.failures)}`,
+    );
   }
   await writeSummary((summary) =>
     summary

@@ -74,7 +74,9 @@ function booleanInput(input: string, fallback: boolean): boolean {
 function preSweep(value: string): number {
   const text = value.trim();
   if (text === '') return 10_000;
-  if (text === 'off' || text === '0' || text === 'false') return 0;
+  if (text === 'off' || text === 'false') return 0;
+  if (text === '0')
+    throw new SettingError(Inputs.PreSweep, value, 'a duration like 10s or 1m, or off', 'write off to turn it off');
   return parseDuration(Inputs.PreSweep, text);
 }
 

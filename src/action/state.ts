@@ -1,5 +1,7 @@
+import path from 'node:path';
 import * as core from '@actions/core';
-import type { LinkPlan } from '../core/links.js';
+import { isLaneName } from '../core/layout.js';
+import { checkLinkPlan, type LinkPlan } from '../core/links.js';
 import { State } from './constants.js';
 
 /** What main hands to post: every state key is read and written here only. */
@@ -9,8 +11,6 @@ export interface LaneState {
   lanePath: string;
   holderPid: number;
   links: LinkPlan[];
-  /** The warm slot post parks the lane in. */
-  slot: string;
 }
 
 export function saveLaneState(state: LaneState): void {
@@ -19,19 +19,51 @@ export function saveLaneState(state: LaneState): void {
   core.saveState(State.LanePath, state.lanePath);
   core.saveState(State.HolderPid, String(state.holderPid));
   core.saveState(State.Links, JSON.stringify(state.links));
-  core.saveState(State.Slot, state.slot);
 }
 
-/** The lane main made, or undefined if main made none (it failed early, or ran a sweep). */
-export function loadLaneState(): LaneState | undefined {
+/** Whether main saved a lane at all (it made none when it failed early, or ran a sweep). */
+export function hasLaneState(): boolean {
+  return core.getState(State.Key) !== '';
+}
+
+/** State that post will not act on: it came back changed, from a step or a hostile runner. */
+export class StateError extends Error {
+  constructor(what: string, value: string, reason: string) {
+    super(`refusing the saved state ${what} ${JSON.stringify(value)}: ${reason}; nothing was touched`);
+    this.name = 'StateError';
+  }
+}
+
+/**
+ * The lane main made, or undefined if main made none (it failed early, or ran a sweep).
+ * Every value is validated like input, and every path is derived again from the root post
+ * resolves itself: a state value never names a path post will act on.
+ */
+export function loadLaneState(root: string, workspace: string | undefined): LaneState | undefined {
   const key = core.getState(State.Key);
   if (key === '') return undefined;
-  return {
-    root: core.getState(State.Root),
-    key,
-    lanePath: core.getState(State.LanePath),
-    holderPid: Number(core.getState(State.HolderPid)) || 0,
-    links: JSON.parse(core.getState(State.Links) || '[]') as LinkPlan[],
-    slot: core.getState(State.Slot),
-  };
+  if (!isLaneName(key)) throw new StateError('key', key, 'not a key runlane makes');
+  const savedRoot = core.getState(State.Root);
+  if (savedRoot !== root) throw new StateError('root', savedRoot, `post resolves the root to ${root}`);
+  const lanePath = path.join(root, 'lanes', key);
+  const savedPath = core.getState(State.LanePath);
+  if (savedPath !== lanePath) throw new StateError('lane path', savedPath, `the lane of ${key} is ${lanePath}`);
+  const pidText = core.getState(State.HolderPid);
+  const holderPid = Number(pidText);
+  if (!/^\d+$/.test(pidText) || !Number.isSafeInteger(holderPid) || holderPid < 2) {
+    throw new StateError('holder pid', pidText, 'not a process id');
+  }
+  const linksText = core.getState(State.Links) || '[]';
+  let links: unknown;
+  try {
+    links = JSON.parse(linksText);
+  } catch {
+    throw new StateError('links', linksText, 'not JSON');
+  }
+  if (!Array.isArray(links)) throw new StateError('links', linksText, 'not a list');
+  for (const link of links) {
+    const problem = checkLinkPlan(link, workspace, lanePath);
+    if (problem) throw new StateError('links', linksText, problem);
+  }
+  return { root, key, lanePath, holderPid, links: links as LinkPlan[] };
 }

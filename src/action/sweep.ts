@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import * as core from '@actions/core';
-import { describeFailures, formatTable, sweepSummary, sweepTable } from '../core/report.js';
+import { describeFailures, formatTable, shown, sweepSummary, sweepTable } from '../core/report.js';
 import { Layout } from '../core/layout.js';
 import { sweep } from '../core/sweep.js';
 import { listTrash, startBackgroundEmpty } from '../core/trash.js';
@@ -29,7 +29,16 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     // pre only moves orphans into the trash: deleting them is left to a background process.
     background: phase === 'pre',
   });
-  if (phase === 'pre' && !dryRun && listTrash(new Layout(settings.root)).length > 0) {
+  const layout = new Layout(settings.root);
+  let trashed = 0;
+  try {
+    trashed = listTrash(layout).length;
+  } catch {
+    // A refused trash directory is among the report's problems.
+  } finally {
+    layout.close();
+  }
+  if (phase === 'pre' && !dryRun && trashed > 0) {
     const pid = startBackgroundEmpty(bundled('cli'), settings.root, settings.privileged);
     core.info(`runlane: emptying the trash in the background (pid ${pid})`);
   }
@@ -38,8 +47,9 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
   core.info(sweepSummary(report));
   core.endGroup();
   for (const item of [...report.entries, ...report.trash].filter((e) => e.outcome === 'failed')) {
-    core.warning(`runlane sweep: ${item.path} resists deletion:\n${describeFailures(item.failures ?? [])}`);
+    core.warning(`runlane sweep: ${shown(item.path)} resists deletion:\n${describeFailures(item.failures ?? [])}`);
   }
+  for (const problem of report.problems) core.warning(`runlane sweep: ${shown(problem)}`);
   if (phase === 'main' || report.trash.length > 0 || report.entries.some((entry) => entry.outcome !== 'kept')) {
     await writeSummary((summary) =>
       summary

@@ -6,6 +6,7 @@ import { Layout, type LaneMeta } from '../core/layout.js';
 import { humanBytes, treeSize, type Privileged, type RemoveFailure } from '../core/remove.js';
 import {
   describeFailures,
+  shown,
   formatTable,
   statusTable,
   sweepSummary,
@@ -63,21 +64,39 @@ function laneRow(key: string, lanePath: string, state: string, meta: LaneMeta | 
   };
 }
 
-/** The lanes, the parked lanes and the trash, with their sizes, for `status`. */
-function statusRows(root: string): Row[] {
+/** The lanes, the parked lanes and the trash, with their sizes, for `status`; what could not be read, as problems. */
+function statusRows(root: string): { rows: Row[]; problems: string[] } {
   const layout = new Layout(root);
-  return [
-    ...listLanes(root).map((lane) => laneRow(lane.key, lane.path, lane.state, lane.meta, lane.created)),
-    ...listParked(layout).map((lane) => laneRow(lane.key, lane.path, 'parked', lane.meta, lane.parked)),
-    ...listTrash(layout).map((entry) => ({
-      key: entry.name,
-      path: entry.path,
-      state: 'trash',
-      ...treeSize(entry.path),
-      created: entry.created,
-      failures: entry.failures,
-    })),
-  ];
+  const problems: string[] = [];
+  const part = <T>(what: string, body: () => T[]): T[] => {
+    try {
+      return body();
+    } catch (error) {
+      problems.push(`${what}: ${errorMessage(error)}`);
+      return [];
+    }
+  };
+  try {
+    const lanes = part('lanes', () => listLanes(root, layout));
+    for (const lane of lanes) if (lane.problem) problems.push(`the lane ${lane.key}: ${lane.problem}`);
+    const rows = [
+      ...lanes.map((lane) => laneRow(lane.key, lane.path, lane.state, lane.meta, lane.created)),
+      ...part('parked lanes', () => listParked(layout)).map((lane) =>
+        laneRow(lane.key, lane.path, 'parked', lane.meta, lane.parked),
+      ),
+      ...part('trash', () => listTrash(layout)).map((entry) => ({
+        key: entry.name,
+        path: entry.path,
+        state: 'trash',
+        ...treeSize(entry.path),
+        created: entry.created,
+        failures: entry.failures,
+      })),
+    ];
+    return { rows, problems };
+  } finally {
+    layout.close();
+  }
 }
 
 export function buildCli(): Command {
@@ -97,15 +116,17 @@ export function buildCli(): Command {
     .option('--json', 'print {"root": ..., "lanes": [...]} for machines')
     .action((options: { root?: string; json?: boolean }) => {
       const root = resolveRoot(options.root);
-      const rows = statusRows(root);
+      const { rows, problems } = statusRows(root);
+      if (problems.length > 0) process.exitCode = 1;
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ root, lanes: rows }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ root, lanes: rows, problems }, null, 2)}\n`);
         return;
       }
+      for (const problem of problems) process.stderr.write(`runlane: ${shown(problem)}\n`);
       process.stdout.write(rows.length === 0 ? `no lanes under ${root}\n` : `${formatTable(statusTable(rows))}\n`);
       const resisting = rows.filter((row) => row.failures && row.failures.length > 0);
       for (const row of resisting)
-        process.stdout.write(`\n${row.path} resists deletion:\n${describeFailures(row.failures ?? [])}\n`);
+        process.stdout.write(`\n${shown(row.path)} resists deletion:\n${describeFailures(row.failures ?? [])}\n`);
     });
 
   program
@@ -123,7 +144,7 @@ export function buildCli(): Command {
     )
     .option(
       '--keep-free <space>',
-      "free space to keep on the root's file system: 10% or 20G; 0 turns it off",
+      "free space to keep on the root's file system: 10% or 20G (G = GiB); off turns it off",
       option((v) => parseSpace('--keep-free', v)),
       { percent: 10 } as SpaceTarget,
     )
@@ -159,8 +180,9 @@ export function buildCli(): Command {
             process.stdout.write(`${formatTable(sweepTable(report))}\n`);
           process.stdout.write(`${sweepSummary(report)}\n`);
         }
+        for (const problem of report.problems) process.stderr.write(`runlane: ${shown(problem)}\n`);
         const failed = [...report.entries, ...report.trash].some((item) => item.outcome === 'failed');
-        if (failed) process.exitCode = 1;
+        if (failed || report.problems.length > 0) process.exitCode = 1;
       },
     );
 
@@ -175,7 +197,13 @@ export function buildCli(): Command {
     .option('--quiet', 'print nothing (for the background delete)')
     .action((options: { root?: string; privileged?: Privileged; json?: boolean; quiet?: boolean }) => {
       const root = resolveRoot(options.root);
-      const results = emptyTrash(new Layout(root), { privileged: options.privileged ?? '' });
+      const layout = new Layout(root);
+      let results;
+      try {
+        results = emptyTrash(layout, { privileged: options.privileged ?? '' });
+      } finally {
+        layout.close();
+      }
       if (results.some((result) => result.outcome === 'failed')) process.exitCode = 1;
       if (options.quiet) return;
       if (options.json) {
@@ -183,7 +211,7 @@ export function buildCli(): Command {
         return;
       }
       for (const result of results) {
-        process.stdout.write(`${result.path}: ${result.outcome}, ${humanBytes(result.bytes)} freed\n`);
+        process.stdout.write(`${shown(result.path)}: ${result.outcome}, ${humanBytes(result.bytes)} freed\n`);
         if (result.failures.length > 0) process.stdout.write(`${describeFailures(result.failures)}\n`);
       }
       if (results.length === 0) process.stdout.write(`the trash of ${root} is empty\n`);

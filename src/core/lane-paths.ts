@@ -36,7 +36,14 @@ export interface EnvRequest {
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Variables the job itself depends on: pointing them at a directory would break it. */
 const RESERVED =
-  /^(PATH|HOME|SHELL|NODE_OPTIONS|LD_[A-Z_]*|RUNLANE_.*|GITHUB_.*|RUNNER_.*|ACTIONS_.*|GITEA_.*|FORGEJO_.*|CI)$/;
+  /^(PATH|HOME|SHELL|USER|LOGNAME|PWD|OLDPWD|CDPATH|CI|RUNLANE_.*|GITHUB_.*|RUNNER_.*|ACTIONS_.*|GITEA_.*|FORGEJO_.*)$/;
+/**
+ * Variables that change how later steps' shells, interpreters and tools start (a file they
+ * source, a module they preload, a repository they act on): never pointed at a directory a
+ * job can write, so the env input refuses them.
+ */
+const ALTERS_LATER_STEPS =
+  /^(BASH_ENV|ENV|IFS|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|GLOBIGNORE|INPUTRC|ZDOTDIR|PYTHONSTARTUP|PYTHONHOME|PYTHONPATH|PYTHONUSERBASE|PERL5OPT|PERL5LIB|PERLLIB|RUBYOPT|RUBYLIB|NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|JDK_JAVA_OPTIONS|_JAVA_OPTIONS|GIT_.*|LD_.*|DYLD_.*|GCONV_PATH|LOCPATH|NLSPATH|HOSTALIASES|RESOLV_HOST_CONF|SSH_ASKPASS|SUDO_ASKPASS|EDITOR|VISUAL|PAGER|BROWSER)$/;
 
 /** Parses the `env` input: `NAME=relative/subdir` or `NAME` (the lane itself), one a line. */
 export function parseEnvRequests(input: string): EnvRequest[] {
@@ -50,6 +57,14 @@ export function parseEnvRequests(input: string): EnvRequest[] {
     }
     if (RESERVED.test(name)) {
       throw new SettingError('env', line, accepted, `'${name}' is reserved for the runner, the job or runlane`);
+    }
+    if (ALTERS_LATER_STEPS.test(name)) {
+      throw new SettingError(
+        'env',
+        line,
+        accepted,
+        `'${name}' changes how later steps' shells or tools start; runlane never points it at a directory a job can write`,
+      );
     }
     if (requests.some((request) => request.name === name)) {
       throw new SettingError('env', line, accepted, `'${name}' is given twice`);

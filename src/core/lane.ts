@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
-import { errorCode } from './errors.js';
-import { Layout, readdirOrEmpty, type LaneMeta } from './layout.js';
-import { Lock, heldFlocks, flockIdentity, startHolder, stopHolder } from './lease.js';
-import { removeTree, type Privileged, type RemoveFailure } from './remove.js';
+import path from 'node:path';
+import { errorCode, errorMessage } from './errors.js';
+import { Layout, isLaneName, type LaneMeta, type LockFile } from './layout.js';
+import { Lock, heldFlocks, flockIdentity, isHolderOf, startHolder, stopHolder } from './lease.js';
+import { removeIn, unlinkIfAny, type Dir, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
 import { moveToTrash } from './trash.js';
 import { parkLane, trimSlot, type WarmOrigin } from './warm.js';
@@ -21,10 +22,10 @@ export interface OpenLaneOptions {
   /** Directories to create inside the lane (absolute, inside it). */
   dirs: readonly string[];
   /**
-   * Makes the lane directory from a parked one (claim or copy), under the new lane's lease.
+   * Makes the lane `key` from a parked one (claim or copy), under the new lane's lease.
    * Returns where it came from, or undefined to start cold (then the lane is made empty).
    */
-  populate?: (lanePath: string) => WarmOrigin | undefined;
+  populate?: (layout: Layout, key: string) => WarmOrigin | undefined;
 }
 
 export interface OpenedLane {
@@ -41,18 +42,27 @@ export interface OpenedLane {
 export function openLane(options: OpenLaneOptions): OpenedLane {
   ensureRoot(options.root);
   const layout = new Layout(options.root);
-  layout.ensure();
-  const lockPath = layout.lock(options.key);
-  const lock = Lock.acquire(lockPath, LOCK_WAIT_MS);
-  if (!lock) {
-    throw new Error(`the lane ${options.key} is leased by another job (its lock ${lockPath} is held)`);
+  try {
+    layout.ensure();
+    return openIn(layout, options);
+  } finally {
+    layout.close();
   }
+}
+
+function openIn(layout: Layout, options: OpenLaneOptions): OpenedLane {
+  const lockFile = layout.lock(options.key);
+  const lock = Lock.acquire(lockFile, LOCK_WAIT_MS);
+  if (!lock) {
+    throw new Error(`the lane ${options.key} is leased by another job (its lock ${lockFile.shown} is held)`);
+  }
+  const lanes = layout.dir('lanes');
   const lanePath = layout.lane(options.key);
   let warm: WarmOrigin | undefined;
   try {
-    if (fs.existsSync(lanePath)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
-    warm = options.populate?.(lanePath);
-    if (!warm) fs.mkdirSync(lanePath, { mode: 0o755 });
+    if (lanes.exists(options.key)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
+    warm = options.populate?.(layout, options.key);
+    if (!warm) fs.mkdirSync(lanes.at(options.key), { mode: 0o755 });
   } catch (error) {
     lock.release();
     if (errorCode(error) === 'EEXIST') {
@@ -61,7 +71,7 @@ export function openLane(options: OpenLaneOptions): OpenedLane {
     throw error;
   }
   try {
-    for (const dir of options.dirs) fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    makeDirsIn(lanes, options.key, lanePath, options.dirs);
     const holderPid = startHolder({
       script: options.holderScript,
       lock,
@@ -77,11 +87,38 @@ export function openLane(options: OpenLaneOptions): OpenedLane {
       ...options.meta,
       ...(warm ? { warmFrom: `${warm.from} (${warm.how})` } : {}),
     });
-    return { path: lanePath, lockPath, holderPid, warm };
+    return { path: lanePath, lockPath: lockFile.shown, holderPid, warm };
   } catch (error) {
     lock.release();
-    removeTree(lanePath, options.root);
+    removeIn(lanes, options.key);
     throw error;
+  }
+}
+
+/**
+ * Creates the requested directories inside a new lane, one component at a time through
+ * opened directories, so a symlink a parked lane brought along is never followed out.
+ */
+function makeDirsIn(lanes: Dir, key: string, lanePath: string, dirs: readonly string[]): void {
+  for (const dir of dirs) {
+    const relative = path.relative(lanePath, dir);
+    if (relative === '') continue;
+    if (relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`${dir} is not inside ${lanePath}`);
+    let current = lanes.openChild(key);
+    try {
+      for (const part of relative.split('/')) {
+        try {
+          fs.mkdirSync(current.at(part), { mode: 0o755 });
+        } catch (error) {
+          if (errorCode(error) !== 'EEXIST') throw error;
+        }
+        const next = current.openChild(part);
+        current.close();
+        current = next;
+      }
+    } finally {
+      current.close();
+    }
   }
 }
 
@@ -91,15 +128,17 @@ export interface CloseResult {
   action: CloseAction;
   /** The lane's path is free (moved to trash, or deleted in place). */
   removed: boolean;
-  /** The lane was not there any more (a step removed it): nothing was done to it. */
+  /** The lane was not there any more: nothing was done to it. */
   gone: boolean;
   /** Where in the trash the lane went, for the background delete. */
   trashed?: string;
-  /** Why the lane had to be deleted in place instead of renamed (another file system, permissions). */
+  /** Why the lane had to be deleted in place instead of renamed (a mount in it, permissions). */
   fallback?: string;
   failures: RemoveFailure[];
   /** False when the holder did not go in time (the lease then ends with the job or deadline). */
   released: boolean;
+  /** Whether the job's lease holder was still running when post came. */
+  holderAlive: boolean;
   /** Where the lane was parked, and the older parked lanes of its slot that made way. */
   parked?: { path: string; trimmed: string[] };
 }
@@ -121,28 +160,53 @@ export function closeLane(
   privileged: Privileged = '',
   park?: { slot: string; keep: number },
 ): CloseResult {
+  if (!isLaneName(key)) throw new Error(`refusing the lane key ${JSON.stringify(key)}: not a key runlane makes`);
+  if (park && !isLaneName(park.slot)) throw new Error(`refusing the slot ${JSON.stringify(park.slot)}`);
   const layout = new Layout(root);
-  const lockPath = layout.lock(key);
-  const gone = !fs.existsSync(layout.lane(key));
-  const result: CloseResult = { action, removed: gone, gone, failures: [], released: false };
-  if (gone) {
-    // A step removed the lane itself: there is nothing to move, park or keep.
-  } else if (action === 'remove') {
-    const moved = moveToTrash(layout, layout.lane(key), key);
-    if ('trashed' in moved) {
-      result.removed = true;
-      result.trashed = moved.trashed;
-    } else {
-      result.fallback = moved.error;
-      ({ removed: result.removed, failures: result.failures } = removeTree(layout.lane(key), root, privileged));
-    }
-  } else if (action === 'retain') {
-    const meta = layout.readMeta(key);
-    if (meta) layout.writeMeta({ ...meta, retained: reason || 'retained' });
-  } else if (action === 'park' && park) {
-    result.parked = { path: parkLane(layout, key, park.slot), trimmed: [] };
+  try {
+    return closeIn(layout, key, holderPid, action, reason, privileged, park);
+  } finally {
+    layout.close();
   }
-  result.released = stopHolder(holderPid, lockPath);
+}
+
+function closeIn(
+  layout: Layout,
+  key: string,
+  holderPid: number,
+  action: CloseAction,
+  reason: string,
+  privileged: Privileged,
+  park?: { slot: string; keep: number },
+): CloseResult {
+  const lockShown = layout.lock(key).shown;
+  const holderAlive = isHolderOf(holderPid, lockShown);
+  const result: CloseResult = { action, removed: false, gone: false, failures: [], released: false, holderAlive };
+  try {
+    const lanes = layout.dir('lanes');
+    result.gone = !lanes.exists(key);
+    result.removed = result.gone;
+    if (result.gone) {
+      // Nothing to move, park or keep: a step removed it, or a sweep reaped it.
+    } else if (action === 'remove') {
+      const moved = moveToTrash(layout, lanes, key, key);
+      if ('trashed' in moved) {
+        result.removed = true;
+        result.trashed = moved.trashed;
+      } else {
+        result.fallback = moved.error;
+        ({ removed: result.removed, failures: result.failures } = removeIn(lanes, key, privileged));
+      }
+    } else if (action === 'retain') {
+      const meta = layout.readMeta(key);
+      if (meta) layout.writeMeta({ ...meta, retained: reason || 'retained' });
+    } else if (action === 'park' && park) {
+      result.parked = { path: parkLane(layout, key, park.slot), trimmed: [] };
+    }
+  } finally {
+    // The lease is released whatever failed above: the lane is then an orphan the sweep reaps.
+    result.released = stopHolder(holderPid, lockShown);
+  }
   if (result.parked && park) result.parked.trimmed = trimSlot(layout, park.slot, park.keep);
   if (result.removed && result.released) tidy(layout, key);
   return result;
@@ -154,20 +218,15 @@ export function tidy(layout: Layout, key: string): boolean {
 }
 
 /**
- * Under the lock at `lockPath`, if `stillStale()` holds there, removes `files` and then the
- * lock file itself, still holding it. `create: false` never makes a lock file that is missing.
+ * Under the lock `file`, if `stillStale()` holds there, removes `files` and then the lock
+ * file itself, still holding it. `create: false` never makes a lock file that is missing.
  */
-export function dropUnder(
-  lockPath: string,
-  stillStale: () => boolean,
-  files: readonly string[],
-  create = true,
-): boolean {
-  const lock = create ? Lock.tryAcquire(lockPath) : Lock.tryAcquireExisting(lockPath);
+export function dropUnder(file: LockFile, stillStale: () => boolean, files: readonly string[], create = true): boolean {
+  const lock = create ? Lock.tryAcquire(file) : Lock.tryAcquireExisting(file);
   if (!lock) return false;
   try {
     if (!stillStale()) return false;
-    for (const file of files) fs.rmSync(file, { force: true });
+    for (const each of files) unlinkIfAny(each);
     lock.unlinkWhileHeld();
     return true;
   } finally {
@@ -175,7 +234,8 @@ export function dropUnder(
   }
 }
 
-export type LaneState = 'live' | 'orphan' | 'kept';
+/** `unknown`: its lock file cannot be used, so nobody can tell; it is reported and left alone. */
+export type LaneState = 'live' | 'orphan' | 'kept' | 'unknown';
 
 export interface LaneEntry {
   key: string;
@@ -183,31 +243,44 @@ export interface LaneEntry {
   state: LaneState;
   meta?: LaneMeta;
   created?: string;
+  /** Why the state is `unknown`. */
+  problem?: string;
 }
 
 /** Every lane under the root with its state; liveness is the lease's alone. */
-export function listLanes(root: string): LaneEntry[] {
-  const layout = new Layout(root);
-  const keys = readdirOrEmpty(layout.lanes);
-  const held = heldFlocks();
-  return keys.sort().map((key) => {
+export function listLanes(root: string, layout?: Layout): LaneEntry[] {
+  const own = layout ?? new Layout(root);
+  try {
+    const keys = own.names('lanes');
+    const held = heldFlocks();
+    return keys.sort().map((key) => laneEntry(own, key, held));
+  } finally {
+    if (!layout) own.close();
+  }
+}
+
+/** One lane's state; a bad lock file or metadata makes it `unknown`, never stops the listing. */
+function laneEntry(layout: Layout, key: string, held: Set<string>): LaneEntry {
+  const lanePath = layout.lane(key);
+  try {
     const meta = layout.readMeta(key);
     const live = leaseHeld(layout.lock(key), held);
     const state: LaneState = live ? 'live' : meta?.retained ? 'kept' : 'orphan';
-    return { key, path: layout.lane(key), state, meta, created: meta?.created };
-  });
+    return { key, path: lanePath, state, meta, created: meta?.created };
+  } catch (error) {
+    return { key, path: lanePath, state: 'unknown', problem: errorMessage(error) };
+  }
 }
 
-/** Is the lease held? /proc/locks answers fast; a lock not listed there is tried for real. */
-export function leaseHeld(lockPath: string, held: Set<string>): boolean {
-  let stat: fs.BigIntStats;
-  try {
-    stat = fs.lstatSync(lockPath, { bigint: true });
-  } catch {
-    return false;
-  }
+/**
+ * Is the lease held? /proc/locks answers fast; a lock not listed there is tried for real.
+ * A lock file that exists but cannot be used throws (UnusableLockError): never "free".
+ */
+export function leaseHeld(file: LockFile, held: Set<string>): boolean {
+  const stat = fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false });
+  if (!stat) return false;
   if (held.has(flockIdentity(stat))) return true;
-  const probe = Lock.tryAcquireExisting(lockPath);
+  const probe = Lock.tryAcquireExisting(file);
   if (!probe) return true;
   probe.release();
   return false;

@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { readJson, writeFileAtomic } from './atomic.js';
-import { errorCode } from './errors.js';
+import { writeFileAtomic } from './atomic.js';
+import { errorCode, errorMessage } from './errors.js';
+import { Dir, isEntryName } from './remove.js';
+import { isSafeSegment } from './sanitize.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
 export interface LaneMeta {
@@ -21,8 +23,10 @@ export interface LaneMeta {
   holderPid?: number;
   /** Kept on purpose (`cleanup: never`, or `on-success` after a failure): not an orphan. */
   retained?: string;
-  /** The warm slot (repository, scope, job, matrix leg) whose next run may claim it. */
+  /** The warm slot (repository, scope, trust class, workflow, job, matrix leg) whose next run may claim it. */
   slot?: string;
+  /** The trust class of the run that made it (see the README's security model). */
+  trust?: string;
   /** ISO time it was parked for the next run, when it is. */
   parked?: string;
   /** How long its job ran (main to post): what a warm start can save at most. */
@@ -31,11 +35,48 @@ export interface LaneMeta {
   warmFrom?: string;
 }
 
+/** The longest key or slot name: leaves room for suffixes (`.lock`, `.json`, trash stamps) under NAME_MAX. */
+export const NAME_MAX = 200;
+
+/** A key or slot as runlane makes them: one safe, bounded path segment. */
+export function isLaneName(name: string): boolean {
+  return isSafeSegment(name, NAME_MAX);
+}
+
+/** The root's directories. */
+export const AREAS = ['lanes', 'locks', 'meta', 'trash', 'parked'] as const;
+export type Area = (typeof AREAS)[number];
+
+/** A directory of the root's layout that is not what runlane made: refused, never followed. */
+export class LayoutError extends Error {
+  constructor(
+    readonly area: string,
+    readonly where: string,
+    readonly reason: string,
+  ) {
+    super(`the root's ${area} directory ${where} is refused: ${reason}; runlane will not follow or use it`);
+    this.name = 'LayoutError';
+  }
+}
+
+/** A lock file: the path to open it by (anchored at the opened directory) and its path for humans. */
+export interface LockFile {
+  at: string;
+  shown: string;
+}
+
 /**
  * The root's layout. Lanes are flat under `lanes/` so a scan is one readdir; each lane's lock
  * and metadata live in sibling directories, at paths that stay put when the lane is renamed.
+ *
+ * Every directory is opened without following symlinks and checked on the opened descriptor
+ * (a directory on the root's device and mount, owned by the root's owner) before anything is
+ * read, written or deleted in it; every operation then goes through that descriptor, so a job
+ * that swaps `lanes` or `trash` for a symlink to somewhere else gets a refusal, not a write there.
+ * Callers close() it when done.
  */
 export class Layout {
+  /** Paths for humans and for the job (RUNLANE_DIR); operations use the opened directories. */
   readonly lanes: string;
   readonly locks: string;
   readonly meta: string;
@@ -43,6 +84,8 @@ export class Layout {
   readonly trash: string;
   /** Lanes of successful jobs, per warm slot, waiting for the next run to claim them. */
   readonly parked: string;
+  private rootDir?: Dir;
+  private readonly dirs = new Map<Area, Dir>();
 
   constructor(readonly root: string) {
     this.lanes = path.join(root, 'lanes');
@@ -52,9 +95,70 @@ export class Layout {
     this.parked = path.join(root, 'parked');
   }
 
+  /** The root itself, opened without following its last component. */
+  rootHandle(): Dir {
+    this.rootDir ??= Dir.open(this.root);
+    return this.rootDir;
+  }
+
+  /** One of the root's directories, opened and verified; a LayoutError if it is anything else. */
+  dir(area: Area): Dir {
+    const cached = this.dirs.get(area);
+    if (cached) return cached;
+    const root = this.rootHandle();
+    const where = path.join(this.root, area);
+    let dir: Dir;
+    try {
+      dir = root.openChild(area);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOTDIR' || code === 'ELOOP') {
+        const stat = root.lstat(area);
+        const what = stat?.isSymbolicLink() ? `a symlink to ${safeReadlink(root.at(area))}` : 'not a directory';
+        throw new LayoutError(area, where, `it is ${what}`);
+      }
+      if (code === 'ENOENT') throw Object.assign(new LayoutError(area, where, 'it does not exist'), { code });
+      throw new LayoutError(area, where, errorMessage(error));
+    }
+    const problem = !root.sameMount(dir)
+      ? 'another file system is mounted there'
+      : dir.stat.uid !== root.stat.uid
+        ? `it belongs to uid ${dir.stat.uid}, not to the root's owner (uid ${root.stat.uid})`
+        : undefined;
+    if (problem) {
+      dir.close();
+      throw new LayoutError(area, where, problem);
+    }
+    this.dirs.set(area, dir);
+    return dir;
+  }
+
+  /** The directory of `area`, or undefined when it does not exist (yet, or any more). */
+  dirIfAny(area: Area): Dir | undefined {
+    try {
+      return this.dir(area);
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  /** The names in `area`; none when it does not exist. */
+  names(area: Area): string[] {
+    return this.dirIfAny(area)?.names() ?? [];
+  }
+
+  /** Creates what is missing of the layout, then verifies all of it. */
   ensure(): void {
-    for (const dir of [this.lanes, this.locks, this.meta, this.trash, this.parked])
-      fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    const root = this.rootHandle();
+    for (const area of AREAS) {
+      try {
+        fs.mkdirSync(root.at(area), { mode: 0o755 });
+      } catch (error) {
+        if (errorCode(error) !== 'EEXIST') throw error;
+      }
+      this.dir(area);
+    }
   }
 
   lane(key: string): string {
@@ -65,37 +169,119 @@ export class Layout {
     return path.join(this.parked, slot, key);
   }
 
-  /** Whether the lane of `key` exists, in lanes/ or parked in its slot. */
-  laneExists(key: string): boolean {
-    if (fs.existsSync(this.lane(key))) return true;
-    const slot = this.readMeta(key)?.slot;
-    return slot !== undefined && fs.existsSync(this.parkedLane(slot, key));
+  /**
+   * The slot directory `parked/<slot>`, opened and verified like the layout's own; with
+   * `create`, made when missing. Undefined when it does not exist.
+   */
+  slotDir(slot: string, create = false): Dir | undefined {
+    const parked = this.dir('parked');
+    if (create) {
+      try {
+        fs.mkdirSync(parked.at(slot), { mode: 0o755 });
+      } catch (error) {
+        if (errorCode(error) !== 'EEXIST') throw error;
+      }
+    }
+    let dir: Dir;
+    try {
+      dir = parked.openChild(slot);
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return undefined;
+      throw new LayoutError('parked slot', path.join(this.parked, slot), errorMessage(error));
+    }
+    if (!parked.sameMount(dir) || dir.stat.uid !== parked.stat.uid) {
+      dir.close();
+      throw new LayoutError('parked slot', path.join(this.parked, slot), 'another mount or owner');
+    }
+    return dir;
   }
 
-  lock(key: string): string {
-    return path.join(this.locks, `${key}.lock`);
+  /** Whether the lane of `key` exists, in lanes/ or parked in its slot. */
+  laneExists(key: string): boolean {
+    if (this.dirIfAny('lanes')?.exists(key)) return true;
+    const slot = this.readMeta(key)?.slot;
+    if (slot === undefined) return false;
+    const dir = this.slotDir(slot);
+    try {
+      return dir?.exists(key) ?? false;
+    } finally {
+      dir?.close();
+    }
+  }
+
+  lock(key: string): LockFile {
+    return { at: this.dir('locks').at(`${key}.lock`), shown: path.join(this.locks, `${key}.lock`) };
+  }
+
+  /** The lock beside a trash entry, taken by whoever deletes it. */
+  trashLock(name: string): LockFile {
+    return { at: this.dir('trash').at(`${name}.lock`), shown: path.join(this.trash, `${name}.lock`) };
   }
 
   metaFile(key: string): string {
-    return path.join(this.meta, `${key}.json`);
+    return this.dir('meta').at(`${key}.json`);
   }
 
+  /** A lane's metadata, validated like input (a job can write beside its lane); undefined if none. */
   readMeta(key: string): LaneMeta | undefined {
-    return readJson<LaneMeta>(this.metaFile(key));
+    const meta = readJsonNoFollow(this.metaFile(key));
+    return validMeta(meta, key);
   }
 
   /** Atomic; callers hold the lane's lease. */
   writeMeta(meta: LaneMeta): void {
     writeFileAtomic(this.metaFile(meta.key), `${JSON.stringify(meta, null, 2)}\n`);
   }
-}
 
-/** The names in a directory, or none when it does not exist (yet, or any more). */
-export function readdirOrEmpty(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
+  close(): void {
+    for (const dir of this.dirs.values()) dir.close();
+    this.dirs.clear();
+    this.rootDir?.close();
+    this.rootDir = undefined;
   }
 }
+
+function safeReadlink(target: string): string {
+  try {
+    return JSON.stringify(fs.readlinkSync(target));
+  } catch {
+    return '?';
+  }
+}
+
+/** JSON from a file opened without following a symlink; undefined when missing or not JSON. */
+export function readJsonNoFollow(file: string): unknown {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) return undefined;
+    return JSON.parse(fs.readFileSync(fd, 'utf8')) as unknown;
+  } catch {
+    return undefined;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const OPTIONAL_STRINGS = ['retained', 'trust', 'parked', 'warmFrom'] as const;
+const STRINGS = ['repository', 'scope', 'runId', 'runAttempt', 'job', 'matrix', 'created', 'host', 'cleanup'] as const;
+
+/** Metadata as runlane writes it, or undefined: wrong types, another key, or a slot that is not one segment. */
+export function validMeta(value: unknown, key: string): LaneMeta | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const meta = value as Record<string, unknown>;
+  if (meta.key !== key || meta.version !== 1) return undefined;
+  if (!STRINGS.every((name) => typeof meta[name] === 'string')) return undefined;
+  if (!OPTIONAL_STRINGS.every((name) => meta[name] === undefined || typeof meta[name] === 'string')) return undefined;
+  if (meta.slot !== undefined && (typeof meta.slot !== 'string' || !isLaneName(meta.slot))) return undefined;
+  for (const name of ['holderPid', 'jobMs'] as const) {
+    if (meta[name] !== undefined && !Number.isSafeInteger(meta[name])) return undefined;
+  }
+  return meta as unknown as LaneMeta;
+}
+
+export { isEntryName };

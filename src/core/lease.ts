@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
-import { errorCode } from './errors.js';
+import { errorCode, errorMessage } from './errors.js';
+import type { LockFile } from './layout.js';
 
 /**
  * An exclusive kernel lock (flock(2)) on a lock file. Node has no flock, so a short-lived
@@ -10,43 +11,47 @@ import { errorCode } from './errors.js';
  */
 export class Lock {
   private constructor(
-    readonly path: string,
+    readonly file: LockFile,
     private fd: number | undefined,
   ) {}
 
+  /** The lock file's path, for humans and for the holder's own check. */
+  get path(): string {
+    return this.file.shown;
+  }
+
   /**
    * Takes the lock without waiting, or returns undefined if someone holds it. The file is
-   * created if missing. After locking, checks that the path still names the locked file (a
-   * reaper may have unlinked it while we waited): a lock on an unlinked file is worthless.
+   * created if missing, never through a symlink, and opened read-only: flock(2) needs no more,
+   * so a lock file another user made (root in a container job) can still be probed. After
+   * locking, checks that the path still names the locked file (a reaper may have unlinked it
+   * while we waited): a lock on an unlinked file is worthless. A lock file that cannot be
+   * opened (a symlink, a directory, another user's 0600 file) throws: that is never "free".
    */
-  static tryAcquire(lockPath: string): Lock | undefined {
+  static tryAcquire(file: LockFile): Lock | undefined {
     for (let attempt = 0; attempt < 5; attempt++) {
-      const fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o644);
+      const fd = openLockFile(file, true);
       if (!flockNonBlocking(fd)) {
         fs.closeSync(fd);
         return undefined;
       }
-      if (sameFile(fd, lockPath)) return new Lock(lockPath, fd);
+      if (sameFile(fd, file.at)) return new Lock(file, fd);
       fs.closeSync(fd);
     }
     return undefined;
   }
 
   /** Like tryAcquire, but only if the lock file exists already (the sweep never creates one). */
-  static tryAcquireExisting(lockPath: string): Lock | undefined {
-    try {
-      fs.lstatSync(lockPath);
-    } catch {
-      return undefined;
-    }
-    return Lock.tryAcquire(lockPath);
+  static tryAcquireExisting(file: LockFile): Lock | undefined {
+    if (!fs.lstatSync(file.at, { throwIfNoEntry: false })) return undefined;
+    return Lock.tryAcquire(file);
   }
 
   /** Retries tryAcquire until `timeoutMs` has passed. */
-  static acquire(lockPath: string, timeoutMs: number): Lock | undefined {
+  static acquire(file: LockFile, timeoutMs: number): Lock | undefined {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const lock = Lock.tryAcquire(lockPath);
+      const lock = Lock.tryAcquire(file);
       if (lock || Date.now() >= deadline) return lock;
       sleep(50);
     }
@@ -62,7 +67,7 @@ export class Lock {
   unlinkWhileHeld(): void {
     if (this.fd === undefined) return;
     try {
-      fs.unlinkSync(this.path);
+      fs.unlinkSync(this.file.at);
     } catch (error) {
       if (errorCode(error) !== 'ENOENT') throw error;
     }
@@ -74,6 +79,38 @@ export class Lock {
     fs.closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/** A lock file that exists but cannot serve as one: reported, never taken for a free lease. */
+export class UnusableLockError extends Error {
+  constructor(
+    readonly file: string,
+    readonly code: string,
+    reason: string,
+  ) {
+    super(`the lock file ${file} cannot be used (${code}: ${reason}); an administrator must remove it`);
+    this.name = 'UnusableLockError';
+  }
+}
+
+function openLockFile(file: LockFile, create: boolean): number {
+  // O_NONBLOCK: a FIFO planted where a lock should be must not hang the open.
+  const flags =
+    fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | (create ? fs.constants.O_CREAT : 0);
+  let fd: number;
+  try {
+    fd = fs.openSync(file.at, flags, 0o644);
+  } catch (error) {
+    const code = errorCode(error) ?? 'ERROR';
+    if (code === 'ENOENT') throw error;
+    const reason = code === 'ELOOP' ? 'it is a symlink' : code === 'EISDIR' ? 'it is a directory' : errorMessage(error);
+    throw new UnusableLockError(file.shown, code, reason);
+  }
+  if (!fs.fstatSync(fd).isFile()) {
+    fs.closeSync(fd);
+    throw new UnusableLockError(file.shown, 'EINVAL', 'it is not a regular file');
+  }
+  return fd;
 }
 
 function flockNonBlocking(fd: number): boolean {

@@ -64,6 +64,31 @@ function existing(link: string, line: string): LinkPlan['replaces'] {
   throw new SettingError('link', line, accepted, `${link} is a file; runlane will not replace it`);
 }
 
+const inside = (child: string, parent: string) => {
+  const relative = path.relative(parent, child);
+  return relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative);
+};
+
+/**
+ * Why a link plan read back from saved state must not be acted on, or undefined: its link
+ * must lie in the workspace (also through symlinked parents) and point into the lane.
+ */
+export function checkLinkPlan(value: unknown, workspace: string | undefined, lane: string): string | undefined {
+  if (typeof value !== 'object' || value === null) return 'a link is not an object';
+  const plan = value as Record<string, unknown>;
+  if (typeof plan.link !== 'string' || typeof plan.target !== 'string') return 'a link lacks its paths';
+  if (!workspace || !path.isAbsolute(plan.link)) return `${plan.link} is not in a workspace`;
+  const realWorkspace = resolveExisting(workspace);
+  const realParent = resolveExisting(path.dirname(plan.link));
+  if (!inside(plan.link, workspace) || (realParent !== realWorkspace && !inside(realParent, realWorkspace))) {
+    return `${plan.link} is outside the workspace ${workspace}`;
+  }
+  if (path.normalize(plan.target) !== plan.target || !(plan.target === lane || inside(plan.target, lane))) {
+    return `${plan.target} is not inside the lane ${lane}`;
+  }
+  return undefined;
+}
+
 /** Makes the planned links; each replaces what it found atomically (rename over). */
 export function makeLinks(plans: readonly LinkPlan[]): void {
   for (const plan of plans) {

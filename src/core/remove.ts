@@ -1,8 +1,35 @@
+/**
+ * Everything runlane does that deletes, renames or changes permissions lives here, and works
+ * relative to directories opened without following symlinks, in the manner of GNU rm's fts and
+ * of Rust's remove_dir_all after CVE-2022-21658.
+ *
+ * Node has no openat(2) or unlinkat(2). Linux gives the same thing through procfs: the path
+ * `/proc/self/fd/N/name` is resolved from the directory that descriptor N has open (a "magic
+ * link" to the object itself, not a path that is looked up again), so `unlink`, `rmdir`,
+ * `rename` and `open(O_NOFOLLOW)` on it act on the entry `name` inside that very directory,
+ * wherever it has been moved and whatever a job has put at its old path since. Every directory
+ * is entered by opening it that way with O_NOFOLLOW | O_DIRECTORY, then checked on the opened
+ * descriptor: a directory, on the same device, and on the same mount (the mount id from
+ * /proc/self/fdinfo, which tells a same-device bind mount apart where st_dev cannot). Modes
+ * are changed only through the descriptor. No path a job can swap is ever followed.
+ *
+ * Why this and not a native addon or a helper binary: it needs no compiled code per Node ABI
+ * and CPU (the action runs on whatever node and machine a runner has), no extra runtime on the
+ * runner, and the kernel does the same lookups as with openat. It needs /proc, which Linux
+ * runners and containers have; without it runlane refuses to delete rather than guess.
+ */
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { errorCode, errorMessage } from './errors.js';
-import { resolveExisting } from './root.js';
+import { currentMounts, describeMount, mountsUnder, type Mount } from './mounts.js';
+
+const C = fs.constants;
+/** open(2)'s O_PATH (Linux; the same value on x86-64 and arm64): a handle that needs no permission. */
+const O_PATH = 0o10000000;
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+/** Deeper than this, a tree is reported rather than walked (each level holds a descriptor open). */
+const MAX_DEPTH = 400;
 
 /** A path that could not be removed, and why (EACCES: another owner; EPERM: immutable; EBUSY: a mount). */
 export interface RemoveFailure {
@@ -21,142 +48,320 @@ export interface RemoveReport {
   failures: RemoveFailure[];
 }
 
-/** Throws unless `target` lies strictly inside `root`, as given and as resolved. */
-export function assertInside(target: string, root: string): void {
-  const rel = path.relative(root, target);
-  const realRel = path.relative(resolveExisting(root), resolveExisting(path.dirname(target)));
-  const outside = (r: string) => r === '' || r === '..' || r.startsWith('../') || path.isAbsolute(r);
-  if (outside(rel) || (realRel !== '' && outside(realRel))) {
-    throw new Error(`refusing to remove ${target}: it is not inside the root ${root}`);
+/** True for a name that is one path component: not empty, `.` or `..`, no `/` or NUL. */
+export function isEntryName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
+}
+
+function checkName(name: string): string {
+  if (!isEntryName(name)) throw new Error(`refusing ${JSON.stringify(name)}: not a single path component`);
+  return name;
+}
+
+/** The mount id of an open descriptor, from /proc/self/fdinfo (Linux 3.15+). */
+function mountIdOf(fd: number): number {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  } catch (error) {
+    throw new Error(`runlane needs /proc to check mounts before it deletes anything: ${errorMessage(error)}`);
+  }
+  const match = /^mnt_id:\s*(\d+)/m.exec(text);
+  if (!match) throw new Error('runlane needs a kernel that reports mnt_id in /proc/self/fdinfo (Linux 3.15 or later)');
+  return Number(match[1]);
+}
+
+/** Opens a directory with O_NOFOLLOW; with `chmod`, makes one we own but cannot read readable first. */
+function openDirFd(target: string, chmod: boolean): number {
+  try {
+    return fs.openSync(target, DIR_FLAGS);
+  } catch (error) {
+    if (errorCode(error) !== 'EACCES' || !chmod) throw error;
+  }
+  // A directory we own with no read or search permission (chmod 000, a read-only module
+  // cache): take a handle that needs none, fix the mode through it, and open it properly.
+  const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW);
+  try {
+    const stat = fs.fstatSync(handle);
+    fs.chmodSync(`/proc/self/fd/${handle}`, (stat.mode & 0o7777) | 0o700);
+    const fd = fs.openSync(`/proc/self/fd/${handle}`, C.O_RDONLY | C.O_DIRECTORY);
+    const again = fs.fstatSync(fd);
+    if (again.ino !== stat.ino || again.dev !== stat.dev) {
+      fs.closeSync(fd);
+      throw Object.assign(new Error(`${target} changed while it was opened`), { code: 'EAGAIN' });
+    }
+    return fd;
+  } finally {
+    fs.closeSync(handle);
   }
 }
 
 /**
- * Removes a tree without ever following a symlink or leaving its file system, and without
- * stopping at the first file it cannot remove. `rm -rf --one-file-system` does the bulk at
- * native speed; when anything is left (read-only directories for a non-root user, a root-
- * owned or immutable file, a mount), a walk makes directories writable, retries, and
- * records each path that still resists with its error.
+ * An open directory, entered without following symlinks, with what it was checked against:
+ * its device, inode, owner and mount id as the descriptor reports them.
  */
-export function removeTree(target: string, root: string, privileged: Privileged = ''): RemoveReport {
-  assertInside(target, root);
-  let stat: fs.Stats;
-  try {
-    stat = fs.lstatSync(target);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return { removed: true, failures: [] };
-    throw error;
+export class Dir {
+  private open = true;
+
+  private constructor(
+    readonly fd: number,
+    /** Its path, for humans and reports only: operations go through `at()`. */
+    readonly path: string,
+    readonly stat: fs.Stats,
+    readonly mountId: number,
+  ) {
+    unclosed.register(this, fd, this);
   }
-  if (!stat.isDirectory()) {
-    const failures: RemoveFailure[] = [];
-    unlinkRecorded(target, failures);
-    return { removed: failures.length === 0, failures };
+
+  /** Opens an absolute path whose last component must not be a symlink. */
+  static open(target: string): Dir {
+    const fd = openDirFd(target, false);
+    return Dir.wrap(fd, target);
   }
-  spawnSync('rm', ['-rf', '--one-file-system', '--', target], { stdio: 'ignore' });
-  if (!exists(target)) return { removed: true, failures: [] };
-  let failures: RemoveFailure[] = [];
-  walkRemove(target, stat.dev, failures);
-  if (failures.length > 0 && privileged === 'sudo') {
-    const notes = new Map(failures.map((failure) => [failure.path, removeWithSudo(failure.path, root)]));
-    failures = [];
-    if (exists(target)) walkRemove(target, stat.dev, failures);
-    for (const failure of failures) {
-      const note = notes.get(failure.path);
-      if (note) failure.hint = `${note}; ${failure.hint}`;
+
+  private static wrap(fd: number, shown: string): Dir {
+    try {
+      return new Dir(fd, shown, fs.fstatSync(fd), mountIdOf(fd));
+    } catch (error) {
+      fs.closeSync(fd);
+      throw error;
     }
   }
-  return { removed: !exists(target), failures };
+
+  /** Opens the directory `name` inside this one; a symlink there fails (ELOOP / ENOTDIR). */
+  openChild(name: string, options: { chmod?: boolean } = {}): Dir {
+    const fd = openDirFd(this.at(name), options.chmod ?? false);
+    return Dir.wrap(fd, path.join(this.path, name));
+  }
+
+  /** Whether `other` lies on the same file system and the same mount as this directory. */
+  sameMount(other: Dir): boolean {
+    return other.stat.dev === this.stat.dev && other.mountId === this.mountId;
+  }
+
+  /** The entry `name` inside this directory, as a path for this process's system calls. */
+  at(name: string): string {
+    if (!this.open) throw new Error(`${this.path} is closed`);
+    return `/proc/self/fd/${this.fd}/${checkName(name)}`;
+  }
+
+  /** The same, for a child process of ours (its /proc/self is its own). */
+  atForChild(name: string): string {
+    return `/proc/${process.pid}/fd/${this.fd}/${checkName(name)}`;
+  }
+
+  /** Where the directory is now (it may have been moved since it was opened). */
+  realPath(): string {
+    return fs.readlinkSync(`/proc/self/fd/${this.fd}`).replace(/ \(deleted\)$/, '');
+  }
+
+  entries(): fs.Dirent[] {
+    return fs.readdirSync(`/proc/self/fd/${this.fd}`, { withFileTypes: true });
+  }
+
+  names(): string[] {
+    return fs.readdirSync(`/proc/self/fd/${this.fd}`);
+  }
+
+  /** lstat of an entry (never follows it), or undefined when there is none. */
+  lstat(name: string): fs.Stats | undefined {
+    return fs.lstatSync(this.at(name), { throwIfNoEntry: false });
+  }
+
+  exists(name: string): boolean {
+    return this.lstat(name) !== undefined;
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    unclosed.unregister(this);
+    fs.closeSync(this.fd);
+  }
 }
 
-/** One `sudo -n rm` of a path the runner user could not remove; says why it did not help. */
-function removeWithSudo(target: string, root: string): string | undefined {
-  assertInside(target, root);
-  const result = spawnSync('sudo', ['-n', 'rm', '-rf', '--one-file-system', '--', target], { encoding: 'utf8' });
+/** A safety net for long-lived processes (tests): the descriptor of a Dir dropped unclosed. */
+const unclosed = new FinalizationRegistry<number>((fd) => {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // Closed already.
+  }
+});
+
+/** Renames `name` in `from` to `newName` in `to` (rename(2) never follows either final component). */
+export function renameIn(from: Dir, name: string, to: Dir, newName: string): void {
+  fs.renameSync(from.at(name), to.at(newName));
+}
+
+/** Unlinks a file (never following it); nothing when it is not there. */
+export function unlinkIfAny(target: string): void {
+  try {
+    fs.unlinkSync(target);
+  } catch (error) {
+    if (errorCode(error) !== 'ENOENT') throw error;
+  }
+}
+
+/** The mounts at or below the entry `name` of `dir`, from this process's mount table. */
+export function mountsBelow(dir: Dir, name: string): Mount[] {
+  return mountsUnder(path.join(dir.realPath(), checkName(name)));
+}
+
+interface Walk {
+  dev: number;
+  mountId: number;
+  uid: number;
+  failures: RemoveFailure[];
+  mounts?: Mount[];
+}
+
+/**
+ * Removes the entry `name` of `parent` and everything below it, never following a symlink,
+ * never leaving the parent's mount, and without stopping at the first thing it cannot remove:
+ * what resists (a root-owned file, an immutable one, a mount) is recorded with the reason and
+ * what it takes, and the rest is removed. A mount is never entered, only reported.
+ */
+export function removeIn(parent: Dir, name: string, privileged: Privileged = ''): RemoveReport {
+  const walk: Walk = { dev: parent.stat.dev, mountId: parent.mountId, uid: process.getuid?.() ?? -1, failures: [] };
+  removeEntry(parent, name, undefined, walk, 0);
+  if (walk.failures.length > 0 && privileged === 'sudo' && parent.exists(name)) {
+    const note = removeWithSudo(parent, name);
+    const notes = new Map(walk.failures.map((failure) => [failure.path, note]));
+    walk.failures = [];
+    removeEntry(parent, name, undefined, walk, 0);
+    for (const failure of walk.failures) {
+      const why = notes.get(failure.path);
+      if (why) failure.hint = `${why}; ${failure.hint}`;
+    }
+  }
+  return { removed: !parent.exists(name), failures: walk.failures };
+}
+
+/**
+ * One `sudo -n rm -rf --one-file-system` of what the runner user could not remove, given the
+ * entry through our own descriptor (/proc/<our pid>/fd/N/name), so no path a job can swap is
+ * followed to reach it; rm's own walk never follows symlinks. Never run across a mount.
+ * Returns why it did not help, or undefined.
+ */
+function removeWithSudo(parent: Dir, name: string): string | undefined {
+  const mounts = mountsBelow(parent, name);
+  if (mounts.length > 0) return `sudo was not tried: ${mounts.length} file systems are mounted inside`;
+  const result = spawnSync('sudo', ['-n', 'rm', '-rf', '--one-file-system', '--', parent.atForChild(name)], {
+    encoding: 'utf8',
+  });
   if (result.error) return `sudo is not available (${errorCode(result.error) ?? result.error.message})`;
   if (result.status !== 0) return `sudo -n rm failed: ${(result.stderr || '').trim() || `exit ${result.status}`}`;
   return undefined;
 }
 
-function exists(target: string): boolean {
-  try {
-    fs.lstatSync(target);
-    return true;
-  } catch {
-    return false;
-  }
+function record(walk: Walk, shown: string, error: unknown, owner?: number): void {
+  const code = errorCode(error) ?? 'ERROR';
+  walk.failures.push({ path: shown, code, message: errorMessage(error), hint: hintFor(code, owner) });
 }
 
-function record(failures: RemoveFailure[], target: string, error: unknown): void {
-  const code = errorCode(error) ?? 'ERROR';
-  failures.push({ path: target, code, message: errorMessage(error), hint: hintFor(target, code) });
+/** Records a mount found at `name` in `parent`, by its mount id or, failing that, its place. */
+function mountFailure(walk: Walk, parent: Dir, name: string, mountId?: number): void {
+  const shown = path.join(parent.path, name);
+  walk.mounts ??= currentMounts();
+  let mount = mountId === undefined ? undefined : walk.mounts.find((each) => each.id === mountId);
+  if (!mount) {
+    try {
+      const real = path.join(parent.realPath(), name);
+      mount = [...walk.mounts].reverse().find((each) => each.mountPoint === real);
+    } catch {
+      // Described as "another mount".
+    }
+  }
+  walk.failures.push({
+    path: shown,
+    code: 'EBUSY',
+    message: `a file system is mounted here: ${describeMount(mount)}`,
+    hint: `${describeMount(mount)} is mounted here and is never entered: unmount it, then the sweep removes the rest`,
+  });
 }
 
 /** What an administrator needs to know to remove a path that resisted. */
-function hintFor(target: string, code: string): string {
+function hintFor(code: string, owner?: number): string {
   if (code === 'EACCES') {
-    let owner = 'another user';
-    try {
-      const parent = fs.lstatSync(path.dirname(target));
-      owner = `uid ${parent.uid}`;
-    } catch {
-      // Keep the generic wording.
-    }
-    return `its directory belongs to ${owner}, not to the runner user (uid ${process.getuid?.() ?? '?'}); files a 'docker run' left as root look like this: an administrator must remove it, or set privileged-cleanup: sudo`;
+    const whose = owner === undefined ? 'another user' : `uid ${owner}`;
+    return `its directory belongs to ${whose}, not to the runner user (uid ${process.getuid?.() ?? '?'}); files a 'docker run' left as root look like this: an administrator must remove it, or set privileged-cleanup: sudo`;
   }
   if (code === 'EPERM') {
     return 'immutable or append-only (chattr +i / +a): an administrator must run chattr -i on it; the sweep retries it every time';
   }
   if (code === 'EBUSY' || code === 'EXDEV')
-    return 'a file system is mounted here: unmount it, then the sweep removes the rest';
+    return 'a file system is mounted here and is never entered: unmount it, then the sweep removes the rest';
+  if (code === 'ETOODEEP') return `nested deeper than ${MAX_DEPTH} directories: an administrator must remove it`;
   return 'the sweep retries it every time';
 }
 
-function unlinkRecorded(target: string, failures: RemoveFailure[]): void {
-  try {
-    fs.unlinkSync(target);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') record(failures, target, error);
+function removeEntry(parent: Dir, name: string, isDir: boolean | undefined, walk: Walk, depth: number): void {
+  const shown = path.join(parent.path, name);
+  if (isDir !== true) {
+    // unlink never follows the name: a file, a symlink, a socket are removed themselves.
+    try {
+      fs.unlinkSync(parent.at(name));
+      return;
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT') return;
+      // EISDIR: a directory (Linux says so for unlink of one). EBUSY: a file bind-mounted.
+      if (code !== 'EISDIR') {
+        if (code === 'EBUSY') mountFailure(walk, parent, name);
+        else record(walk, shown, error, parent.stat.uid);
+        return;
+      }
+    }
   }
-}
-
-/** Makes a directory we own searchable and writable, so its entries can be removed. */
-function openUp(dir: string): void {
-  try {
-    fs.chmodSync(dir, (fs.lstatSync(dir).mode & 0o7777) | 0o700);
-  } catch {
-    // The failure that matters is reported by the operation that needed it.
-  }
-}
-
-function walkRemove(dir: string, device: number, failures: RemoveFailure[]): void {
-  const stat = fs.lstatSync(dir);
-  if (stat.dev !== device) {
-    failures.push({
-      path: dir,
-      code: 'EXDEV',
-      message: 'another file system is mounted here',
-      hint: hintFor(dir, 'EXDEV'),
-    });
+  if (depth >= MAX_DEPTH) {
+    walk.failures.push({ path: shown, code: 'ETOODEEP', message: 'too deeply nested', hint: hintFor('ETOODEEP') });
     return;
   }
-  openUp(dir);
-  let entries: fs.Dirent[];
+  let dir: Dir;
   try {
-    entries = fs.readdirSync(dir, { withFileTypes: true });
+    dir = parent.openChild(name, { chmod: walk.uid !== 0 });
   } catch (error) {
-    record(failures, dir, error);
+    const code = errorCode(error);
+    if (code === 'ENOENT') return;
+    // Swapped for a symlink or a file since it was listed: it is removed as what it is now.
+    if ((code === 'ELOOP' || code === 'ENOTDIR') && isDir === true)
+      return removeEntry(parent, name, false, walk, depth);
+    record(walk, shown, error, parent.lstat(name)?.uid);
     return;
   }
-  for (const entry of entries) {
-    const child = path.join(dir, entry.name);
-    if (entry.isDirectory()) walkRemove(child, device, failures);
-    else unlinkRecorded(child, failures);
+  try {
+    if (dir.stat.dev !== walk.dev || dir.mountId !== walk.mountId) {
+      mountFailure(walk, parent, name, dir.mountId);
+      return;
+    }
+    // A directory we own but may not write (a read-only Go module tree): fixed on the descriptor.
+    if (walk.uid !== 0 && dir.stat.uid === walk.uid && (dir.stat.mode & 0o700) !== 0o700) {
+      try {
+        fs.fchmodSync(dir.fd, (dir.stat.mode & 0o7777) | 0o700);
+      } catch {
+        // The failures that matter are reported by the removals below.
+      }
+    }
+    let entries: fs.Dirent[];
+    try {
+      entries = dir.entries();
+    } catch (error) {
+      record(walk, shown, error, dir.stat.uid);
+      return;
+    }
+    for (const entry of entries) removeEntry(dir, entry.name, entry.isDirectory(), walk, depth + 1);
+  } finally {
+    dir.close();
   }
   try {
-    fs.rmdirSync(dir);
+    fs.rmdirSync(parent.at(name));
   } catch (error) {
+    const code = errorCode(error);
     // ENOTEMPTY only repeats what the entries' own failures already say.
-    if (errorCode(error) !== 'ENOTEMPTY' && errorCode(error) !== 'ENOENT') record(failures, dir, error);
+    if (code === 'ENOENT' || code === 'ENOTEMPTY') return;
+    if (code === 'EBUSY') mountFailure(walk, parent, name);
+    else record(walk, shown, error, parent.stat.uid);
   }
 }
 
@@ -165,7 +370,7 @@ export interface TreeSize {
   files: number;
 }
 
-/** Disk usage of a tree (allocated blocks, as `du` counts), never following symlinks. */
+/** Disk usage of a tree (allocated blocks, as `du` counts), never following symlinks. Read-only. */
 export function treeSize(target: string): TreeSize {
   const total: TreeSize = { bytes: 0, files: 0 };
   const pending = [target];

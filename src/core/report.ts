@@ -12,9 +12,26 @@ export function ageOf(created: string | undefined, now = Date.now()): string {
 
 const SHOWN_FAILURES = 20;
 
+/**
+ * Text from disk (a name a job planted, a path, a mount point) made safe for a log line: control
+ * characters (newlines above all), `%` and backslashes become \xNN, and the `::` and `##` that start a
+ * runner command are broken, so nothing a job names can forge a command in another job's log.
+ */
+export function shown(text: string): string {
+  const hex = (char: string) =>
+    [...Buffer.from(char, 'utf8')].map((byte) => `\\x${byte.toString(16).padStart(2, '0')}`).join('');
+  return (
+    text
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029%\\]/gu, hex)
+      .replace(/::/g, ':\\x3a')
+      .replace(/##/g, '#\\x23')
+  );
+}
+
 /** Failures for a warning or a terminal: each path, its error, and what it takes to remove it. */
 export function describeFailures(failures: readonly RemoveFailure[]): string {
-  const lines = failures.slice(0, SHOWN_FAILURES).map((f) => `  ${f.path}: ${f.code} (${f.hint})`);
+  const lines = failures.slice(0, SHOWN_FAILURES).map((f) => `  ${shown(f.path)}: ${shown(f.code)} (${shown(f.hint)})`);
   if (failures.length > SHOWN_FAILURES) lines.push(`  … and ${failures.length - SHOWN_FAILURES} more`);
   return lines.join('\n');
 }
@@ -108,7 +125,8 @@ export function statusTable(rows: readonly StatusRow[]): Table {
 }
 
 /** A plain-text table with aligned columns, for terminals and logs. */
-export function formatTable(table: Table): string {
+export function formatTable(raw: Table): string {
+  const table = raw.map((row) => row.map((cell) => shown(cell ?? '')));
   const widths = table[0].map((_, column) => Math.max(...table.map((row) => (row[column] ?? '').length)));
   return table
     .map((row) =>

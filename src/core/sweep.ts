@@ -1,9 +1,8 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { Layout, readdirOrEmpty, type LaneMeta } from './layout.js';
+import { errorMessage } from './errors.js';
+import { AREAS, Layout, type LaneMeta } from './layout.js';
 import { Lock, heldFlocks } from './lease.js';
 import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
-import { removeTree, treeSize, type Privileged, type RemoveFailure } from './remove.js';
+import { removeIn, treeSize, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
 import { requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
 import { emptyTrash, moveToTrash, type TrashResult } from './trash.js';
@@ -29,7 +28,7 @@ export interface SweepOptions {
 export interface SweepEntry {
   key: string;
   path: string;
-  state: 'live' | 'orphan' | 'kept' | 'parked';
+  state: 'live' | 'orphan' | 'kept' | 'parked' | 'unknown';
   /** reaped / evicted (or would be, on a dry run), kept, or failed. */
   outcome: 'reaped' | 'evicted' | 'kept' | 'failed';
   reason: string;
@@ -50,6 +49,8 @@ export interface SweepReport {
   trash: TrashResult[];
   freedBytes: number;
   tidied: number;
+  /** What the sweep found wrong and skipped (a refused layout directory, an unusable lock file). */
+  problems: string[];
   timedOut: boolean;
   seconds: number;
 }
@@ -66,30 +67,74 @@ type Mode = 'dry-run' | 'background' | 'sync';
  * touched. Two sweeps racing arbitrate on each lane's lock: each lane is reaped once.
  */
 export function sweep(options: SweepOptions): SweepReport {
-  const started = Date.now();
-  const now = options.now ?? started;
   requireMarkedRoot(options.root);
   const layout = new Layout(options.root);
+  try {
+    return sweepIn(layout, options);
+  } finally {
+    layout.close();
+  }
+}
+
+/**
+ * Opens and verifies each of the root's directories; a lost one (a reboot that wiped it, a
+ * human) is recreated. One that is not what runlane made (a symlink, another mount, another
+ * owner) is a problem to report: the sweep goes on without it, never through it.
+ */
+function checkLayout(layout: Layout, mode: Mode, problems: string[]): void {
+  if (mode !== 'dry-run') {
+    try {
+      layout.ensure();
+      return;
+    } catch {
+      // Reported area by area below.
+    }
+  }
+  for (const area of AREAS) {
+    try {
+      layout.dirIfAny(area);
+    } catch (error) {
+      problems.push(errorMessage(error));
+    }
+  }
+}
+
+function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
+  const started = Date.now();
+  const now = options.now ?? started;
   const mode: Mode = options.dryRun ? 'dry-run' : options.background ? 'background' : 'sync';
-  // A lost locks/, meta/ or trash/ (a reboot that wiped them, a human) is recreated, not fatal.
-  if (mode !== 'dry-run') layout.ensure();
-  const lanes = listLanes(options.root);
+  const problems: string[] = [];
+  checkLayout(layout, mode, problems);
+  const attempt = <T>(what: string, body: () => T, fallback: T): T => {
+    try {
+      return body();
+    } catch (error) {
+      problems.push(`${what}: ${errorMessage(error)}`);
+      return fallback;
+    }
+  };
+  const lanes = attempt('listing lanes', () => listLanes(options.root, layout), [] as LaneEntry[]);
   const entries: SweepEntry[] = [];
   const trash: TrashResult[] = [];
   let timedOut = false;
   const overTime = () => options.deadline !== undefined && Date.now() >= options.deadline;
   const take = (lane: LaneEntry, outcome: Taken, reason: string) => {
-    const entry = reap(layout, lane, outcome, reason, mode, options.privileged ?? '');
+    const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
+    const entry = attempt(
+      `reaping ${lane.key}`,
+      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? ''),
+      { ...base, outcome: 'failed' as const, reason: `${reason}; it could not be taken (see the problems)` },
+    );
     entries.push(entry);
     return entry;
   };
   const evict = (lane: ParkedLane, reason: string): SweepEntry => {
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, reason, created: lane.parked };
     if (mode === 'dry-run') return { ...base, outcome: 'evicted', bytes: treeSize(lane.path).bytes };
-    const moved = evictParked(layout, lane);
+    const moved = attempt(`evicting ${lane.key}`, () => evictParked(layout, lane), undefined);
     return moved
       ? { ...base, outcome: 'evicted', trashed: moved }
-      : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile' };
+      : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile, or could not be taken' };
   };
   // Sizes of what stays are for the report; pre (background) must not walk big trees for them.
   const keptEntry = (key: string, lanePath: string, state: 'parked' | 'kept', reason: string, created?: string) => ({
@@ -103,9 +148,13 @@ export function sweep(options: SweepOptions): SweepReport {
   });
   const empty = () => {
     if (mode === 'background') return;
-    trash.push(
-      ...emptyTrash(layout, { dryRun: mode === 'dry-run', privileged: options.privileged, deadline: options.deadline }),
+    const emptied = attempt(
+      'emptying the trash',
+      () =>
+        emptyTrash(layout, { dryRun: mode === 'dry-run', privileged: options.privileged, deadline: options.deadline }),
+      [] as TrashResult[],
     );
+    trash.push(...emptied);
   };
 
   const kept: LaneEntry[] = [];
@@ -114,6 +163,9 @@ export function sweep(options: SweepOptions): SweepReport {
     const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
     if (lane.state === 'live') {
       entries.push({ ...base, outcome: 'kept', reason: 'live: its lease is held' });
+    } else if (lane.state === 'unknown') {
+      problems.push(`the lane ${lane.key} was left alone: ${lane.problem}`);
+      entries.push({ ...base, outcome: 'kept', reason: `unknown: ${lane.problem}` });
     } else if (overTime()) {
       timedOut = true;
       entries.push({ ...base, outcome: 'kept', reason: 'not reached: time bound' });
@@ -130,10 +182,10 @@ export function sweep(options: SweepOptions): SweepReport {
   // Parked lanes (warm starts): evicted past max-age, and first under space pressure.
   const parked: ParkedLane[] = [];
   const held = heldFlocks();
-  for (const lane of listParked(layout)) {
+  for (const lane of attempt('listing parked lanes', () => listParked(layout), [] as ParkedLane[])) {
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, created: lane.parked };
-    if (leaseHeld(layout.lock(lane.key), held))
-      entries.push({ ...base, outcome: 'kept', reason: 'parked: being claimed' });
+    const busy = attempt(`probing ${lane.key}`, () => leaseHeld(layout.lock(lane.key), held), true);
+    if (busy) entries.push({ ...base, outcome: 'kept', reason: 'parked: being claimed, or its lock is unusable' });
     else if (age(lane.meta, now, lane.parked) > options.maxAgeMs && !overTime())
       entries.push(evict(lane, 'parked longer than max-age'));
     else parked.push(lane);
@@ -166,7 +218,7 @@ export function sweep(options: SweepOptions): SweepReport {
     }
   }
   attribute(entries, trash);
-  const tidied = mode === 'dry-run' ? 0 : tidyStale(layout);
+  const tidied = mode === 'dry-run' ? 0 : attempt('tidying', () => tidyStale(layout), 0);
   const freed =
     mode === 'dry-run'
       ? sumBytes(entries) + sumBytes(trash)
@@ -179,6 +231,7 @@ export function sweep(options: SweepOptions): SweepReport {
     trash,
     freedBytes: freed,
     tidied,
+    problems,
     timedOut,
     seconds: (Date.now() - started) / 1000,
   };
@@ -228,18 +281,19 @@ function reap(
   const lock = Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return { ...base, outcome: 'kept', reason: 'live: its lease was taken meanwhile' };
   try {
-    if (!fs.existsSync(lane.path)) return { ...base, outcome: 'kept', reason: 'gone: another sweep reaped it' };
-    const moved = moveToTrash(layout, lane.path, lane.key);
+    const lanes = layout.dir('lanes');
+    if (!lanes.exists(lane.key)) return { ...base, outcome: 'kept', reason: 'gone: another sweep reaped it' };
+    const moved = moveToTrash(layout, lanes, lane.key, lane.key);
     let bytes: number | undefined;
     if ('error' in moved) {
       const before = freeBytes(layout.root);
-      const removal = removeTree(lane.path, layout.root, privileged);
+      const removal = removeIn(lanes, lane.key, privileged);
       bytes = Math.max(0, freeBytes(layout.root) - before);
       const fallback = `${reason}; the rename to trash failed (${moved.error}), so it was deleted in place`;
       if (!removal.removed) return { ...base, outcome: 'failed', reason: fallback, bytes, failures: removal.failures };
       base.reason = fallback;
     }
-    fs.rmSync(layout.metaFile(lane.key), { force: true });
+    unlinkIfAny(layout.metaFile(lane.key));
     lock.unlinkWhileHeld();
     return { ...base, outcome, bytes, trashed: 'trashed' in moved ? moved.trashed : undefined };
   } finally {
@@ -255,29 +309,40 @@ function reap(
 function tidyStale(layout: Layout): number {
   let tidied = 0;
   const keys = new Set<string>();
-  for (const name of readdirOrEmpty(layout.locks)) if (name.endsWith('.lock')) keys.add(name.slice(0, -'.lock'.length));
+  for (const name of layout.names('locks')) if (name.endsWith('.lock')) keys.add(name.slice(0, -'.lock'.length));
   const temps = new Map<string, string[]>();
-  for (const name of readdirOrEmpty(layout.meta)) {
+  for (const name of layout.names('meta')) {
     const temp = /^\.tmp-(.+)\.json-[0-9a-f]+$/.exec(name);
-    if (temp) temps.set(temp[1], [...(temps.get(temp[1]) ?? []), path.join(layout.meta, name)]);
+    if (temp) temps.set(temp[1], [...(temps.get(temp[1]) ?? []), layout.dir('meta').at(name)]);
     else if (name.endsWith('.json')) keys.add(name.slice(0, -'.json'.length));
   }
   const held = heldFlocks();
+  const heldOrBad = (key: string) => {
+    try {
+      return leaseHeld(layout.lock(key), held);
+    } catch {
+      return true;
+    }
+  };
   for (const [key, files] of temps) {
-    if (leaseHeld(layout.lock(key), held)) continue;
-    for (const file of files) fs.rmSync(file, { force: true });
+    if (heldOrBad(key)) continue;
+    for (const file of files) unlinkIfAny(file);
     tidied += files.length;
   }
   for (const key of keys) {
-    if (layout.laneExists(key) || leaseHeld(layout.lock(key), held)) continue;
+    if (layout.laneExists(key) || heldOrBad(key)) continue;
     if (dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)])) tidied++;
   }
-  for (const name of readdirOrEmpty(layout.trash)) {
+  const trash = layout.dirIfAny('trash');
+  for (const name of trash?.names() ?? []) {
     const entry = /^(.+)\.(lock|failed\.json)$/.exec(name);
-    if (!entry) continue;
-    const entryPath = path.join(layout.trash, entry[1]);
-    if (fs.existsSync(entryPath)) continue;
-    if (dropUnder(`${entryPath}.lock`, () => !fs.existsSync(entryPath), [`${entryPath}.failed.json`])) tidied++;
+    if (!entry || !trash || trash.exists(entry[1])) continue;
+    const gone = () => !trash.exists(entry[1]);
+    try {
+      if (dropUnder(layout.trashLock(entry[1]), gone, [trash.at(`${entry[1]}.failed.json`)])) tidied++;
+    } catch {
+      // An unusable lock file beside a gone entry: reported by status, left for a human.
+    }
   }
   return tidied;
 }

@@ -1,35 +1,52 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { readJson, writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
-import { readdirOrEmpty, type Layout } from './layout.js';
+import { readJsonNoFollow, type Layout } from './layout.js';
 import { Lock } from './lease.js';
-import { removeTree, treeSize, type Privileged, type RemoveFailure } from './remove.js';
+import { describeMount } from './mounts.js';
+import {
+  mountsBelow,
+  removeIn,
+  unlinkIfAny,
+  renameIn,
+  treeSize,
+  type Dir,
+  type Privileged,
+  type RemoveFailure,
+} from './remove.js';
 import { freeBytes } from './space.js';
 
 const FAILED = '.failed.json';
 
-/** Where a trashed lane went, or why it could not be moved (then it was deleted in place). */
+/** Where a trashed lane went, or why it could not be moved (then the caller deletes it in place). */
 export type TrashMove = { trashed: string } | { error: string };
 
 /**
- * Renames a lane into the root's trash: O(1) whatever its size, and its path is free at once.
- * The name keeps the key readable and adds a stamp, so one key trashed twice never collides.
+ * Renames the entry `name` of `from` (a lane in lanes/ or a parked slot) into the root's
+ * trash: O(1) whatever its size, and its path is free at once. The new name keeps the key
+ * readable and adds a stamp, so one key trashed twice never collides. A lane with a file
+ * system mounted in it is not moved: the in-place delete then removes all but the mount and
+ * reports it, and the sweep retries it.
  */
-export function moveToTrash(layout: Layout, source: string, key: string): TrashMove {
+export function moveToTrash(layout: Layout, from: Dir, name: string, key: string): TrashMove {
   const stamp = new Date()
     .toISOString()
     .replace(/[-:]/g, '')
     .replace(/\.\d+Z$/, 'Z');
-  const target = path.join(layout.trash, `${key}~${stamp}-${randomBytes(3).toString('hex')}`);
+  const target = `${key}~${stamp}-${randomBytes(3).toString('hex')}`;
   try {
-    fs.mkdirSync(layout.trash, { recursive: true, mode: 0o755 });
-    fs.renameSync(source, target);
-    return { trashed: target };
+    const mounts = mountsBelow(from, name);
+    if (mounts.length > 0) {
+      const where = mounts.map((mount) => `${mount.mountPoint} from ${describeMount(mount)}`).join(', ');
+      return { error: `EBUSY: file systems are mounted in it (${where})` };
+    }
+    renameIn(from, name, layout.dir('trash'), target);
+    return { trashed: path.join(layout.trash, target) };
   } catch (error) {
-    return { error: `${errorCode(error) ?? 'ERROR'}: ${errorMessage(error)}` };
+    const code = errorCode(error);
+    return { error: code ? `${code}: ${errorMessage(error)}` : errorMessage(error) };
   }
 }
 
@@ -43,16 +60,35 @@ export interface TrashEntry {
 
 /** The trash's entries (directories), with what earlier attempts could not delete. */
 export function listTrash(layout: Layout): TrashEntry[] {
+  const trash = layout.dirIfAny('trash');
+  if (!trash) return [];
   const entries: TrashEntry[] = [];
-  for (const name of readdirOrEmpty(layout.trash).sort()) {
-    const entryPath = path.join(layout.trash, name);
+  for (const name of trash.names().sort()) {
     // Beside each entry (a directory) may lie its lock and failure record: files, skipped.
-    const stat = fs.lstatSync(entryPath, { throwIfNoEntry: false });
+    const stat = trash.lstat(name);
     if (!stat?.isDirectory()) continue;
-    const record = readJson<{ failures: RemoveFailure[] }>(`${entryPath}${FAILED}`);
-    entries.push({ name, path: entryPath, failures: record?.failures ?? [], created: stat.ctime.toISOString() });
+    const record = readJsonNoFollow(trash.at(`${name}${FAILED}`)) as { failures?: unknown } | undefined;
+    entries.push({
+      name,
+      path: path.join(layout.trash, name),
+      failures: validFailures(record?.failures),
+      created: stat.ctime.toISOString(),
+    });
   }
   return entries;
+}
+
+/** A failure record read back (a job can write in the root): only well-formed entries count. */
+function validFailures(value: unknown): RemoveFailure[] {
+  if (!Array.isArray(value)) return [];
+  return value.filter(
+    (item): item is RemoveFailure =>
+      typeof item === 'object' &&
+      item !== null &&
+      ['path', 'code', 'message', 'hint'].every(
+        (field) => typeof (item as Record<string, unknown>)[field] === 'string',
+      ),
+  );
 }
 
 export interface TrashResult {
@@ -84,22 +120,33 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
       results.push({ ...base, outcome: 'would delete', bytes: treeSize(entry.path).bytes, failures: entry.failures });
       continue;
     }
-    const lock = Lock.tryAcquire(`${entry.path}.lock`);
+    const trash = layout.dir('trash');
+    let lock: Lock | undefined;
+    try {
+      lock = Lock.tryAcquire(layout.trashLock(entry.name));
+    } catch (error) {
+      const failure = { path: `${entry.path}.lock`, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
+      results.push({ ...base, outcome: 'failed', bytes: 0, failures: [{ ...failure, hint: 'remove it by hand' }] });
+      continue;
+    }
     if (!lock) {
       results.push({ ...base, outcome: 'busy', bytes: 0, failures: [] });
       continue;
     }
     try {
-      if (!fs.existsSync(entry.path)) continue;
+      if (!trash.exists(entry.name)) continue;
       const before = freeBytes(layout.root);
-      const removal = removeTree(entry.path, layout.root, options.privileged);
+      const removal = removeIn(trash, entry.name, options.privileged);
       const bytes = Math.max(0, freeBytes(layout.root) - before);
       if (removal.removed) {
-        fs.rmSync(`${entry.path}${FAILED}`, { force: true });
+        unlinkIfAny(trash.at(`${entry.name}${FAILED}`));
         lock.unlinkWhileHeld();
         results.push({ ...base, outcome: 'deleted', bytes, failures: [] });
       } else {
-        writeFileAtomic(`${entry.path}${FAILED}`, `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`);
+        writeFileAtomic(
+          trash.at(`${entry.name}${FAILED}`),
+          `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`,
+        );
         results.push({ ...base, outcome: 'failed', bytes, failures: removal.failures });
       }
     } finally {

@@ -2,11 +2,13 @@ import { SettingError } from './errors.js';
 
 const DURATION_UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 
-/** `90s`, `30m`, `6h`, `7d`, `2w`, or a combination like `1h30m`; a bare number is seconds. */
+/** `90s`, `30m`, `6h`, `7d`, `2w`, or a combination like `1h30m`: always with a unit, always above zero. */
 export function parseDuration(setting: string, value: string): number {
   const text = value.trim();
-  const accepted = 'a duration like 30s, 90m, 6h, 7d, 2w or 1h30m (a bare number is seconds)';
-  if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
+  const accepted = 'a duration with a unit, like 30s, 90m, 6h, 7d, 2w or 1h30m';
+  if (/^\d+(\.\d+)?$/.test(text)) {
+    throw new SettingError(setting, value, accepted, `a bare number has no unit: write ${text}s, ${text}m or ${text}h`);
+  }
   const parts = [...text.matchAll(/(\d+(?:\.\d+)?)([smhdw])/g)];
   if (parts.length === 0 || parts.map((part) => part[0]).join('') !== text) {
     throw new SettingError(setting, value, accepted);
@@ -21,18 +23,24 @@ export type SpaceTarget = { percent: number } | { bytes: number };
 
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
 
+/** `10%`, `20G`, `512M`, `1.5T` (binary units: G is GiB), or `off`; a bare number is refused. */
 export function parseSpace(setting: string, value: string): SpaceTarget {
   const text = value.trim();
-  const accepted = 'a percentage like 10% or a size like 20G, 512M, 1.5T (0 turns it off)';
+  const accepted = 'a percentage like 10%, a size like 20G, 512M or 1.5T (G = GiB), or off';
+  if (text === 'off') return { bytes: 0 };
   const percent = /^(\d+(?:\.\d+)?)%$/.exec(text);
   if (percent) {
     const number = Number(percent[1]);
     if (number >= 100) throw new SettingError(setting, value, accepted, 'a percentage must be below 100');
     return { percent: number };
   }
-  const size = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text);
+  if (/^\d+(\.\d+)?$/.test(text)) {
+    throw new SettingError(setting, value, accepted, `a bare number has no unit: write ${text}%, ${text}G or ${text}M`);
+  }
+  const size = /^(\d+(?:\.\d+)?)\s*([kmgt])(?:i?b)?$/i.exec(text) ?? /^(\d+(?:\.\d+)?)\s*(b)$/i.exec(text);
   if (!size) throw new SettingError(setting, value, accepted);
-  return { bytes: Math.round(Number(size[1]) * SIZE_UNITS[size[2].toLowerCase()]) };
+  const unit = size[2].toLowerCase();
+  return { bytes: Math.round(Number(size[1]) * (unit === 'b' ? 1 : SIZE_UNITS[unit])) };
 }
 
 /** A duration in words for humans: 45s, 12m, 3h 5m, 2d 4h. */

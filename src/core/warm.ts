@@ -1,29 +1,59 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { readJson, writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from './atomic.js';
 import { errorMessage } from './errors.js';
-import { matrixLabel } from './key.js';
-import { readdirOrEmpty, type Layout, type LaneMeta } from './layout.js';
+import { matrixLabel, scopeOf } from './key.js';
+import { readJsonNoFollow, type Layout, type LaneMeta } from './layout.js';
 import { Lock } from './lease.js';
-import { removeTree, treeSize } from './remove.js';
+import { mountsBelow, removeIn, renameIn, treeSize, unlinkIfAny, type Dir } from './remove.js';
 import { shortHash, slug } from './sanitize.js';
 import { moveToTrash } from './trash.js';
 
+/** Who a run's code and inputs come from; warm lanes never flow to a more trusted class (README, Security model). */
+export type TrustClass = 'trusted' | 'untrusted' | 'privileged';
+
+/** What a warm slot is exact over: every raw value, unshortened, and the run's trust class. */
+export interface SlotParts {
+  repository: string;
+  /** `pr:<number>` for pull-request runs, else the raw ref (`refs/heads/Main`, `refs/tags/v1`). */
+  scopeId: string;
+  trust: TrustClass;
+  /** The workflow file (GITHUB_WORKFLOW_REF without its `@ref`), else the workflow's name. */
+  workflow: string;
+  job: string;
+  /** The step's identity in its job (GITHUB_ACTION), so two runlane steps never share a slot. */
+  step: string;
+  matrix: string;
+}
+
 /**
- * The warm slot of a lane: repository, scope, job and matrix leg. A parked lane is only ever
- * handed to a later run of the same slot (or copied to a PR run from its base branch's), so a
- * `test` job never inherits a `build` job's target or another leg's.
+ * The warm slot of a lane. A parked lane is only ever handed to a later run of the same slot
+ * (or copied to a run from a trusted branch's slot), so a `test` job never inherits a `build`
+ * job's target, nor another leg's, nor a fork's. The hash covers every raw value: the
+ * readable part (lower-cased, shortened) is decoration and never decides a match.
  */
-export function warmSlot(parts: { repository: string; scope: string; job: string; matrix: string }): string {
+export function warmSlot(parts: SlotParts): string {
   const readable = [
     slug(parts.repository, 40),
-    slug(parts.scope, 40),
+    slug(scopeLabel(parts.scopeId), 40),
     slug(parts.job, 30),
     slug(matrixLabel(parts.matrix), 30),
   ];
-  const raw = JSON.stringify([parts.repository, parts.scope, parts.job, parts.matrix.trim()]);
-  return `${readable.join('.')}-${shortHash(raw, 12)}`;
+  const raw = JSON.stringify([
+    parts.repository,
+    parts.scopeId,
+    parts.trust,
+    parts.workflow,
+    parts.job,
+    parts.step,
+    parts.matrix.trim(),
+  ]);
+  return `${readable.join('.')}-${parts.trust === 'trusted' ? '' : `${parts.trust}-`}${shortHash(raw, 16)}`;
+}
+
+function scopeLabel(scopeId: string): string {
+  const pr = /^pr:(\d+)$/.exec(scopeId);
+  return pr ? `pr-${pr[1]}` : scopeOf(scopeId);
 }
 
 export interface ParkedLane {
@@ -35,14 +65,25 @@ export interface ParkedLane {
   parked?: string;
 }
 
-/** The parked lanes of one slot (or of every slot), newest first. */
+/** The parked lanes of one slot (or of every slot), newest first. A bad slot is skipped, never followed. */
 export function listParked(layout: Layout, slot?: string): ParkedLane[] {
-  const slots = slot === undefined ? readdirOrEmpty(layout.parked) : [slot];
+  const slots = slot === undefined ? layout.names('parked') : [slot];
   const lanes: ParkedLane[] = [];
   for (const each of slots) {
-    for (const key of readdirOrEmpty(path.join(layout.parked, each))) {
-      const meta = layout.readMeta(key);
-      lanes.push({ key, slot: each, path: layout.parkedLane(each, key), meta, parked: meta?.parked });
+    let dir: Dir | undefined;
+    try {
+      dir = layout.slotDir(each);
+    } catch {
+      continue;
+    }
+    if (!dir) continue;
+    try {
+      for (const key of dir.names()) {
+        const meta = layout.readMeta(key);
+        lanes.push({ key, slot: each, path: layout.parkedLane(each, key), meta, parked: meta?.parked });
+      }
+    } finally {
+      dir.close();
     }
   }
   return lanes.sort((a, b) => (b.parked ?? '').localeCompare(a.parked ?? '') || b.key.localeCompare(a.key));
@@ -58,20 +99,26 @@ export function listParked(layout: Layout, slot?: string): ParkedLane[] {
  * lane without a time, sort it oldest, and trim it: both lanes gone.
  */
 export function parkLane(layout: Layout, key: string, slot: string): string {
-  const target = layout.parkedLane(slot, key);
-  fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 });
-  const meta = layout.readMeta(key);
-  const now = Date.now();
-  const created = Date.parse(meta?.created ?? '');
-  const jobMs = Number.isNaN(created) ? 0 : now - created;
-  if (meta) layout.writeMeta({ ...meta, slot, parked: new Date(now).toISOString(), jobMs });
+  const slotDir = layout.slotDir(slot, true) as Dir;
   try {
-    fs.renameSync(layout.lane(key), target);
-  } catch (error) {
-    if (meta) layout.writeMeta(meta);
-    throw error;
+    const meta = layout.readMeta(key);
+    const now = Date.now();
+    const created = Date.parse(meta?.created ?? '');
+    const jobMs = Number.isNaN(created) ? 0 : now - created;
+    if (meta) layout.writeMeta({ ...meta, slot, parked: new Date(now).toISOString(), jobMs });
+    try {
+      const mounts = mountsBelow(layout.dir('lanes'), key);
+      if (mounts.length > 0)
+        throw new Error(`file systems are mounted in it (${mounts.map((m) => m.mountPoint).join(', ')})`);
+      renameIn(layout.dir('lanes'), key, slotDir, key);
+    } catch (error) {
+      if (meta) layout.writeMeta(meta);
+      throw error;
+    }
+    return layout.parkedLane(slot, key);
+  } finally {
+    slotDir.close();
   }
-  return target;
 }
 
 /**
@@ -93,22 +140,24 @@ export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
 export function evictParked(layout: Layout, lane: ParkedLane): string | undefined {
   const lock = Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return undefined;
+  const slotDir = layout.slotDir(lane.slot);
   try {
-    if (!fs.existsSync(lane.path)) return undefined;
-    const moved = moveToTrash(layout, lane.path, lane.key);
-    if ('error' in moved && !removeTree(lane.path, layout.root).removed) return undefined;
-    fs.rmSync(layout.metaFile(lane.key), { force: true });
+    if (!slotDir?.exists(lane.key)) return undefined;
+    const moved = moveToTrash(layout, slotDir, lane.key, lane.key);
+    if ('error' in moved && !removeIn(slotDir, lane.key).removed) return undefined;
+    unlinkIfAny(layout.metaFile(lane.key));
     lock.unlinkWhileHeld();
     removeEmptySlot(layout, lane.slot);
     return 'trashed' in moved ? moved.trashed : lane.path;
   } finally {
+    slotDir?.close();
     lock.release();
   }
 }
 
 function removeEmptySlot(layout: Layout, slot: string): void {
   try {
-    fs.rmdirSync(path.join(layout.parked, slot));
+    fs.rmdirSync(layout.dir('parked').at(slot));
   } catch {
     // Not empty (another lane was parked meanwhile), or gone already.
   }
@@ -130,27 +179,30 @@ export interface WarmOrigin {
 }
 
 /**
- * Claims the newest parked lane of `slot` by renaming it to `lanePath` (O(1)). Each candidate
- * is taken under its lock and re-checked, so of two runs starting together exactly one gets
- * it, and a sweep evicting it cannot interleave. Undefined when there is none to claim.
+ * Claims the newest parked lane of `slot` by renaming it to the lane `key` (O(1)). Each
+ * candidate is taken under its lock and re-checked, so of two runs starting together exactly
+ * one gets it, and a sweep evicting it cannot interleave. Undefined when there is none to claim.
  */
-export function claimParked(layout: Layout, slot: string, lanePath: string): WarmOrigin | undefined {
+export function claimParked(layout: Layout, slot: string, key: string): WarmOrigin | undefined {
   for (const candidate of listParked(layout, slot)) {
     // Whoever else holds a parked lane's lock holds it briefly (a claimer, an evicting sweep,
     // a status probe): wait a moment rather than start cold for nothing.
     const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
     if (!lock) continue;
+    const slotDir = layout.slotDir(slot);
     try {
-      if (!fs.existsSync(candidate.path)) {
+      if (!slotDir?.lstat(candidate.key)?.isDirectory()) {
         lock.unlinkWhileHeld();
         continue;
       }
-      fs.renameSync(candidate.path, lanePath);
-      fs.rmSync(layout.metaFile(candidate.key), { force: true });
+      if (mountsBelow(slotDir, candidate.key).length > 0) continue;
+      renameIn(slotDir, candidate.key, layout.dir('lanes'), key);
+      unlinkIfAny(layout.metaFile(candidate.key));
       lock.unlinkWhileHeld();
       removeEmptySlot(layout, slot);
       return { from: candidate.key, slot, how: 'claimed', parked: candidate.parked, runId: candidate.meta?.runId };
     } finally {
+      slotDir?.close();
       lock.release();
     }
   }
@@ -163,26 +215,38 @@ export const DEFAULT_COPY_BYTES_PER_SECOND = 200 * 1024 * 1024;
 export type CopyDecision = { copied: WarmOrigin } | { skipped: string } | undefined;
 
 /**
- * Starts a lane from another slot's newest parked lane without taking it away: a reflink
- * (copy-on-write) clone where the file system supports one, which costs next to nothing;
- * otherwise a plain copy, but only when its estimated time (size / the copy speed last
- * measured on this root) is under half the time the parking job ran, since a copy that costs
- * as much as the build saves nothing. The source is held under its lock while copied.
+ * Starts the lane `key` from another slot's newest parked lane without taking it away: a
+ * reflink (copy-on-write) clone where the file system supports one, which costs next to
+ * nothing; otherwise a plain copy, but only when its estimated time (size / the copy speed
+ * last measured on this root) is under half the time the parking job ran, since a copy that
+ * costs as much as the build saves nothing. The source is held under its lock while copied,
+ * and both ends are given to cp through our opened directories (cp -a never follows symlinks
+ * inside the tree).
  */
-export function copyParked(layout: Layout, slot: string, lanePath: string): CopyDecision {
+export function copyParked(layout: Layout, slot: string, key: string): CopyDecision {
   const [candidate] = listParked(layout, slot);
   if (!candidate) return undefined;
   const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
   if (!lock) return { skipped: `the parked lane ${candidate.key} is busy (being claimed or evicted)` };
+  const slotDir = layout.slotDir(slot);
+  const lanes = layout.dir('lanes');
   try {
-    if (!fs.existsSync(candidate.path)) return undefined;
+    if (!slotDir?.lstat(candidate.key)?.isDirectory()) return undefined;
     const origin = { from: candidate.key, slot, parked: candidate.parked, runId: candidate.meta?.runId };
-    const reflink = spawnSync('cp', ['-a', '--reflink=always', '--', candidate.path, lanePath], { encoding: 'utf8' });
+    const cp = (...flags: string[]) =>
+      spawnSync('cp', ['-a', ...flags, '--', slotDir.atForChild(candidate.key), lanes.atForChild(key)], {
+        encoding: 'utf8',
+      });
+    const reflink = cp('--reflink=always');
     if (reflink.status === 0) return { copied: { ...origin, how: 'reflink' } };
-    if (fs.existsSync(lanePath)) removeTree(lanePath, layout.root);
+    if (lanes.exists(key)) removeIn(lanes, key);
     const { bytes } = treeSize(candidate.path);
-    const rateFile = path.join(layout.root, 'copy-rate.json');
-    const rate = readJson<{ bytesPerSecond: number }>(rateFile)?.bytesPerSecond ?? DEFAULT_COPY_BYTES_PER_SECOND;
+    const rateFile = layout.rootHandle().at('copy-rate.json');
+    const recorded = readJsonNoFollow(rateFile) as { bytesPerSecond?: unknown } | undefined;
+    const rate =
+      typeof recorded?.bytesPerSecond === 'number' && recorded.bytesPerSecond > 0
+        ? recorded.bytesPerSecond
+        : DEFAULT_COPY_BYTES_PER_SECOND;
     const estimateMs = (bytes / rate) * 1000;
     const budgetMs = (candidate.meta?.jobMs ?? 0) / 2;
     if (estimateMs >= budgetMs) {
@@ -191,9 +255,9 @@ export function copyParked(layout: Layout, slot: string, lanePath: string): Copy
       };
     }
     const started = Date.now();
-    const copy = spawnSync('cp', ['-a', '--', candidate.path, lanePath], { encoding: 'utf8' });
+    const copy = cp();
     if (copy.status !== 0) {
-      if (fs.existsSync(lanePath)) removeTree(lanePath, layout.root);
+      if (lanes.exists(key)) removeIn(lanes, key);
       return { skipped: `cp failed: ${(copy.stderr || '').trim()}` };
     }
     const took = Math.max(1, Date.now() - started);
@@ -203,6 +267,7 @@ export function copyParked(layout: Layout, slot: string, lanePath: string): Copy
   } catch (error) {
     return { skipped: errorMessage(error) };
   } finally {
+    slotDir?.close();
     lock.release();
   }
 }
