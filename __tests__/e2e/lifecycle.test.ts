@@ -154,6 +154,8 @@ describe('bad inputs fail main, name the input and value, and create nothing', (
     ['root /', { root: '/' }, /Input 'root' has an invalid value "\/": it is the file-system root/],
     ['root relative', { root: 'lanes' }, /Input 'root' .*not absolute/],
     ['lease-timeout', { 'lease-timeout': 'forever' }, /Input 'lease-timeout' has an invalid value "forever"/],
+    ['lease-timeout 0', { 'lease-timeout': '0' }, /Input 'lease-timeout' .*a bare number has no unit: write 0s/],
+    ['env BASH_ENV', { env: 'BASH_ENV=rc' }, /Input 'env' .*'BASH_ENV' changes how later steps' shells/],
     ['max-age', { 'max-age': '7 days' }, /Input 'max-age'/],
     ['keep-free', { 'keep-free': 'lots' }, /Input 'keep-free'/],
     ['dry-run', { 'dry-run': 'maybe' }, /Input 'dry-run' has an invalid value "maybe"\. Accepted: true \| false/],

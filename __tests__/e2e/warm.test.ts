@@ -210,3 +210,56 @@ it('status lists parked lanes', async () => {
   await runJob(job);
   expect(cli('status', '--root', root).stdout).toMatch(new RegExp(`${job.outputs.key}\\s+parked`));
 });
+
+describe('warm lanes never flow to a more trusted run', () => {
+  const payload = (head: string) => ({
+    number: 42,
+    pull_request: { number: 42, head: { repo: { full_name: head } }, base: { repo: { full_name: 'acme/widgets' } } },
+  });
+  const job = (root: string, name: string, head: string, ref: string) =>
+    newJob({
+      root,
+      ref,
+      event: { name, payload: payload(head) },
+      inputs: { root, presets: 'cargo', warm: 'true' },
+    });
+
+  it("a fork's pull_request lane never warms a pull_request_target run of the same PR, nor a push", async () => {
+    const root = newJob().root;
+    const forkRun = job(root, 'pull_request', 'mallory/widgets', 'refs/pull/42/merge');
+    await runJob(
+      forkRun,
+      'success',
+      'mkdir -p "$CARGO_TARGET_DIR" && echo poisoned > "$CARGO_TARGET_DIR/build-script"',
+    );
+    expect(laneStates(root)).toEqual({ [forkRun.outputs.key]: 'parked' });
+
+    const target = job(root, 'pull_request_target', 'mallory/widgets', 'refs/heads/main');
+    const targetMain = await target.phase('main');
+    expect(targetMain.code).toBe(0);
+    expect(target.outputs.warm).toBe('false');
+    expect(targetMain.stdout).toContain('trust: privileged');
+    expect(fs.existsSync(path.join(target.outputs.path, 'cargo-target', 'build-script'))).toBe(false);
+
+    const push = newJob({ root, ref: 'refs/heads/main', inputs: { root, presets: 'cargo', warm: 'true' } });
+    await push.phase('main');
+    expect(push.outputs.warm).toBe('false');
+    // The fork's lane is still parked, for the fork's next run only.
+    expect(laneStates(root)[forkRun.outputs.key]).toBe('parked');
+    const forkAgain = job(root, 'pull_request', 'mallory/widgets', 'refs/pull/42/merge');
+    await forkAgain.phase('main');
+    expect(forkAgain.outputs.warm).toBe('true');
+  });
+
+  it("a fork's run may start from the base branch's trusted lane (a copy; the base keeps its own)", async () => {
+    const root = newJob().root;
+    const base = newJob({ root, ref: 'refs/heads/main', inputs: { root, presets: 'cargo', warm: 'true' } });
+    await runJob(base, 'success', 'mkdir -p "$CARGO_TARGET_DIR" && echo from-main > "$CARGO_TARGET_DIR/artifact"');
+    const forkRun = job(root, 'pull_request', 'mallory/widgets', 'refs/pull/42/merge');
+    forkRun.env.GITHUB_BASE_REF = 'main';
+    await forkRun.phase('main');
+    expect(forkRun.outputs.warm).toBe('true');
+    expect(fs.readFileSync(path.join(forkRun.outputs.path, 'cargo-target', 'artifact'), 'utf8')).toBe('from-main\n');
+    expect(laneStates(root)[base.outputs.key]).toBe('parked');
+  });
+});

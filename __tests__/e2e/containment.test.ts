@@ -1,0 +1,367 @@
+// A hostile job attacks the bundled action and the CLI: mounts in its lane, a root layout swapped
+// for symlinks, unusable lock files, names that forge runner commands, tampered state. Each
+// attack must be contained: nothing outside the root is read into, written or deleted.
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { CLI, disposeJobs, laneStates, newJob, processesMentioning, within, type CliResult } from '../helpers/jobs.js';
+
+afterEach(disposeJobs);
+
+const sh = (command: string, ...args: string[]) => spawnSync(command, args, { encoding: 'utf8' });
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const trashOf = (root: string) => fs.readdirSync(path.join(root, 'trash'));
+const trashEmpty = (root: string) => within(30_000, () => trashOf(root).length === 0);
+
+/** The CLI, bounded to 20 s; with `asNobody` (a copy of the bundle), run as the unprivileged uid 65534. */
+function runlane(args: string[], asNobody?: string): CliResult {
+  const argv = asNobody
+    ? ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, asNobody, ...args]
+    : [CLI, ...args];
+  const out = spawnSync(asNobody ? 'setpriv' : process.execPath, argv, {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...process.env, RUNLANE_ROOT: '' },
+  });
+  expect(out.error).toBeUndefined(); // it returned, in time
+  expect(out.stderr).not.toMatch(/TypeError|ReferenceError|at .*index\.js/);
+  return { code: out.status, stdout: out.stdout, stderr: out.stderr, json: () => JSON.parse(out.stdout) };
+}
+
+/** A tree that looks like lanes, trash entries, slots, locks and metadata, for a naive sweep to take. */
+function outsideTree(dir: string): string {
+  const files: Record<string, string> = {
+    'top.txt': 'top',
+    'victim-lane/data.bin': 'data',
+    'victim-lane/sub/deep.txt': 'deep',
+    'slot/key/parked.txt': 'parked',
+    'entry~20260101T000000Z-abcdef/trashed.txt': 'trashed',
+    'victim-lane.lock': '',
+    'victim-lane.json': '{"version":1,"key":"victim-lane"}',
+  };
+  for (const [name, content] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    fs.writeFileSync(path.join(dir, name), content);
+  }
+  return dir;
+}
+
+/** Every path below `dir` with its mode, owner, link target or content: any change shows. Throws if it is gone. */
+function treeHash(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (current: string, relative: string) => {
+    const stat = fs.lstatSync(current);
+    hash.update(`${relative}\0${stat.mode}\0${stat.uid}\0`);
+    if (stat.isSymbolicLink()) hash.update(fs.readlinkSync(current));
+    else if (stat.isFile()) hash.update(fs.readFileSync(current));
+    else if (stat.isDirectory())
+      for (const name of fs.readdirSync(current).sort()) walk(path.join(current, name), `${relative}/${name}`);
+    hash.update('\0');
+  };
+  walk(dir, '.');
+  return hash.digest('hex');
+}
+
+function bind(source: string, target: string): void {
+  expect(sh('mount', '--bind', source, target).status).toBe(0);
+}
+
+/** Unmounts every mount of `source`, wherever a rename may have moved it. */
+function unmountAll(source: string): void {
+  for (let round = 0; round < 5; round++) {
+    const targets = sh('findmnt', '-rn', '-o', 'TARGET,FSROOT')
+      .stdout.split('\n')
+      .map((line) => line.split(' '))
+      .filter(([, root]) => root === source)
+      .map(([target]) => target);
+    if (targets.length === 0) return;
+    for (const target of targets.reverse()) if (sh('umount', target).status !== 0) sh('umount', '-l', target);
+  }
+}
+
+/** A root with one job's lane made and removed, its trash emptied. */
+async function usedRoot() {
+  const job = newJob();
+  expect((await job.phase('main')).code).toBe(0);
+  expect((await job.phase('post')).code).toBe(0);
+  expect(await trashEmpty(job.root)).toBeGreaterThanOrEqual(0);
+  return job;
+}
+
+describe('a file system mounted in a lane is never entered', () => {
+  it('inside the lane: post warns with the mount, deletes the rest, the outside is intact; after umount the sweep reaps it', async () => {
+    const job = newJob();
+    const outside = outsideTree(path.join(job.dir, 'outside-cache'));
+    const before = treeHash(outside);
+    await job.phase('main');
+    const lane = job.outputs.path;
+    fs.mkdirSync(path.join(lane, 'cache'));
+    fs.mkdirSync(path.join(lane, 'build'));
+    fs.writeFileSync(path.join(lane, 'build', 'out.o'), 'x');
+    fs.writeFileSync(path.join(lane, 'top.log'), 'x');
+    try {
+      bind(outside, path.join(lane, 'cache'));
+      const post = await job.phase('post');
+      expect(post.code).toBe(0);
+      const warnings = post.warnings.join('\n');
+      expect(warnings).toMatch(/could not rename .* into the trash \(EBUSY: file systems are mounted in it/);
+      expect(warnings).toMatch(new RegExp(`${escape(lane)}/cache: EBUSY \\(.*${escape(outside)}`));
+      expect(treeHash(outside)).toBe(before);
+      expect(fs.readdirSync(lane)).toEqual(['cache']);
+    } finally {
+      unmountAll(outside);
+    }
+    expect(runlane(['sweep', '--root', job.root]).code).toBe(0);
+    expect(fs.existsSync(lane)).toBe(false);
+    expect(treeHash(outside)).toBe(before);
+  });
+
+  it('on the lane itself: post warns, the outside is intact; after umount the sweep reaps the lane', async () => {
+    const job = newJob();
+    const outside = outsideTree(path.join(job.dir, 'outside-cache'));
+    const before = treeHash(outside);
+    await job.phase('main');
+    const lane = job.outputs.path;
+    try {
+      bind(outside, lane);
+      const post = await job.phase('post');
+      expect(post.code).toBe(0);
+      const warnings = post.warnings.join('\n');
+      expect(warnings).toMatch(/could not rename .* into the trash \(EBUSY: file systems are mounted in it/);
+      expect(warnings).toMatch(new RegExp(`${escape(lane)}: EBUSY \\(.*${escape(outside)}`));
+      expect(treeHash(outside)).toBe(before);
+    } finally {
+      unmountAll(outside);
+    }
+    expect(fs.existsSync(lane)).toBe(true);
+    expect(runlane(['sweep', '--root', job.root]).code).toBe(0);
+    expect(fs.existsSync(lane)).toBe(false);
+    expect(treeHash(outside)).toBe(before);
+  });
+
+  it('inside an orphan: the sweep reports it as failed (exit 1) and leaves the outside intact', async () => {
+    const job = newJob();
+    const outside = outsideTree(path.join(job.dir, 'outside-cache'));
+    const before = treeHash(outside);
+    await job.phase('main');
+    const { key, path: lane } = job.outputs;
+    fs.mkdirSync(path.join(lane, 'cache'));
+    fs.writeFileSync(path.join(lane, 'beside.txt'), 'x');
+    try {
+      bind(outside, path.join(lane, 'cache'));
+      const meta = JSON.parse(fs.readFileSync(path.join(job.root, 'meta', `${key}.json`), 'utf8'));
+      process.kill(meta.holderPid, 'SIGKILL');
+      expect(await within(10_000, () => laneStates(job.root)[key] === 'orphan')).toBeGreaterThanOrEqual(0);
+      const sweep = runlane(['sweep', '--root', job.root, '--json']);
+      expect(sweep.code).toBe(1);
+      expect(sweep.json().entries).toEqual([
+        expect.objectContaining({
+          key,
+          outcome: 'failed',
+          failures: [expect.objectContaining({ code: 'EBUSY', path: path.join(lane, 'cache') })],
+        }),
+      ]);
+      expect(treeHash(outside)).toBe(before);
+    } finally {
+      unmountAll(outside);
+    }
+    expect(runlane(['sweep', '--root', job.root]).code).toBe(0);
+    expect(fs.existsSync(lane)).toBe(false);
+    expect(treeHash(outside)).toBe(before);
+  });
+});
+
+describe("a root whose layout directory was swapped for a symlink to someone else's files", () => {
+  it.each(['lanes', 'trash', 'parked', 'meta', 'locks'])(
+    '%s: sweep, status, main and post refuse it; nothing outside is read into, written or deleted',
+    async (area) => {
+      const first = await usedRoot();
+      const root = first.root;
+      // A job whose lane exists when the layout is swapped; for parked, one that parks in post.
+      const running = newJob({ root, inputs: { root, ...(area === 'parked' ? { warm: 'true' } : {}) } });
+      expect((await running.phase('main')).code).toBe(0);
+      const outside = outsideTree(path.join(first.dir, `outside-${area}`));
+      const before = treeHash(outside);
+      fs.renameSync(path.join(root, area), path.join(first.dir, `saved-${area}`));
+      fs.symlinkSync(outside, path.join(root, area));
+      const refused = new RegExp(`${area} directory .* is refused: it is a symlink`);
+
+      const sweep = runlane(['sweep', '--root', root, '--json']);
+      expect(sweep.code).toBe(1);
+      expect(sweep.json().problems.join('\n')).toMatch(refused);
+      const status = runlane(['status', '--root', root, '--json']);
+      expect(status.code).toBe(1);
+      expect(status.json().problems.join('\n')).toMatch(refused);
+
+      const later = newJob({ root, inputs: { root } });
+      const main = await later.phase('main');
+      expect(main.code).not.toBe(0);
+      expect(main.errors.join('\n')).toMatch(refused);
+
+      const post = await running.phase('post');
+      expect(post.code).toBe(0);
+      expect(post.warnings.join('\n')).toMatch(refused);
+      expect(await within(2_000, () => processesMentioning(`${root}/`).every((pid) => pid < 0))).toBe(-1);
+      expect(treeHash(outside)).toBe(before);
+    },
+  );
+});
+
+describe('lock files a job made unusable', () => {
+  it('a symlink, a directory, another user’s 0600 file: the lane is unknown, reported and left; an orphan beside is reaped', async () => {
+    const job = await usedRoot();
+    const root = job.root;
+    const copy = path.join(job.dir, 'cli', 'index.js');
+    fs.mkdirSync(path.dirname(copy));
+    fs.copyFileSync(CLI, copy);
+    fs.copyFileSync(path.join(path.dirname(CLI), 'package.json'), path.join(path.dirname(copy), 'package.json'));
+    const bad = ['bad-symlink', 'bad-dir', 'bad-private'];
+    for (const key of ['orphan-a', ...bad]) {
+      fs.mkdirSync(path.join(root, 'lanes', key));
+      fs.writeFileSync(path.join(root, 'lanes', key, 'data.txt'), key);
+    }
+    const lock = (key: string) => path.join(root, 'locks', `${key}.lock`);
+    fs.symlinkSync('/etc/passwd', lock('bad-symlink'));
+    fs.mkdirSync(lock('bad-dir'));
+    expect(sh('chown', '-R', '-h', '65534:65534', root).status).toBe(0);
+    fs.writeFileSync(lock('bad-private'), '', { mode: 0o600 }); // root's, after the chown
+    fs.chmodSync(job.dir, 0o755);
+    const passwd = fs.readFileSync('/etc/passwd', 'utf8');
+
+    const sweep = runlane(['sweep', '--root', root, '--json'], copy);
+    expect(sweep.code).toBe(1);
+    const report = sweep.json();
+    expect(report.entries).toContainEqual(expect.objectContaining({ key: 'orphan-a', outcome: 'reaped' }));
+    expect(fs.existsSync(path.join(root, 'lanes', 'orphan-a'))).toBe(false);
+    const status = runlane(['status', '--root', root, '--json'], copy);
+    expect(status.code).toBe(1);
+    expect(status.json().problems).toHaveLength(bad.length);
+    for (const key of bad) {
+      expect(report.entries).toContainEqual(expect.objectContaining({ key, state: 'unknown', outcome: 'kept' }));
+      expect(report.problems.join('\n')).toMatch(new RegExp(`the lane ${key} was left alone: the lock file .* cannot`));
+      expect(status.json().lanes).toContainEqual(expect.objectContaining({ key, state: 'unknown' }));
+      expect(fs.readFileSync(path.join(root, 'lanes', key, 'data.txt'), 'utf8')).toBe(key);
+    }
+    expect(fs.readlinkSync(lock('bad-symlink'))).toBe('/etc/passwd');
+    expect(fs.statSync(lock('bad-dir')).isDirectory()).toBe(true);
+    expect(fs.statSync(lock('bad-private')).uid).toBe(0);
+    expect(fs.readFileSync('/etc/passwd', 'utf8')).toBe(passwd);
+  });
+
+  it('a FIFO as a lock file hangs neither the sweep nor status', async () => {
+    const job = await usedRoot();
+    fs.mkdirSync(path.join(job.root, 'lanes', 'bad-fifo'));
+    expect(sh('mkfifo', path.join(job.root, 'locks', 'bad-fifo.lock')).status).toBe(0);
+    const sweep = runlane(['sweep', '--root', job.root, '--json']);
+    expect(sweep.code).toBe(1);
+    expect(sweep.json().entries).toEqual([expect.objectContaining({ key: 'bad-fifo', state: 'unknown' })]);
+    expect(sweep.json().problems.join('\n')).toMatch(/the lane bad-fifo was left alone: .*not a regular file/);
+    const status = runlane(['status', '--root', job.root, '--json']);
+    expect(status.code).toBe(1);
+    expect(status.json().lanes).toEqual([expect.objectContaining({ key: 'bad-fifo', state: 'unknown' })]);
+    expect(fs.existsSync(path.join(job.root, 'lanes', 'bad-fifo'))).toBe(true);
+  });
+});
+
+describe('names a job plants cannot forge runner commands', () => {
+  const forged = (stdout: string) =>
+    stdout
+      .split('\n')
+      .map((line) => line.trimStart())
+      .filter((line) => ['::error::pwned', '::save-state', '::warning::x'].some((bad) => line.startsWith(bad)));
+
+  it('in pre, in a sweep, and in a later post that reports what resists', async () => {
+    const root = (await usedRoot()).root;
+    const planted = ['x\n::error::pwned', 'y\n::save-state name=x::y', '::warning::x'];
+    for (const name of planted) {
+      fs.mkdirSync(path.join(root, 'lanes', name));
+      fs.writeFileSync(path.join(root, 'lanes', name, 'f'), 'x');
+    }
+    const stuck = path.join(root, 'lanes', 'orphan-inject', 'f\n::error::pwned');
+    fs.mkdirSync(path.dirname(stuck));
+    fs.writeFileSync(stuck, 'x');
+    expect(sh('chattr', '+i', stuck).status).toBe(0);
+    try {
+      const job = newJob({ root, inputs: { root } });
+      const pre = await job.phase('pre');
+      expect(pre.code).toBe(0);
+      expect(fs.readdirSync(path.join(root, 'lanes'))).toEqual([]);
+      const recorded = () => trashOf(root).some((name) => name.endsWith('.failed.json'));
+      expect(await within(30_000, recorded)).toBeGreaterThanOrEqual(0);
+      expect(await within(20_000, () => processesMentioning(root).length === 0)).toBeGreaterThanOrEqual(0);
+
+      const sweep = runlane(['sweep', '--root', root]);
+      expect(sweep.code).toBe(1);
+      const next = newJob({ root, inputs: { root } });
+      expect((await next.phase('main')).code).toBe(0);
+      const post = await next.phase('post');
+      expect(post.code).toBe(0);
+      expect(post.warnings.join('\n')).toMatch(/still resists deletion/);
+
+      for (const result of [pre, post]) {
+        expect(result.errors).toEqual([]);
+        expect(Object.keys(result.state)).not.toContain('name');
+        expect(Object.keys(result.state)).not.toContain('x');
+      }
+      for (const out of [pre.stdout, pre.stderr, sweep.stdout, sweep.stderr, post.stdout, post.stderr])
+        expect(forged(out)).toEqual([]);
+      expect(pre.stdout).toContain('x\\x0a:\\x3aerror:\\x3apwned');
+      expect(pre.stdout).toContain(':\\x3awarning:\\x3ax');
+      expect(sweep.stdout).toContain('f\\x0a:\\x3aerror:\\x3apwned');
+      expect(post.stdout).toContain('f\\x0a:\\x3aerror:\\x3apwned');
+    } finally {
+      sh('chattr', '-R', '-i', root);
+    }
+  });
+});
+
+describe('post refuses state a step tampered with, and touches nothing', () => {
+  it.each(['key', 'lane-path', 'root', 'links'])('%s', async (what) => {
+    const job = newJob();
+    await job.phase('main');
+    const { key, path: lane } = job.outputs;
+    let victim = path.join(job.dir, 'victim');
+    const link = path.join(job.dir, 'outside-link');
+    fs.symlinkSync('/etc', link);
+    if (what === 'key') job.state.key = '../../victim';
+    if (what === 'lane-path') job.state['lane-path'] = victim;
+    if (what === 'root') {
+      // Another runlane root, holding a lane of the same key.
+      const other = path.join(job.dir, 'other-root');
+      for (const area of ['lanes', 'locks', 'meta', 'trash', 'parked']) fs.mkdirSync(path.join(other, area), { recursive: true });
+      fs.writeFileSync(path.join(other, '.runlane-root'), '{"runlane":1}\n');
+      victim = path.join(other, 'lanes', key);
+      job.state.root = other;
+      job.state['lane-path'] = victim;
+    }
+    if (what === 'links') job.state.links = JSON.stringify([{ link, target: '/etc', replaces: 'symlink' }]);
+    outsideTree(victim);
+    const before = treeHash(victim);
+    const post = await job.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.warnings.join('\n')).toMatch(
+      new RegExp(`refusing the saved state ${what.replace('-', ' ')} .*nothing was touched`),
+    );
+    expect(treeHash(victim)).toBe(before);
+    expect(fs.readlinkSync(link)).toBe('/etc');
+    expect(fs.existsSync(lane)).toBe(true);
+  });
+
+  it('a holder pid that names another process: post never signals it', async () => {
+    const job = newJob();
+    await job.phase('main');
+    const bystander = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      job.state['holder-pid'] = String(bystander.pid);
+      const post = await job.phase('post');
+      expect(post.code).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(bystander.exitCode).toBeNull();
+      expect(bystander.signalCode).toBeNull();
+    } finally {
+      bystander.kill('SIGKILL');
+    }
+  });
+});
