@@ -148,17 +148,23 @@ export class Layout {
     return this.dirIfAny(area)?.names() ?? [];
   }
 
-  /** Creates what is missing of the layout, then verifies all of it. */
+  /**
+   * Creates what is missing of the layout, then verifies all of it; throws the first problem
+   * after trying every directory. A directory made by root (a sweep from a root cron job) is
+   * given to the root's owner, so the runner user's next job accepts it.
+   */
   ensure(): void {
     const root = this.rootHandle();
+    const problems: unknown[] = [];
     for (const area of AREAS) {
       try {
-        fs.mkdirSync(root.at(area), { mode: 0o755 });
+        makeOwnedDir(root, area);
+        this.dir(area);
       } catch (error) {
-        if (errorCode(error) !== 'EEXIST') throw error;
+        problems.push(error);
       }
-      this.dir(area);
     }
+    if (problems.length > 0) throw problems[0];
   }
 
   lane(key: string): string {
@@ -175,13 +181,7 @@ export class Layout {
    */
   slotDir(slot: string, create = false): Dir | undefined {
     const parked = this.dir('parked');
-    if (create) {
-      try {
-        fs.mkdirSync(parked.at(slot), { mode: 0o755 });
-      } catch (error) {
-        if (errorCode(error) !== 'EEXIST') throw error;
-      }
-    }
+    if (create) makeOwnedDir(parked, slot);
     let dir: Dir;
     try {
       dir = parked.openChild(slot);
@@ -238,6 +238,23 @@ export class Layout {
     this.dirs.clear();
     this.rootDir?.close();
     this.rootDir = undefined;
+  }
+}
+
+/** mkdir of `name` in `parent` unless it exists; a new one made by root goes to the parent's owner. */
+function makeOwnedDir(parent: Dir, name: string): void {
+  try {
+    fs.mkdirSync(parent.at(name), { mode: 0o755 });
+  } catch (error) {
+    if (errorCode(error) === 'EEXIST') return;
+    throw error;
+  }
+  if (process.geteuid?.() !== 0 || parent.stat.uid === 0) return;
+  const made = parent.openChild(name);
+  try {
+    fs.fchownSync(made.fd, parent.stat.uid, parent.stat.gid);
+  } finally {
+    made.close();
   }
 }
 

@@ -91,6 +91,7 @@ export function sweepSummary(report: SweepReport): string {
       ? `trash: ${report.trash.filter((t) => t.outcome === 'deleted' || t.outcome === 'would delete').length} of ${report.trash.length} entries ${report.dryRun ? 'would be ' : ''}deleted`
       : '',
     report.tidied ? `${report.tidied} stale files tidied` : '',
+    report.problems.length ? `${report.problems.length} problems (listed below)` : '',
     report.timedOut ? 'stopped at its time bound' : '',
   ].filter(Boolean);
   return `runlane sweep of ${report.root}: ${report.scanned} lanes scanned, ${done}; ${extra.join(', ')} (${report.seconds.toFixed(2)} s)${report.dryRun ? ' [dry run: nothing deleted]' : ''}`;

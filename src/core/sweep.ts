@@ -231,7 +231,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     trash,
     freedBytes: freed,
     tidied,
-    problems,
+    problems: [...new Set(problems)],
     timedOut,
     seconds: (Date.now() - started) / 1000,
   };
