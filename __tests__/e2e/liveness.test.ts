@@ -224,10 +224,10 @@ describe('the sweep', () => {
     const [kept] = await liveJobs(root, 1, { cleanup: 'never' });
     await kept.phase('post');
     expect(laneStates(root)[kept.outputs.key]).toBe('kept');
-    const young = cli('sweep', '--root', root, '--max-age', '1h', '--keep-free', '0', '--json').json();
+    const young = cli('sweep', '--root', root, '--max-age', '1h', '--keep-free', 'off', '--json').json();
     expect(young.entries[0]).toMatchObject({ outcome: 'kept', state: 'kept' });
     await new Promise((resolve) => setTimeout(resolve, 1100));
-    const old = cli('sweep', '--root', root, '--max-age', '1s', '--keep-free', '0', '--json').json();
+    const old = cli('sweep', '--root', root, '--max-age', '1s', '--keep-free', 'off', '--json').json();
     expect(old.entries[0]).toMatchObject({ outcome: 'evicted', state: 'kept' });
     expect(fs.existsSync(kept.outputs.path)).toBe(false);
   });

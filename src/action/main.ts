@@ -1,3 +1,4 @@
+import path from 'node:path';
 import * as core from '@actions/core';
 import { dockerArgs, planExports } from '../core/env-plan.js';
 import { laneKey } from '../core/key.js';
@@ -34,7 +35,7 @@ export async function main(): Promise<void> {
   core.info(`root: ${settings.root} (from ${settings.rootSource})`);
   core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}, trust: ${identity.trust}`);
   if (settings.warm) core.info(`warm slot: ${warmSlot(slotParts(identity))}`);
-  const lane = openLane({
+  const lane = await openLane({
     root: settings.root,
     key,
     meta: {
@@ -49,6 +50,7 @@ export async function main(): Promise<void> {
     },
     holderScript: bundled('holder'),
     workerPid: process.ppid,
+    watch: jobEndWatch(process.env),
     leaseMs: settings.leaseTimeoutMs,
     dirs: exports.map((variable) => variable.dir),
     populate: settings.warm
@@ -71,7 +73,7 @@ export async function main(): Promise<void> {
       : 'false (cold lane)';
   core.info(`warm: ${warmText}`);
   core.info(
-    `lease: held by pid ${lane.holderPid} until post, the job's end or ${humanDuration(settings.leaseTimeoutMs)}`,
+    `lease: held by pid ${lane.holderPid} until post, the job's end${settings.leaseTimeoutMs === null ? '' : ` or ${humanDuration(settings.leaseTimeoutMs)}`}`,
   );
   core.endGroup();
 
@@ -115,6 +117,18 @@ export async function main(): Promise<void> {
       ...links.map((link) => [`link`, `<code>${escapeHtml(link.link)}</code> → lane`]),
     ]),
   );
+}
+
+/**
+ * Per-job directories whose removal means the job has ended, for runners whose step parent is
+ * a long-lived daemon (act_runner and the Forgejo runner in host mode): their RUNNER_TEMP is
+ * `<workdir_parent>/<16 hex>/tmp`, made for the job and removed with it, on cancel too, even
+ * when post is skipped. On GitHub the worker process's death is the signal, and a step that
+ * clears RUNNER_TEMP must not end the lease, so nothing is watched there.
+ */
+function jobEndWatch(env: NodeJS.ProcessEnv): string[] {
+  const temp = env.RUNNER_TEMP?.trim();
+  return platformOf(env) !== 'github' && temp && path.isAbsolute(temp) ? [temp] : [];
 }
 
 /**

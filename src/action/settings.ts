@@ -8,6 +8,7 @@ import type { Privileged } from '../core/remove.js';
 import { checkRoot, chooseRoot } from '../core/root.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
+import { platformOf, type Platform } from './identity.js';
 
 /** Every setting of the action, validated; built in one place before anything is created. */
 export interface Settings {
@@ -21,7 +22,8 @@ export interface Settings {
   matrix: string;
   cleanup: Cleanup;
   jobStatus: string;
-  leaseTimeoutMs: number;
+  /** The lease's hard bound on the monotonic clock; null for `none`. */
+  leaseTimeoutMs: number | null;
   workspace?: string;
   maxAgeMs: number;
   /** Undefined when turned off (`0`). */
@@ -80,6 +82,26 @@ function preSweep(value: string): number {
   return parseDuration(Inputs.PreSweep, text);
 }
 
+/**
+ * The lease's last bound, for `auto`: above the longest a job can run on its runner plus the
+ * cancel and post window, so it never cuts a job short. GitHub: a self-hosted job may run
+ * 5 days (`timeout-minutes` up to that; the default is 360 minutes), then the cancel (about
+ * 10 s) and post. act_runner and the Forgejo runner end a job at their `runner.timeout`
+ * (3 h by default), and give post a few minutes after a cancel.
+ */
+export const AUTO_LEASE_MS: Record<Platform, number> = {
+  github: 5 * 86_400_000 + 3_600_000,
+  gitea: 3 * 3_600_000 + 1_800_000,
+  forgejo: 3 * 3_600_000 + 1_800_000,
+};
+
+function leaseTimeout(value: string, platform: Platform): number | null {
+  const text = value.trim();
+  if (text === '' || text === 'auto') return AUTO_LEASE_MS[platform];
+  if (text === 'none') return null;
+  return parseDuration(Inputs.LeaseTimeout, text);
+}
+
 function keepFree(value: string): SpaceTarget | undefined {
   const target = parseSpace(Inputs.KeepFree, value.trim() || '10%');
   const off = 'bytes' in target ? target.bytes === 0 : target.percent === 0;
@@ -112,7 +134,7 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     matrix,
     cleanup: oneOf(Inputs.Cleanup, CLEANUPS, 'always'),
     jobStatus: core.getInput(Inputs.JobStatus).trim(),
-    leaseTimeoutMs: parseDuration(Inputs.LeaseTimeout, core.getInput(Inputs.LeaseTimeout) || '6h'),
+    leaseTimeoutMs: leaseTimeout(core.getInput(Inputs.LeaseTimeout), platformOf(env)),
     workspace,
     maxAgeMs: parseDuration(Inputs.MaxAge, core.getInput(Inputs.MaxAge) || '7d'),
     keepFree: keepFree(core.getInput(Inputs.KeepFree)),

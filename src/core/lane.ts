@@ -18,7 +18,10 @@ export interface OpenLaneOptions {
   meta: Omit<LaneMeta, 'version' | 'key' | 'created' | 'host' | 'holderPid'>;
   holderScript: string;
   workerPid: number;
-  leaseMs: number;
+  /** The lease's length on the holder's monotonic clock; null for none. */
+  leaseMs: number | null;
+  /** Per-job directories of the runner whose removal ends the lease. */
+  watch?: readonly string[];
   /** Directories to create inside the lane (absolute, inside it). */
   dirs: readonly string[];
   /**
@@ -39,18 +42,18 @@ export interface OpenedLane {
  * Creates a lane and leases it. The lease comes first, so a sweep can never see the new lane
  * without its lease; creation is exclusive, so an existing lane is never reused.
  */
-export function openLane(options: OpenLaneOptions): OpenedLane {
+export async function openLane(options: OpenLaneOptions): Promise<OpenedLane> {
   ensureRoot(options.root);
   const layout = new Layout(options.root);
   try {
     layout.ensure();
-    return openIn(layout, options);
+    return await openIn(layout, options);
   } finally {
     layout.close();
   }
 }
 
-function openIn(layout: Layout, options: OpenLaneOptions): OpenedLane {
+async function openIn(layout: Layout, options: OpenLaneOptions): Promise<OpenedLane> {
   const lockFile = layout.lock(options.key);
   const lock = Lock.acquire(lockFile, LOCK_WAIT_MS);
   if (!lock) {
@@ -72,11 +75,12 @@ function openIn(layout: Layout, options: OpenLaneOptions): OpenedLane {
   }
   try {
     makeDirsIn(lanes, options.key, lanePath, options.dirs);
-    const holderPid = startHolder({
+    const holderPid = await startHolder({
       script: options.holderScript,
       lock,
       workerPid: options.workerPid,
-      deadline: Date.now() + options.leaseMs,
+      leaseMs: options.leaseMs,
+      watch: options.watch ?? [],
     });
     layout.writeMeta({
       version: 1,

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { errorCode, errorMessage } from './errors.js';
 import type { LockFile } from './layout.js';
+import type { HolderArgs } from './holder.js';
 
 /**
  * An exclusive kernel lock (flock(2)) on a lock file. Node has no flock, so a short-lived
@@ -181,39 +182,78 @@ export interface HolderOptions {
   lock: Lock;
   /** The process whose death ends the lease (the runner's worker); 0 for none. */
   workerPid: number;
-  /** Epoch ms at which the lease ends whatever else happens. */
-  deadline: number;
+  /** Lease length on the holder's monotonic clock; null for none. */
+  leaseMs: number | null;
+  /** Per-job directories whose removal ends the lease. */
+  watch: readonly string[];
 }
 
+/** How long main waits for the holder to say it holds the lock. */
+const HANDSHAKE_MS = 15_000;
+
 /**
- * Starts the detached process that keeps the lease for the job's life. It inherits the
- * locked descriptor as fd 3 and keeps the environment (with RUNNER_TRACKING_ID, so the
- * runner's orphan cleanup ends it with the job); its stdio is closed so the step does not
- * wait for it. Our own descriptor is closed afterwards: the holder's is the only one left.
+ * Starts the detached process that keeps the lease for the job's life, and returns its pid
+ * once it has said it holds the lock on the right file. It inherits the locked descriptor as
+ * fd 3 and keeps the environment (with RUNNER_TRACKING_ID, so the runner's orphan cleanup ends
+ * it with the job); its stdin and stderr are closed, and its stdout is a pipe to us that it
+ * closes after "ready", so the step never waits for it. Our own descriptor is closed
+ * afterwards: the holder's is the only one left. If the holder fails to start or to confirm,
+ * this throws and the lock is released.
  */
-export function startHolder(options: HolderOptions): number {
+export async function startHolder(options: HolderOptions): Promise<number> {
   const workerStart = options.workerPid > 1 ? (processStartTime(options.workerPid) ?? '') : '';
-  const child = spawn(
-    process.execPath,
-    [
-      options.script,
-      options.lock.path,
-      String(options.workerPid > 1 ? options.workerPid : 0),
-      workerStart,
-      String(options.deadline),
-    ],
-    { detached: true, stdio: ['ignore', 'ignore', 'ignore', options.lock.descriptor] },
-  );
-  child.unref();
-  options.lock.release();
-  if (child.pid === undefined) throw new Error('could not start the lease holder');
-  return child.pid;
+  const watch = options.watch.flatMap((dir) => {
+    const stat = fs.statSync(dir, { throwIfNoEntry: false });
+    return stat?.isDirectory() ? [{ path: dir, dev: stat.dev, ino: stat.ino }] : [];
+  });
+  const args: HolderArgs = {
+    lock: options.lock.path,
+    worker: options.workerPid > 1 ? options.workerPid : 0,
+    workerStart,
+    leaseMs: options.leaseMs,
+    watch,
+  };
+  const child = spawn(process.execPath, [options.script, JSON.stringify(args)], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'ignore', options.lock.descriptor],
+  });
+  try {
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      const timer = setTimeout(() => resolve(`no answer in ${HANDSHAKE_MS / 1000} s`), HANDSHAKE_MS);
+      child.stdout?.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (text.includes('\n')) {
+          clearTimeout(timer);
+          resolve(text.trim());
+        }
+      });
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve(text.trim() || `it exited at once (${signal ?? `exit ${code}`})`);
+      });
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        resolve(error.message);
+      });
+    });
+    if (answer !== 'ready' || child.pid === undefined) {
+      if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
+      throw new Error(`the lease holder did not start: ${answer.replace(/^failed /, '')}`);
+    }
+    return child.pid;
+  } finally {
+    child.stdout?.destroy();
+    child.removeAllListeners();
+    child.unref();
+    options.lock.release();
+  }
 }
 
 /** True when `pid` is a lease holder of `lockPath` (guards against a reused pid). */
 export function isHolderOf(pid: number, lockPath: string): boolean {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(lockPath);
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] === `runlane-lease ${lockPath}`;
   } catch {
     return false;
   }
