@@ -1,4 +1,5 @@
 export declare const ACTION_DIR: string;
+export declare function stagedActionDir(): string;
 export declare function parseFileCommands(text: string): Record<string, string>;
 
 export interface StepResult {

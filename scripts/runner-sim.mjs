@@ -12,7 +12,31 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 
 export const ACTION_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const WORKER = path.join(ACTION_DIR, 'scripts', 'fake-worker.mjs');
+const WORKER = path.join('scripts', 'fake-worker.mjs');
+
+let staged;
+/**
+ * A copy of the bundled action (dist/, action.yml, the fake worker) that any user can read,
+ * for phases and commands run as another user: a clone under /root or in a mktemp directory
+ * is not readable by them. Made once per process, removed when it exits.
+ */
+export function stagedActionDir() {
+  if (staged && fs.existsSync(staged)) return staged;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-action-'));
+  fs.cpSync(path.join(ACTION_DIR, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(ACTION_DIR, 'action.yml'), path.join(dir, 'action.yml'));
+  fs.mkdirSync(path.join(dir, 'scripts'));
+  fs.copyFileSync(path.join(ACTION_DIR, WORKER), path.join(dir, WORKER));
+  const open = (target) => {
+    const stat = fs.statSync(target);
+    fs.chmodSync(target, stat.isDirectory() ? 0o755 : 0o644 | (stat.mode & 0o111 ? 0o111 : 0));
+    if (stat.isDirectory()) for (const name of fs.readdirSync(target)) open(path.join(target, name));
+  };
+  open(dir);
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  staged = dir;
+  return dir;
+}
 
 /** Parses a file written with `name<<delimiter` blocks or `name=value` lines. */
 export function parseFileCommands(text) {
@@ -92,10 +116,12 @@ export class SimulatedJob {
         : {}),
       ...(options.env ?? {}),
     };
-    this.action = parseYaml(fs.readFileSync(path.join(ACTION_DIR, 'action.yml'), 'utf8'));
     this.steps = 0;
-    // `user: 'nobody'`: every phase and step runs unprivileged, as a runner user would.
+    // `user: 'nobody'`: every phase and step runs unprivileged, as a runner user would, from
+    // a copy of the action that user can read.
     this.uid = options.user === 'nobody' ? 65534 : undefined;
+    this.actionDir = this.uid === undefined ? ACTION_DIR : stagedActionDir();
+    this.action = parseYaml(fs.readFileSync(path.join(this.actionDir, 'action.yml'), 'utf8'));
     if (this.uid !== undefined) {
       for (const dir of [
         this.dir,
@@ -126,7 +152,7 @@ export class SimulatedJob {
    * `killWorker()`, so a test can kill the job the way a crashed runner does.
    */
   async phase(name, { worker = false, timeoutMs = 60_000 } = {}) {
-    const script = path.join(ACTION_DIR, this.action.runs[name]);
+    const script = path.join(this.actionDir, this.action.runs[name]);
     const env = { ...this.env, ...this.exported, ...this.inputEnv() };
     for (const [key, value] of Object.entries(this.state)) env[`STATE_${key}`] = value;
     return this.step(process.execPath, [script], env, { worker, timeoutMs, phase: name });
@@ -151,7 +177,7 @@ export class SimulatedJob {
       if (this.uid !== undefined) fs.chownSync(files[variable], this.uid, this.uid);
       env[variable] = files[variable];
     }
-    let argv = worker ? [WORKER, command, ...args] : args;
+    let argv = worker ? [path.join(this.actionDir, WORKER), command, ...args] : args;
     let program = worker ? process.execPath : command;
     if (this.uid !== undefined) {
       argv = [`--reuid=${this.uid}`, `--regid=${this.uid}`, '--clear-groups', program, ...argv];

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { cli, CLI, disposeJobs, laneStates, newJob, processesMentioning, within } from '../helpers/jobs.js';
+import { cli, cliForAnyone, disposeJobs, laneStates, newJob, processesMentioning, within } from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
 
@@ -28,7 +28,7 @@ function emptyTrashAsNobody(root: string, extra: string[] = [], env: NodeJS.Proc
       '--regid=65534',
       '--clear-groups',
       process.execPath,
-      CLI,
+      cliForAnyone(),
       'empty-trash',
       '--root',
       root,

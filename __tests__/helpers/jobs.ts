@@ -1,9 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { ACTION_DIR, SimulatedJob, type SimulatedJobOptions } from '../../scripts/runner-sim.mjs';
+import { ACTION_DIR, SimulatedJob, stagedActionDir, type SimulatedJobOptions } from '../../scripts/runner-sim.mjs';
 
 export const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
+
+/** The CLI bundle in a directory every user can read (the clone may be private): for runs as nobody. */
+export function cliForAnyone(): string {
+  return path.join(stagedActionDir(), 'dist', 'cli', 'index.js');
+}
 const jobs: SimulatedJob[] = [];
 
 /** A simulated job whose root defaults to a directory of its own scratch space. */
