@@ -5,12 +5,12 @@ import { laneKey } from '../core/key.js';
 import { Layout } from '../core/layout.js';
 import { openLane } from '../core/lane.js';
 import { makeLinks, planLinks } from '../core/links.js';
-import { ageOf } from '../core/report.js';
 import { humanDuration } from '../core/units.js';
-import { claimParked, copyParked, warmSlot, type WarmOrigin } from '../core/warm.js';
+import { warmSlot } from '../core/warm.js';
+import { describeWarm, startWarm } from '../core/warm-start.js';
 import { bundled } from './bundles.js';
 import { Outputs } from './constants.js';
-import { platformOf, runIdentity, slotParts, type Identity } from './identity.js';
+import { platformOf, runIdentity, slotParts } from './identity.js';
 import { getSettings } from './settings.js';
 import { saveLaneState } from './state.js';
 import { escapeHtml, writeSummary } from './run.js';
@@ -36,6 +36,7 @@ export async function main(): Promise<void> {
   core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}, trust: ${identity.trust}`);
   if (settings.warm) core.info(`warm slot: ${warmSlot(slotParts(identity))}`);
   const lane = await openLane({
+    holderScript: bundled('holder'),
     root: settings.root,
     key,
     meta: {
@@ -48,13 +49,12 @@ export async function main(): Promise<void> {
       cleanup: settings.cleanup,
       trust: identity.trust,
     },
-    holderScript: bundled('holder'),
     workerPid: process.ppid,
     watch: jobEndWatch(process.env),
     leaseMs: settings.leaseTimeoutMs,
     dirs: exports.map((variable) => variable.dir),
     populate: settings.warm
-      ? (layout, laneKey) => startWarm(layout, settings.warmFrom, identity, laneKey, notes)
+      ? (layout, laneKey) => startWarm(layout, settings.warmFrom, identity, laneKey, notes, identity.baseBranch)
       : undefined,
   });
   saveLaneState({
@@ -129,41 +129,4 @@ export async function main(): Promise<void> {
 function jobEndWatch(env: NodeJS.ProcessEnv): string[] {
   const temp = env.RUNNER_TEMP?.trim();
   return platformOf(env) !== 'github' && temp && path.isAbsolute(temp) ? [temp] : [];
-}
-
-/**
- * Makes the new lane from a parked one, trying `warm-from` in order: `same` claims this
- * slot's newest parked lane by rename; `base` (the PR's base branch) or a branch name copies
- * that branch's trusted slot, leaving it in place. Undefined: start cold.
- */
-function startWarm(
-  layout: Layout,
-  sources: readonly string[],
-  identity: Identity,
-  key: string,
-  notes: string[],
-): WarmOrigin | undefined {
-  for (const source of sources) {
-    if (source === 'same') {
-      const claimed = claimParked(layout, warmSlot(slotParts(identity)), key);
-      if (claimed) return claimed;
-      notes.push(`warm: nothing parked for ${identity.scope} (${identity.trust})`);
-      continue;
-    }
-    const branch = source === 'base' ? process.env.GITHUB_BASE_REF : source;
-    if (!branch) continue;
-    // A trusted run of this very branch claims its own slot with `same`: nothing to copy.
-    if (identity.trust === 'trusted' && identity.scopeId === `refs/heads/${branch}`) continue;
-    const copy = copyParked(layout, warmSlot(slotParts(identity, branch)), key);
-    if (copy && 'copied' in copy) return copy.copied;
-    notes.push(copy ? `warm: not copied from ${branch}: ${copy.skipped}` : `warm: nothing parked for ${branch}`);
-  }
-  return undefined;
-}
-
-function describeWarm(origin: WarmOrigin): string {
-  const age = origin.parked ? `, parked ${ageOf(origin.parked)} ago` : '';
-  const run = origin.runId ? ` by run ${origin.runId}` : '';
-  const how = origin.how === 'claimed' ? 'claimed' : origin.how === 'reflink' ? 'cloned (reflink)' : 'copied';
-  return `true (${how} from ${origin.from}${run}${age})`;
 }

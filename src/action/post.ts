@@ -31,7 +31,7 @@ export async function post(): Promise<void> {
   let result: CloseResult;
   try {
     for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${shown(problem)}`);
-    result = closeLane(lane.root, lane.key, lane.holderPid, action, reason, settings.privileged, park);
+    result = closeLane(lane.root, lane.key, { holderPid: lane.holderPid }, action, reason, settings.privileged, park);
   } finally {
     core.endGroup();
   }

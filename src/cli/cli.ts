@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { SettingError, errorMessage } from '../core/errors.js';
 import { listLanes } from '../core/lane.js';
 import { Layout, type LaneMeta } from '../core/layout.js';
@@ -18,6 +18,7 @@ import { listParked } from '../core/warm.js';
 import { checkRoot, requireMarkedRoot } from '../core/root.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
+import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
 
 /** Commander parsers that turn a SettingError into a usage error naming the option. */
 function option<T>(parse: (value: string) => T): (value: string) => T {
@@ -216,14 +217,119 @@ export function buildCli(): Command {
       }
       if (results.length === 0) process.stdout.write(`the trash of ${root} is empty\n`);
     });
+  program.enablePositionalOptions();
+  laneOptions(
+    program
+      .command('run')
+      .usage('[options] -- COMMAND [ARGS...]')
+      .description(
+        "Open a lane, run COMMAND in it with the lane's variables (RUNLANE_DIR, the presets', --env), then close it as the Action's post does. This process holds the lease: it ends when runlane ends, by any cause. Exits with COMMAND's status (128+N for signal N), 127 if COMMAND is not found, 126 if it cannot run, 125 if runlane itself fails (then nothing runs).",
+      )
+      .argument('<command...>', 'the command and its arguments, after --')
+      .passThroughOptions()
+      .option(
+        '--grace <duration>',
+        'after a forwarded SIGINT/SIGTERM/SIGHUP, SIGKILL the command this much later',
+        '10s',
+      )
+      .exitOverride(),
+  ).action(async (command: string[], options: LaneOptions & { grace: string }) => {
+    process.exitCode = await runCommand(command, options, options.grace);
+  });
+
+  laneOptions(
+    program
+      .command('env')
+      .description(
+        "Open a lane for tools that cannot be wrapped and print its variables (and RUNLANE_KEY). A detached holder keeps its lease until 'runlane close KEY' or --lease-timeout (default 6h).",
+      )
+      .addOption(
+        new Option('--format <format>', 'shell (export lines), json, github (for $GITHUB_ENV) or dotenv')
+          .choices(['shell', 'json', 'github', 'dotenv'])
+          .default('shell'),
+      )
+      .exitOverride(),
+  ).action(async (options: LaneOptions & { format: EnvFormat }) => {
+    process.exitCode = await envCommand(options, options.format);
+  });
+
+  program
+    .command('close')
+    .description(
+      "End a lane that 'runlane env' opened: remove it (or keep or defer it, per --cleanup), release its lease.",
+    )
+    .argument('<key>', 'the lane key (RUNLANE_KEY)')
+    .addOption(rootOption())
+    .option('--cleanup <when>', 'always | on-success | never | defer', 'always')
+    .option('--failed', 'the job failed (for --cleanup on-success)')
+    .addOption(privilegedOption())
+    .option('--quiet', 'print nothing')
+    .action(
+      (
+        key: string,
+        options: { root?: string; cleanup: string; failed?: boolean; privileged?: Privileged; quiet?: boolean },
+      ) => {
+        process.exitCode = closeCommand(resolveRoot(options.root), key, options);
+      },
+    );
   return program;
 }
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** The options `run` and `env` share: where, what to point at the lane, warm, cleanup, identity. */
+function laneOptions(command: Command): Command {
+  return command
+    .option(
+      '--root <dir>',
+      "the runlane root (default: $RUNLANE_ROOT, else the runner's _work/_runlane, else ~/.cache/runlane)",
+    )
+    .option(
+      '--preset <names>',
+      'presets to point at the lane (cargo, tmp, pytest, go, ...), comma-separated; repeatable',
+      collect,
+      [],
+    )
+    .option(
+      '--env <NAME[=subdir]>',
+      'an application variable to point at the lane (or a subdirectory); repeatable',
+      collect,
+      [],
+    )
+    .option(
+      '--link <path[=subdir]>',
+      'a path of the work tree to turn into a symlink into the lane; repeatable',
+      collect,
+      [],
+    )
+    .option('--warm', 'start from a parked lane of the same slot, and park this one on success')
+    .option(
+      '--warm-from <list>',
+      'where a warm start may come from, in order: same, base, or branch names',
+      'same,base',
+    )
+    .option('--warm-keep <n>', 'parked lanes kept per slot', '1')
+    .option('--cleanup <when>', 'always | on-success | never | defer', 'always')
+    .option('--scope <scope>', 'override the detected pull request or branch')
+    .option('--run <id>', 'override the detected run id')
+    .option('--job <name>', 'override the detected job name')
+    .option('--key <template>', 'the key template ({repo}, {scope}, {run}, {attempt}, {job}, {matrix})')
+    .option('--matrix <json>', "this leg's matrix values as JSON")
+    .option('--lease-timeout <duration>', 'a last bound of the lease (30m, 6h), or none')
+    .addOption(privilegedOption())
+    .option('--quiet', 'print nothing of its own');
+}
+
+/** Commands whose own failures exit 125, so they never pass for COMMAND's status. */
+const WRAPPERS = new Set(['run', 'env']);
 
 export async function runCli(argv: readonly string[]): Promise<void> {
   try {
     await buildCli().parseAsync(argv as string[]);
   } catch (error) {
-    process.stderr.write(`runlane: ${errorMessage(error)}\n`);
-    process.exitCode = 2;
+    const code = (error as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version') return;
+    if (!(error instanceof CommanderError)) process.stderr.write(`runlane: ${errorMessage(error)}\n`);
+    process.exitCode = WRAPPERS.has(argv[2] ?? '') ? RUNLANE_FAILED : 2;
   }
 }

@@ -16,7 +16,8 @@ export interface OpenLaneOptions {
   root: string;
   key: string;
   meta: Omit<LaneMeta, 'version' | 'key' | 'created' | 'host' | 'holderPid'>;
-  holderScript: string;
+  /** The lease holder's bundle; undefined: this process holds the lease itself (`runlane run`). */
+  holderScript?: string;
   workerPid: number;
   /** The lease's length on the holder's monotonic clock; null for none. */
   leaseMs: number | null;
@@ -34,9 +35,15 @@ export interface OpenLaneOptions {
 export interface OpenedLane {
   path: string;
   lockPath: string;
+  /** The lease holder's pid; this process's own when it holds the lease itself. */
   holderPid: number;
+  /** The lease, when this process holds it itself (`holderScript` undefined): its death ends it. */
+  lock?: Lock;
   warm?: WarmOrigin;
 }
+
+/** How post ends a lane's lease: stop its holder process, or close the lock this process holds. */
+export type Lease = { holderPid: number } | { lock: Lock };
 
 /**
  * Creates a lane and leases it. The lease comes first, so a sweep can never see the new lane
@@ -75,13 +82,15 @@ async function openIn(layout: Layout, options: OpenLaneOptions): Promise<OpenedL
   }
   try {
     makeDirsIn(lanes, options.key, lanePath, options.dirs);
-    const holderPid = await startHolder({
-      script: options.holderScript,
-      lock,
-      workerPid: options.workerPid,
-      leaseMs: options.leaseMs,
-      watch: options.watch ?? [],
-    });
+    const holderPid = options.holderScript
+      ? await startHolder({
+          script: options.holderScript,
+          lock,
+          workerPid: options.workerPid,
+          leaseMs: options.leaseMs,
+          watch: options.watch ?? [],
+        })
+      : process.pid;
     layout.writeMeta({
       version: 1,
       key: options.key,
@@ -91,7 +100,7 @@ async function openIn(layout: Layout, options: OpenLaneOptions): Promise<OpenedL
       ...options.meta,
       ...(warm ? { warmFrom: `${warm.from} (${warm.how})` } : {}),
     });
-    return { path: lanePath, lockPath: lockFile.shown, holderPid, warm };
+    return { path: lanePath, lockPath: lockFile.shown, holderPid, warm, lock: options.holderScript ? undefined : lock };
   } catch (error) {
     lock.release();
     removeIn(lanes, options.key);
@@ -158,7 +167,7 @@ export interface CloseResult {
 export function closeLane(
   root: string,
   key: string,
-  holderPid: number,
+  lease: Lease,
   action: CloseAction,
   reason = '',
   privileged: Privileged = '',
@@ -168,7 +177,7 @@ export function closeLane(
   if (park && !isLaneName(park.slot)) throw new Error(`refusing the slot ${JSON.stringify(park.slot)}`);
   const layout = new Layout(root);
   try {
-    return closeIn(layout, key, holderPid, action, reason, privileged, park);
+    return closeIn(layout, key, lease, action, reason, privileged, park);
   } finally {
     layout.close();
   }
@@ -177,14 +186,14 @@ export function closeLane(
 function closeIn(
   layout: Layout,
   key: string,
-  holderPid: number,
+  lease: Lease,
   action: CloseAction,
   reason: string,
   privileged: Privileged,
   park?: { slot: string; keep: number },
 ): CloseResult {
   const lockShown = layout.lock(key).shown;
-  const holderAlive = isHolderOf(holderPid, lockShown);
+  const holderAlive = 'lock' in lease || isHolderOf(lease.holderPid, lockShown);
   const result: CloseResult = { action, removed: false, gone: false, failures: [], released: false, holderAlive };
   try {
     const lanes = layout.dir('lanes');
@@ -209,7 +218,10 @@ function closeIn(
     }
   } finally {
     // The lease is released whatever failed above: the lane is then an orphan the sweep reaps.
-    result.released = stopHolder(holderPid, lockShown);
+    if ('lock' in lease) {
+      lease.lock.release();
+      result.released = true;
+    } else result.released = stopHolder(lease.holderPid, lockShown);
   }
   if (result.parked && park) result.parked.trimmed = trimSlot(layout, park.slot, park.keep);
   if (result.removed && result.released) tidy(layout, key);

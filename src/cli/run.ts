@@ -1,0 +1,309 @@
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { bundled } from '../action/bundles.js';
+import { detectIdentity, slotParts, type Identity } from '../core/ci-identity.js';
+import { planExports, shellQuote, type Export } from '../core/env-plan.js';
+import { errorCode, errorMessage, SettingError } from '../core/errors.js';
+import { DEFAULT_KEY_TEMPLATE, laneKey, parseKeyTemplate, parseMatrix } from '../core/key.js';
+import { closeActionFor, closeLane, openLane, type CloseResult, type OpenedLane } from '../core/lane.js';
+import { parseEnvRequests, parseLinkRequests } from '../core/lane-paths.js';
+import { isLaneName, Layout } from '../core/layout.js';
+import { makeLinks, planLinks, removeLinks, type LinkPlan } from '../core/links.js';
+import { parsePresets } from '../core/presets.js';
+import type { Privileged } from '../core/remove.js';
+import { shown } from '../core/report.js';
+import { checkRoot, chooseRoot } from '../core/root.js';
+import { startBackgroundEmpty } from '../core/trash.js';
+import { parseDuration } from '../core/units.js';
+import { warmSlot } from '../core/warm.js';
+import { describeWarm, startWarm } from '../core/warm-start.js';
+
+/** Exit status of `runlane run` and `runlane env` when runlane itself fails (as `env` and `timeout` use). */
+export const RUNLANE_FAILED = 125;
+
+/** The options `run` and `env` share. */
+export interface LaneOptions {
+  root?: string;
+  preset: string[];
+  env: string[];
+  link: string[];
+  warm?: boolean;
+  warmFrom?: string;
+  warmKeep?: string;
+  cleanup: string;
+  scope?: string;
+  run?: string;
+  job?: string;
+  key?: string;
+  matrix?: string;
+  leaseTimeout?: string;
+  privileged?: Privileged;
+  quiet?: boolean;
+}
+
+interface Plan {
+  root: string;
+  identity: Identity;
+  key: string;
+  lanePath: string;
+  exports: Export[];
+  links: LinkPlan[];
+  warmFrom: string[];
+  warmKeep: number;
+  cleanup: string;
+  leaseMs: number | null;
+}
+
+const CLEANUPS = ['always', 'on-success', 'never', 'defer'];
+
+/** The git work tree containing `cwd` (what a `git clean` there would delete), if any. */
+function workTree(cwd: string): string | undefined {
+  const out = spawnSync('git', ['rev-parse', '--show-toplevel'], {
+    cwd,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  return out.status === 0 && out.stdout.trim() ? out.stdout.trim() : undefined;
+}
+
+/** Everything `run` and `env` need, checked before anything is created; errors name the flag and value. */
+export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: string, defaultLease: string): Plan {
+  const home = env.HOME || os.homedir();
+  const tree = workTree(cwd);
+  const choice = chooseRoot(options.root ? path.resolve(options.root) : '', env, home);
+  const root = checkRoot(choice.path, { home, workspace: tree });
+  if (!CLEANUPS.includes(options.cleanup)) {
+    throw new SettingError('--cleanup', options.cleanup, CLEANUPS.join(' | '));
+  }
+  const matrix = options.matrix ?? '';
+  parseMatrix(matrix);
+  const identity = detectIdentity(env, cwd, { scope: options.scope, run: options.run, job: options.job, matrix });
+  const key = laneKey(parseKeyTemplate(options.key ?? DEFAULT_KEY_TEMPLATE), identity);
+  const lanePath = new Layout(root).lane(key);
+  const exports = planExports(
+    lanePath,
+    parsePresets(options.preset.join(',')),
+    parseEnvRequests(options.env.join('\n')),
+    env,
+  );
+  const links = planLinks(tree ?? cwd, parseLinkRequests(options.link.join('\n')), lanePath);
+  const warmFrom = (options.warmFrom ?? 'same,base')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+  const warmKeep = Number(options.warmKeep ?? '1');
+  if (!Number.isInteger(warmKeep) || warmKeep < 1 || warmKeep > 100) {
+    throw new SettingError('--warm-keep', options.warmKeep ?? '', 'a whole number from 1 to 100');
+  }
+  const lease = options.leaseTimeout ?? defaultLease;
+  const leaseMs = lease === 'none' ? null : parseDuration('--lease-timeout', lease);
+  return { root, identity, key, lanePath, exports, links, warmFrom, warmKeep, cleanup: options.cleanup, leaseMs };
+}
+
+/** Opens the planned lane; `selfHeld`: this process holds the lease (its death ends it). */
+async function openPlanned(
+  plan: Plan,
+  options: LaneOptions,
+  selfHeld: boolean,
+): Promise<{ lane: OpenedLane; notes: string[] }> {
+  const notes: string[] = [];
+  const id = plan.identity;
+  const lane = await openLane({
+    root: plan.root,
+    key: plan.key,
+    meta: {
+      repository: id.repository,
+      scope: id.scope,
+      runId: id.runId,
+      runAttempt: id.runAttempt,
+      job: id.job,
+      matrix: id.matrix.trim(),
+      cleanup: plan.cleanup,
+      trust: id.trust,
+    },
+    holderScript: selfHeld ? undefined : bundled('holder'),
+    workerPid: 0,
+    leaseMs: plan.leaseMs,
+    dirs: plan.exports.map((variable) => variable.dir),
+    populate: options.warm
+      ? (layout, key) => startWarm(layout, plan.warmFrom, id, key, notes, id.baseBranch)
+      : undefined,
+  });
+  makeLinks(plan.links);
+  return { lane, notes };
+}
+
+const say = (options: LaneOptions, text: string) => {
+  if (!options.quiet) process.stderr.write(`runlane: ${shown(text)}\n`);
+};
+
+/** Closes a lane as post does: park on success with warm, else by `cleanup`; the trash goes in the background. */
+function closePlanned(plan: Plan, options: LaneOptions, lane: OpenedLane, success: boolean): CloseResult {
+  for (const problem of removeLinks(plan.links)) say(options, `link ${problem}`);
+  const { action, reason } = closeActionFor(plan.cleanup, success ? 'success' : 'failure', options.warm ?? false);
+  const park = options.warm ? { slot: warmSlot(slotParts(plan.identity)), keep: plan.warmKeep } : undefined;
+  const lease = lane.lock ? { lock: lane.lock } : { holderPid: lane.holderPid };
+  const result = closeLane(plan.root, plan.key, lease, action, reason, options.privileged ?? '', park);
+  if (result.trashed || (result.parked?.trimmed.length ?? 0) > 0) {
+    startBackgroundEmpty(bundled('cli'), plan.root, options.privileged ?? '');
+  }
+  const what = result.parked
+    ? `parked for the next run (${result.parked.path})`
+    : result.trashed
+      ? 'moved to the trash, deleting in the background'
+      : action === 'retain'
+        ? `kept (${reason})`
+        : action === 'defer'
+          ? 'left for the sweep'
+          : result.removed
+            ? 'deleted'
+            : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
+  say(options, `lane ${plan.lanePath}: ${what}`);
+  return result;
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * `runlane run [options] -- COMMAND [ARGS...]`: opens a lane, runs COMMAND in it (its own
+ * process group, the lane's variables in its environment, the current directory), then closes
+ * the lane as post does. This process holds the lease itself, so the lease ends the moment it
+ * ends, by any cause. Returns COMMAND's exit status (128+N for a death by signal N), 127 when
+ * it cannot be found, 126 when it cannot be run, 125 when runlane fails (then nothing runs).
+ */
+export async function runCommand(command: string[], options: LaneOptions, graceText: string): Promise<number> {
+  let plan: Plan;
+  let graceMs: number;
+  let opened: { lane: OpenedLane; notes: string[] };
+  try {
+    graceMs = parseDuration('--grace', graceText);
+    plan = planLane(options, process.env, process.cwd(), 'none');
+    process.title = `runlane-run ${plan.key}`;
+    opened = await openPlanned(plan, options, true);
+  } catch (error) {
+    process.stderr.write(`runlane: ${errorMessage(error)}\n`);
+    return RUNLANE_FAILED;
+  }
+  const { lane, notes } = opened;
+  for (const note of notes) say(options, note);
+  say(
+    options,
+    `lane ${lane.path} (${plan.identity.system}, ${plan.identity.scope}, warm: ${lane.warm ? describeWarm(lane.warm) : 'false'})`,
+  );
+  const env = { ...process.env };
+  for (const variable of plan.exports) env[variable.name] = variable.value;
+
+  const status = await new Promise<number>((resolve) => {
+    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env, detached: true });
+    let signalled = 0;
+    let killTimer: NodeJS.Timeout | undefined;
+    const killGroup = (signal: NodeJS.Signals) => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal);
+      } catch {
+        // The group is gone already.
+      }
+    };
+    const forward = (signal: NodeJS.Signals) => {
+      signalled++;
+      // A second interrupt, or the grace period running out, escalates to SIGKILL.
+      if (signalled > 1 && signal === 'SIGINT') return killGroup('SIGKILL');
+      killGroup(signal);
+      killTimer ??= setTimeout(() => killGroup('SIGKILL'), graceMs);
+    };
+    for (const signal of SIGNALS) process.on(signal, forward);
+    child.once('error', (error) => {
+      const code = errorCode(error);
+      process.stderr.write(`runlane: cannot run ${shown(command[0])}: ${errorMessage(error)}\n`);
+      resolve(code === 'ENOENT' ? 127 : 126);
+    });
+    child.once('exit', (code, signal) => {
+      if (killTimer) clearTimeout(killTimer);
+      for (const each of SIGNALS) process.off(each, forward);
+      resolve(code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0));
+    });
+  });
+  try {
+    closePlanned(plan, options, lane, status === 0);
+  } catch (error) {
+    process.stderr.write(`runlane: closing the lane failed (the sweep reaps it): ${errorMessage(error)}\n`);
+  }
+  return status;
+}
+
+export type EnvFormat = 'shell' | 'json' | 'github' | 'dotenv';
+
+/**
+ * `runlane env`: opens a lane for tools that cannot be wrapped and prints its variables. Its
+ * lease is held by a detached holder until `runlane close KEY` or --lease-timeout (default 6h).
+ */
+export async function envCommand(options: LaneOptions, format: EnvFormat): Promise<number> {
+  try {
+    const plan = planLane(options, process.env, process.cwd(), '6h');
+    const { lane, notes } = await openPlanned(plan, options, false);
+    for (const note of notes) say(options, note);
+    const variables = [
+      ...plan.exports.map((variable) => [variable.name, variable.value] as const),
+      ['RUNLANE_KEY', plan.key] as const,
+    ];
+    process.stdout.write(formatVariables(variables, format));
+    say(options, `lane ${lane.path} leased to pid ${lane.holderPid}; end it with: runlane close ${plan.key}`);
+    return 0;
+  } catch (error) {
+    process.stderr.write(`runlane: ${errorMessage(error)}\n`);
+    return RUNLANE_FAILED;
+  }
+}
+
+/** Variables in one of the formats tools read: POSIX `export`, JSON, GitHub's env file, dotenv. */
+export function formatVariables(variables: readonly (readonly [string, string])[], format: EnvFormat): string {
+  if (format === 'json') return `${JSON.stringify(Object.fromEntries(variables), null, 2)}\n`;
+  return variables
+    .map(([name, value]) => {
+      if (format === 'shell') return `export ${name}=${shellQuote(value)}\n`;
+      if (format === 'dotenv') return `${name}=${JSON.stringify(value)}\n`;
+      // GitHub's file command: a heredoc with a delimiter the value cannot contain.
+      let delimiter = 'RUNLANE_EOF';
+      while (value.includes(delimiter)) delimiter += '_';
+      return `${name}<<${delimiter}\n${value}\n${delimiter}\n`;
+    })
+    .join('');
+}
+
+/** `runlane close KEY`: ends a lane `runlane env` opened, as post would. */
+export function closeCommand(
+  root: string,
+  key: string,
+  options: { cleanup: string; failed?: boolean; privileged?: Privileged; quiet?: boolean },
+): number {
+  if (!isLaneName(key)) throw new SettingError('KEY', key, 'a lane key as `runlane env` printed it (RUNLANE_KEY)');
+  if (!CLEANUPS.includes(options.cleanup)) throw new SettingError('--cleanup', options.cleanup, CLEANUPS.join(' | '));
+  const layout = new Layout(root);
+  let holderPid: number | undefined;
+  try {
+    holderPid = layout.readMeta(key)?.holderPid;
+  } finally {
+    layout.close();
+  }
+  if (holderPid === undefined) throw new Error(`no lane ${key} under ${root}`);
+  const { action, reason } = closeActionFor(options.cleanup, options.failed ? 'failure' : 'success');
+  const result = closeLane(root, key, { holderPid }, action, reason, options.privileged ?? '');
+  if (result.trashed) startBackgroundEmpty(bundled('cli'), root, options.privileged ?? '');
+  if (!options.quiet) {
+    const what = result.gone
+      ? 'already gone'
+      : result.trashed
+        ? 'moved to the trash'
+        : action === 'retain'
+          ? 'kept'
+          : action === 'defer'
+            ? 'left for the sweep'
+            : result.removed
+              ? 'deleted'
+              : 'partly deleted';
+    process.stderr.write(`runlane: lane ${shown(path.join(root, 'lanes', key))}: ${what}; lease released\n`);
+  }
+  return result.failures.length > 0 ? 1 : 0;
+}
