@@ -6,7 +6,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
 import { describeMount, mountsUnder, parseMountinfo } from '../../src/core/mounts.js';
+import { Layout } from '../../src/core/layout.js';
 import { Dir, removeIn } from '../../src/core/remove.js';
+import { sweepTable } from '../../src/core/report.js';
+import { emptyTrash } from '../../src/core/trash.js';
 
 let scratch: string;
 beforeAll(() => {
@@ -239,5 +242,61 @@ describe('the safe delete', () => {
       { numRuns: 40 },
     );
     expect(treeHash(outside)).toBe(before);
+  });
+});
+
+describe('names and records a job can plant', () => {
+  it('deletes entries whose names are not UTF-8', () => {
+    const base = fs.mkdtempSync(path.join(scratch, 'bytes-'));
+    const lane = path.join(base, 'lane');
+    fs.mkdirSync(lane);
+    for (const bytes of [[0x66, 0xff], [0xc3, 0x28], [0x80]]) {
+      const name = Buffer.concat([Buffer.from(`${lane}/`), Buffer.from(bytes)]);
+      fs.writeFileSync(name, 'x');
+      fs.mkdirSync(Buffer.concat([name, Buffer.from('-dir')]));
+    }
+    expect(fs.readdirSync(lane)).toHaveLength(6);
+    expect(removeAt(base, 'lane')).toEqual({ removed: true, failures: [] });
+  });
+
+  it('a directory planted where a failure record goes never stops the trash', () => {
+    const root = fs.mkdtempSync(path.join(scratch, 'records-'));
+    fs.writeFileSync(path.join(root, '.runlane-root'), '{}');
+    for (const area of ['lanes', 'locks', 'meta', 'trash', 'parked']) fs.mkdirSync(path.join(root, area));
+    const trash = path.join(root, 'trash');
+    fs.mkdirSync(path.join(trash, 'E', 'cache'), { recursive: true });
+    fs.writeFileSync(path.join(trash, 'E', 'cache', 'stuck'), 'x');
+    expect(spawnSync('chattr', ['+i', path.join(trash, 'E', 'cache', 'stuck')]).status).toBe(0);
+    fs.mkdirSync(path.join(trash, 'E.failed.json', 'planted'), { recursive: true });
+    fs.mkdirSync(path.join(trash, 'F', 'sub'), { recursive: true });
+    const layout = new Layout(root);
+    try {
+      const results = emptyTrash(layout);
+      expect(results.map((result) => [result.name, result.outcome])).toEqual([
+        ['E', 'failed'],
+        ['F', 'deleted'],
+      ]);
+      expect(results[0].failures.map((failure) => failure.code)).toEqual(['EPERM']);
+      expect(fs.lstatSync(path.join(trash, 'E.failed.json')).isFile()).toBe(true);
+    } finally {
+      layout.close();
+      spawnSync('chattr', ['-i', path.join(trash, 'E', 'cache', 'stuck')]);
+    }
+  });
+
+  it('a sweep table with a failure that names no path still renders', () => {
+    const table = sweepTable({
+      root: '/r',
+      dryRun: false,
+      scanned: 1,
+      entries: [{ key: 'k', path: '/r/lanes/k', state: 'orphan', outcome: 'failed', reason: 'orphan', failures: [] }],
+      trash: [],
+      freedBytes: 0,
+      tidied: 0,
+      problems: [],
+      timedOut: false,
+      seconds: 0,
+    });
+    expect(table[1].slice(0, 3)).toEqual(['k', 'orphan', 'failed']);
   });
 });

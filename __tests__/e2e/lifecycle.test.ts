@@ -175,6 +175,17 @@ describe('bad inputs fail main, name the input and value, and create nothing', (
     expect(post.stdout).toContain('main made no lane');
   });
 
+  it('refuses a root that is a symlink (a job could point the runner default elsewhere)', async () => {
+    const job = newJob();
+    const real = path.join(job.dir, 'elsewhere');
+    fs.mkdirSync(real);
+    fs.symlinkSync(real, job.root);
+    const main = await job.phase('main');
+    expect(main.code).toBe(1);
+    expect(main.errors.join('\n')).toMatch(/Input 'root' .*it is a symlink \(to .*elsewhere\): give the real path/);
+    expect(fs.readdirSync(real)).toEqual([]);
+  });
+
   it('refuses the home directory, the workspace and what contains them', async () => {
     for (const root of ['HOME', 'WORKSPACE', 'ABOVE']) {
       const job = newJob();

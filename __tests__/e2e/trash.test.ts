@@ -113,6 +113,34 @@ describe('post in O(1): rename to trash, delete in the background', () => {
     expect(trashOf(root)).toEqual([]);
   });
 
+  it('never changes the mode of a mount it meets, even one it cannot read (as an unprivileged runner user)', async () => {
+    const scratch = newJob().dir;
+    fs.chmodSync(scratch, 0o755);
+    const root = path.join(scratch, 'nobody-root');
+    const entry = path.join(root, 'trash', 'lane~1');
+    fs.mkdirSync(path.join(entry, 'm'), { recursive: true });
+    fs.writeFileSync(path.join(entry, 'own.o'), 'x');
+    markedRoot(root);
+    const outside = path.join(scratch, 'outside');
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, 'precious'), 'keep');
+    spawnSync('chown', ['-R', 'nobody:nogroup', root, outside]);
+    fs.chmodSync(outside, 0o000);
+    expect(spawnSync('mount', ['--bind', outside, path.join(entry, 'm')]).status).toBe(0);
+    try {
+      const run = emptyTrashAsNobody(root, ['--json']);
+      expect(run.status).toBe(1);
+      const [result] = JSON.parse(run.stdout).trash;
+      expect(result.outcome).toBe('failed');
+      expect(result.failures).toEqual([expect.objectContaining({ path: path.join(entry, 'm'), code: 'EBUSY' })]);
+      expect(fs.statSync(outside).mode & 0o7777).toBe(0);
+      expect(fs.existsSync(path.join(entry, 'own.o'))).toBe(false);
+    } finally {
+      spawnSync('umount', [path.join(entry, 'm')]);
+    }
+    expect(fs.readFileSync(path.join(outside, 'precious'), 'utf8')).toBe('keep');
+  });
+
   it("reports another owner's files (EACCES) with what they need, and hands them to 'sudo -n rm' with privileged-cleanup: sudo", async () => {
     const scratch = newJob().dir;
     const root = path.join(scratch, 'shared-root');

@@ -263,3 +263,47 @@ describe('warm lanes never flow to a more trusted run', () => {
     expect(laneStates(root)[base.outputs.key]).toBe('parked');
   });
 });
+
+describe('what a parked lane brings along is never followed or printed raw', () => {
+  it("a parked lane's symlink out is not followed by the next run's links, nor its metadata printed raw", async () => {
+    const root = newJob().root;
+    const outside = path.join(newJob().dir, 'outside');
+    fs.mkdirSync(outside);
+    const first = prJob(root);
+    await runJob(first, 'success', `ln -s ${outside} "$RUNLANE_DIR/cache"`);
+    const metaFile = path.join(root, 'meta', `${first.outputs.key}.json`);
+    const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+    fs.writeFileSync(metaFile, JSON.stringify({ ...meta, runId: '7\n::error::forged' }));
+    const second = prJob(root, { link: 'build=cache/x/y' });
+    const main = await second.phase('main');
+    expect(fs.readdirSync(outside)).toEqual([]);
+    expect(main.errors.join('\n')).not.toContain('forged');
+    expect(main.stdout.split('\n').some((line) => line.trimStart().startsWith('::error::forged'))).toBe(false);
+  });
+
+  it('a trust class that changes between main and post parks nothing', async () => {
+    const root = newJob().root;
+    const fork = {
+      number: 9,
+      pull_request: {
+        number: 9,
+        head: { repo: { full_name: 'mallory/widgets' } },
+        base: { repo: { full_name: 'acme/widgets' } },
+      },
+    };
+    const job = newJob({
+      root,
+      ref: 'refs/pull/9/merge',
+      event: { name: 'pull_request', payload: fork },
+      inputs: { root, presets: 'cargo', warm: 'true' },
+    });
+    expect((await job.phase('main')).code).toBe(0);
+    // A step rewrites the event file to look like a same-repository pull request.
+    const same = { ...fork, pull_request: { ...fork.pull_request, head: { repo: { full_name: 'acme/widgets' } } } };
+    fs.writeFileSync(job.env.GITHUB_EVENT_PATH as string, JSON.stringify(same));
+    const post = await job.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.warnings.join('\n')).toMatch(/trust class was 'untrusted' in main and is 'trusted' now/);
+    expect(fs.readdirSync(path.join(root, 'parked'))).toEqual([]);
+  });
+});

@@ -32,6 +32,7 @@ export enum State {
   LanePath = 'lane-path',
   HolderPid = 'holder-pid',
   Links = 'links',
+  Trust = 'trust',
 }
 
 export const CLEANUPS = ['always', 'on-success', 'never', 'defer'] as const;

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import * as core from '@actions/core';
 import { dockerArgs, planExports } from '../core/env-plan.js';
+import { shown } from '../core/report.js';
 import { laneKey } from '../core/key.js';
 import { Layout } from '../core/layout.js';
 import { openLane } from '../core/lane.js';
@@ -52,7 +53,7 @@ export async function main(): Promise<void> {
     workerPid: process.ppid,
     watch: jobEndWatch(process.env),
     leaseMs: settings.leaseTimeoutMs,
-    dirs: exports.map((variable) => variable.dir),
+    dirs: [...exports.map((variable) => variable.dir), ...links.map((link) => link.target)],
     populate: settings.warm
       ? (layout, laneKey) => startWarm(layout, settings.warmFrom, identity, laneKey, notes, identity.baseBranch)
       : undefined,
@@ -63,15 +64,16 @@ export async function main(): Promise<void> {
     lanePath: lane.path,
     holderPid: lane.holderPid,
     links,
+    trust: identity.trust,
   });
   core.info(`lane: ${lane.path}`);
-  for (const note of notes) core.info(note);
+  for (const note of notes) core.info(shown(note));
   const warmText = lane.warm
     ? describeWarm(lane.warm)
     : settings.warm
       ? 'false (no parked lane to start from: cold)'
       : 'false (cold lane)';
-  core.info(`warm: ${warmText}`);
+  core.info(`warm: ${shown(warmText)}`);
   core.info(
     `lease: held by pid ${lane.holderPid} until post, the job's end${settings.leaseTimeoutMs === null ? '' : ` or ${humanDuration(settings.leaseTimeoutMs)}`}`,
   );

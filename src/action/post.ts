@@ -23,10 +23,18 @@ export async function post(): Promise<void> {
   }
   const settings = getSettings();
   const lane = loadLaneState(settings.root, settings.workspace) as LaneState;
-  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, settings.warm);
-  // The slot is derived again from the run, never read back from state.
-  const slot = warmSlot(slotParts(runIdentity(process.env, settings.matrix)));
-  const park = settings.warm ? { slot, keep: settings.warmKeep } : undefined;
+  // The slot is derived again from the run, never read back from state; a trust class that
+  // changed since main (an event file rewritten by a step) parks nothing.
+  const identity = runIdentity(process.env, settings.matrix);
+  const trustHeld = identity.trust === lane.trust;
+  if (settings.warm && !trustHeld) {
+    core.warning(
+      `runlane: the run's trust class was '${lane.trust}' in main and is '${identity.trust}' now (was the event file changed?); the lane is not parked`,
+    );
+  }
+  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, settings.warm && trustHeld);
+  const park =
+    settings.warm && trustHeld ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
   try {

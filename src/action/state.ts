@@ -2,7 +2,10 @@ import path from 'node:path';
 import * as core from '@actions/core';
 import { isLaneName } from '../core/layout.js';
 import { checkLinkPlan, type LinkPlan } from '../core/links.js';
+import type { TrustClass } from '../core/warm.js';
 import { State } from './constants.js';
+
+const TRUST_CLASSES: readonly TrustClass[] = ['trusted', 'untrusted', 'privileged'];
 
 /** What main hands to post: every state key is read and written here only. */
 export interface LaneState {
@@ -11,6 +14,8 @@ export interface LaneState {
   lanePath: string;
   holderPid: number;
   links: LinkPlan[];
+  /** The run's trust class as main saw it; post parks only if it sees the same. */
+  trust: TrustClass;
 }
 
 export function saveLaneState(state: LaneState): void {
@@ -19,6 +24,7 @@ export function saveLaneState(state: LaneState): void {
   core.saveState(State.LanePath, state.lanePath);
   core.saveState(State.HolderPid, String(state.holderPid));
   core.saveState(State.Links, JSON.stringify(state.links));
+  core.saveState(State.Trust, state.trust);
 }
 
 /** Whether main saved a lane at all (it made none when it failed early, or ran a sweep). */
@@ -65,5 +71,7 @@ export function loadLaneState(root: string, workspace: string | undefined): Lane
     const problem = checkLinkPlan(link, workspace, lanePath);
     if (problem) throw new StateError('links', linksText, problem);
   }
-  return { root, key, lanePath, holderPid, links: links as LinkPlan[] };
+  const trust = core.getState(State.Trust);
+  if (!TRUST_CLASSES.includes(trust as TrustClass)) throw new StateError('trust', trust, 'not a trust class');
+  return { root, key, lanePath, holderPid, links: links as LinkPlan[], trust: trust as TrustClass };
 }

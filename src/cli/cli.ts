@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { SettingError, errorMessage } from '../core/errors.js';
 import { listLanes } from '../core/lane.js';
 import { Layout, type LaneMeta } from '../core/layout.js';
-import { humanBytes, treeSize, type Privileged, type RemoveFailure } from '../core/remove.js';
+import { humanBytes, type Privileged, type RemoveFailure, type TreeSize } from '../core/remove.js';
 import {
   describeFailures,
   shown,
@@ -50,12 +50,19 @@ const privilegedOption = () =>
 type Row = StatusRow & { job?: string; runId?: string; retained?: string; failures?: RemoveFailure[] };
 
 /** A status row for a lane (live, orphan, kept or parked), with its size and owner. */
-function laneRow(key: string, lanePath: string, state: string, meta: LaneMeta | undefined, created?: string): Row {
+function laneRow(
+  key: string,
+  lanePath: string,
+  state: string,
+  meta: LaneMeta | undefined,
+  size: TreeSize,
+  created?: string,
+): Row {
   return {
     key,
     path: lanePath,
     state,
-    ...treeSize(lanePath),
+    ...size,
     created,
     repository: meta?.repository,
     scope: meta?.scope,
@@ -81,15 +88,17 @@ function statusRows(root: string): { rows: Row[]; problems: string[] } {
     const lanes = part('lanes', () => listLanes(root, layout));
     for (const lane of lanes) if (lane.problem) problems.push(`the lane ${lane.key}: ${lane.problem}`);
     const rows = [
-      ...lanes.map((lane) => laneRow(lane.key, lane.path, lane.state, lane.meta, lane.created)),
+      ...lanes.map((lane) =>
+        laneRow(lane.key, lane.path, lane.state, lane.meta, layout.sizeOf('lanes', lane.key), lane.created),
+      ),
       ...part('parked lanes', () => listParked(layout)).map((lane) =>
-        laneRow(lane.key, lane.path, 'parked', lane.meta, lane.parked),
+        laneRow(lane.key, lane.path, 'parked', lane.meta, layout.sizeOf('parked', lane.slot, lane.key), lane.parked),
       ),
       ...part('trash', () => listTrash(layout)).map((entry) => ({
         key: entry.name,
         path: entry.path,
         state: 'trash',
-        ...treeSize(entry.path),
+        ...layout.sizeOf('trash', entry.name),
         created: entry.created,
         failures: entry.failures,
       })),

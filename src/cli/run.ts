@@ -126,7 +126,7 @@ async function openPlanned(
     holderScript: selfHeld ? undefined : bundled('holder'),
     workerPid: 0,
     leaseMs: plan.leaseMs,
-    dirs: plan.exports.map((variable) => variable.dir),
+    dirs: [...plan.exports.map((variable) => variable.dir), ...plan.links.map((link) => link.target)],
     populate: options.warm
       ? (layout, key) => startWarm(layout, plan.warmFrom, id, key, notes, id.baseBranch)
       : undefined,

@@ -80,9 +80,10 @@ async function openIn(layout: Layout, options: OpenLaneOptions): Promise<OpenedL
     }
     throw error;
   }
+  let holderPid: number | undefined;
   try {
     makeDirsIn(lanes, options.key, lanePath, options.dirs);
-    const holderPid = options.holderScript
+    holderPid = options.holderScript
       ? await startHolder({
           script: options.holderScript,
           lock,
@@ -102,6 +103,8 @@ async function openIn(layout: Layout, options: OpenLaneOptions): Promise<OpenedL
     });
     return { path: lanePath, lockPath: lockFile.shown, holderPid, warm, lock: options.holderScript ? undefined : lock };
   } catch (error) {
+    // Nothing may outlive a failed open: not the lane, not a holder keeping its lease.
+    if (holderPid !== undefined && options.holderScript) stopHolder(holderPid, lockFile.shown);
     lock.release();
     removeIn(lanes, options.key);
     throw error;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
-import { Dir, isEntryName } from './remove.js';
+import { Dir, isEntryName, treeSizeIn, type TreeSize } from './remove.js';
 import { isSafeSegment } from './sanitize.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
@@ -194,6 +194,27 @@ export class Layout {
       throw new LayoutError('parked slot', path.join(this.parked, slot), 'another mount or owner');
     }
     return dir;
+  }
+
+  /**
+   * The size of `lanes/<key>`, `trash/<name>` or `parked/<slot>/<key>`, walked through the
+   * verified directories (see treeSizeIn); zero when it cannot be reached.
+   */
+  sizeOf(area: 'lanes' | 'trash' | 'parked', ...names: string[]): TreeSize {
+    try {
+      if (area === 'parked') {
+        const [slot, key] = names;
+        const dir = this.slotDir(slot);
+        try {
+          return dir ? treeSizeIn(dir, key) : { bytes: 0, files: 0 };
+        } finally {
+          dir?.close();
+        }
+      }
+      return treeSizeIn(this.dir(area), names[0]);
+    } catch {
+      return { bytes: 0, files: 0 };
+    }
   }
 
   /** Whether the lane of `key` exists, in lanes/ or parked in its slot. */

@@ -89,10 +89,13 @@ export function checkLinkPlan(value: unknown, workspace: string | undefined, lan
   return undefined;
 }
 
-/** Makes the planned links; each replaces what it found atomically (rename over). */
+/**
+ * Makes the planned links; each replaces what it found atomically (rename over). The targets
+ * inside the lane are made by openLane through its opened directories (a warm lane may bring
+ * symlinks along); here only the workspace side is touched.
+ */
 export function makeLinks(plans: readonly LinkPlan[]): void {
   for (const plan of plans) {
-    fs.mkdirSync(plan.target, { recursive: true });
     fs.mkdirSync(path.dirname(plan.link), { recursive: true });
     if (plan.replaces === 'empty directory') fs.rmdirSync(plan.link);
     const temp = `${plan.link}.runlane-${process.pid}`;

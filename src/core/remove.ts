@@ -48,14 +48,39 @@ export interface RemoveReport {
   failures: RemoveFailure[];
 }
 
+/**
+ * A directory entry's name: a string, or the raw bytes readdir gave (names need not be UTF-8,
+ * and a name decoded to U+FFFD and back would name another file, or none).
+ */
+export type EntryName = string | Buffer;
+
 /** True for a name that is one path component: not empty, `.` or `..`, no `/` or NUL. */
-export function isEntryName(name: string): boolean {
-  return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
+export function isEntryName(name: EntryName): boolean {
+  const text = typeof name === 'string' ? name : name.toString('latin1');
+  return text !== '' && text !== '.' && text !== '..' && !text.includes('/') && !text.includes('\0');
 }
 
-function checkName(name: string): string {
-  if (!isEntryName(name)) throw new Error(`refusing ${JSON.stringify(name)}: not a single path component`);
+function checkName(name: EntryName): EntryName {
+  if (!isEntryName(name)) throw new Error(`refusing ${JSON.stringify(String(name))}: not a single path component`);
   return name;
+}
+
+/** `prefix/name` as a path argument: a string, or bytes when the name is bytes. */
+function joinName(prefix: string, name: EntryName): string | Buffer {
+  checkName(name);
+  return typeof name === 'string' ? `${prefix}/${name}` : Buffer.concat([Buffer.from(`${prefix}/`), name]);
+}
+
+/** A name for humans and reports (bytes that are not UTF-8 show as U+FFFD; `shown()` escapes the rest). */
+export function nameText(name: EntryName): string {
+  return typeof name === 'string' ? name : name.toString('utf8');
+}
+
+/** What a directory must match before runlane changes its mode through a handle: our mount, our uid. */
+interface ChmodGuard {
+  dev: number;
+  mountId: number;
+  uid: number;
 }
 
 /** The mount id of an open descriptor, from /proc/self/fdinfo (Linux 3.15+). */
@@ -71,18 +96,28 @@ function mountIdOf(fd: number): number {
   return Number(match[1]);
 }
 
-/** Opens a directory with O_NOFOLLOW; with `chmod`, makes one we own but cannot read readable first. */
-function openDirFd(target: string, chmod: boolean): number {
+/**
+ * Opens a directory with O_NOFOLLOW. With `guard`, a directory we cannot read is made readable
+ * first, but only one on the guarded mount and device that the guarded uid owns: a root-owned
+ * directory keeps its EACCES, and a mount is never touched.
+ */
+function openDirFd(target: string | Buffer, guard: ChmodGuard | undefined): number {
+  let denied: unknown;
   try {
     return fs.openSync(target, DIR_FLAGS);
   } catch (error) {
-    if (errorCode(error) !== 'EACCES' || !chmod) throw error;
+    if (errorCode(error) !== 'EACCES' || !guard) throw error;
+    denied = error;
   }
   // A directory we own with no read or search permission (chmod 000, a read-only module
-  // cache): take a handle that needs none, fix the mode through it, and open it properly.
+  // cache): take a handle that needs none, check it, fix the mode through it, open it properly.
   const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW);
   try {
     const stat = fs.fstatSync(handle);
+    if (stat.dev !== guard.dev || mountIdOf(handle) !== guard.mountId) {
+      throw Object.assign(new Error('a file system is mounted here'), { code: 'EBUSY' });
+    }
+    if (stat.uid !== guard.uid) throw denied;
     fs.chmodSync(`/proc/self/fd/${handle}`, (stat.mode & 0o7777) | 0o700);
     const fd = fs.openSync(`/proc/self/fd/${handle}`, C.O_RDONLY | C.O_DIRECTORY);
     const again = fs.fstatSync(fd);
@@ -115,7 +150,7 @@ export class Dir {
 
   /** Opens an absolute path whose last component must not be a symlink. */
   static open(target: string): Dir {
-    const fd = openDirFd(target, false);
+    const fd = openDirFd(target, undefined);
     return Dir.wrap(fd, target);
   }
 
@@ -129,9 +164,9 @@ export class Dir {
   }
 
   /** Opens the directory `name` inside this one; a symlink there fails (ELOOP / ENOTDIR). */
-  openChild(name: string, options: { chmod?: boolean } = {}): Dir {
-    const fd = openDirFd(this.at(name), options.chmod ?? false);
-    return Dir.wrap(fd, path.join(this.path, name));
+  openChild(name: EntryName, options: { chmod?: ChmodGuard } = {}): Dir {
+    const fd = openDirFd(this.at(name), options.chmod);
+    return Dir.wrap(fd, path.join(this.path, nameText(name)));
   }
 
   /** Whether `other` lies on the same file system and the same mount as this directory. */
@@ -140,14 +175,21 @@ export class Dir {
   }
 
   /** The entry `name` inside this directory, as a path for this process's system calls. */
-  at(name: string): string {
+  at(name: string): string;
+  at(name: EntryName): string | Buffer;
+  at(name: EntryName): string | Buffer {
     if (!this.open) throw new Error(`${this.path} is closed`);
-    return `/proc/self/fd/${this.fd}/${checkName(name)}`;
+    return joinName(`/proc/self/fd/${this.fd}`, name);
   }
 
   /** The same, for a child process of ours (its /proc/self is its own). */
   atForChild(name: string): string {
-    return `/proc/${process.pid}/fd/${this.fd}/${checkName(name)}`;
+    return joinName(`/proc/${process.pid}/fd/${this.fd}`, name) as string;
+  }
+
+  /** This directory itself, for a child process of ours (cp, sudo rm). */
+  selfForChild(): string {
+    return `/proc/${process.pid}/fd/${this.fd}`;
   }
 
   /** Where the directory is now (it may have been moved since it was opened). */
@@ -155,8 +197,9 @@ export class Dir {
     return fs.readlinkSync(`/proc/self/fd/${this.fd}`).replace(/ \(deleted\)$/, '');
   }
 
-  entries(): fs.Dirent[] {
-    return fs.readdirSync(`/proc/self/fd/${this.fd}`, { withFileTypes: true });
+  /** The entries with their raw names, whatever bytes they are. */
+  entries(): fs.Dirent<Buffer>[] {
+    return fs.readdirSync(`/proc/self/fd/${this.fd}`, { withFileTypes: true, encoding: 'buffer' });
   }
 
   names(): string[] {
@@ -164,11 +207,11 @@ export class Dir {
   }
 
   /** lstat of an entry (never follows it), or undefined when there is none. */
-  lstat(name: string): fs.Stats | undefined {
+  lstat(name: EntryName): fs.Stats | undefined {
     return fs.lstatSync(this.at(name), { throwIfNoEntry: false });
   }
 
-  exists(name: string): boolean {
+  exists(name: EntryName): boolean {
     return this.lstat(name) !== undefined;
   }
 
@@ -205,7 +248,7 @@ export function unlinkIfAny(target: string): void {
 
 /** The mounts at or below the entry `name` of `dir`, from this process's mount table. */
 export function mountsBelow(dir: Dir, name: string): Mount[] {
-  return mountsUnder(path.join(dir.realPath(), checkName(name)));
+  return mountsUnder(path.join(dir.realPath(), checkName(name) as string));
 }
 
 interface Walk {
@@ -261,13 +304,13 @@ function record(walk: Walk, shown: string, error: unknown, owner?: number): void
 }
 
 /** Records a mount found at `name` in `parent`, by its mount id or, failing that, its place. */
-function mountFailure(walk: Walk, parent: Dir, name: string, mountId?: number): void {
-  const shown = path.join(parent.path, name);
+function mountFailure(walk: Walk, parent: Dir, name: EntryName, mountId?: number): void {
+  const shown = path.join(parent.path, nameText(name));
   walk.mounts ??= currentMounts();
   let mount = mountId === undefined ? undefined : walk.mounts.find((each) => each.id === mountId);
   if (!mount) {
     try {
-      const real = path.join(parent.realPath(), name);
+      const real = path.join(parent.realPath(), nameText(name));
       mount = [...walk.mounts].reverse().find((each) => each.mountPoint === real);
     } catch {
       // Described as "another mount".
@@ -293,11 +336,13 @@ function hintFor(code: string, owner?: number): string {
   if (code === 'EBUSY' || code === 'EXDEV')
     return 'a file system is mounted here and is never entered: unmount it, then the sweep removes the rest';
   if (code === 'ETOODEEP') return `nested deeper than ${MAX_DEPTH} directories: an administrator must remove it`;
+  if (code === 'ENOTEMPTY')
+    return 'something was still writing into it while it was deleted; the sweep retries it every time';
   return 'the sweep retries it every time';
 }
 
-function removeEntry(parent: Dir, name: string, isDir: boolean | undefined, walk: Walk, depth: number): void {
-  const shown = path.join(parent.path, name);
+function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, walk: Walk, depth: number): void {
+  const shown = path.join(parent.path, nameText(name));
   if (isDir !== true) {
     // unlink never follows the name: a file, a symlink, a socket are removed themselves.
     try {
@@ -320,16 +365,19 @@ function removeEntry(parent: Dir, name: string, isDir: boolean | undefined, walk
   }
   let dir: Dir;
   try {
-    dir = parent.openChild(name, { chmod: walk.uid !== 0 });
+    const guard = walk.uid === 0 ? undefined : { dev: walk.dev, mountId: walk.mountId, uid: walk.uid };
+    dir = parent.openChild(name, { chmod: guard });
   } catch (error) {
     const code = errorCode(error);
     if (code === 'ENOENT') return;
     // Swapped for a symlink or a file since it was listed: it is removed as what it is now.
     if ((code === 'ELOOP' || code === 'ENOTDIR') && isDir === true)
       return removeEntry(parent, name, false, walk, depth);
-    record(walk, shown, error, parent.lstat(name)?.uid);
+    if (code === 'EBUSY') mountFailure(walk, parent, name);
+    else record(walk, shown, error, parent.lstat(name)?.uid);
     return;
   }
+  const failuresBefore = walk.failures.length;
   try {
     if (dir.stat.dev !== walk.dev || dir.mountId !== walk.mountId) {
       mountFailure(walk, parent, name, dir.mountId);
@@ -343,7 +391,7 @@ function removeEntry(parent: Dir, name: string, isDir: boolean | undefined, walk
         // The failures that matter are reported by the removals below.
       }
     }
-    let entries: fs.Dirent[];
+    let entries: fs.Dirent<Buffer>[];
     try {
       entries = dir.entries();
     } catch (error) {
@@ -358,8 +406,10 @@ function removeEntry(parent: Dir, name: string, isDir: boolean | undefined, walk
     fs.rmdirSync(parent.at(name));
   } catch (error) {
     const code = errorCode(error);
-    // ENOTEMPTY only repeats what the entries' own failures already say.
-    if (code === 'ENOENT' || code === 'ENOTEMPTY') return;
+    if (code === 'ENOENT') return;
+    // ENOTEMPTY after failures below only repeats them; without any, something was added
+    // meanwhile (a process still writing): that is a failure of its own, retried by the sweep.
+    if (code === 'ENOTEMPTY' && walk.failures.length > failuresBefore) return;
     if (code === 'EBUSY') mountFailure(walk, parent, name);
     else record(walk, shown, error, parent.stat.uid);
   }
@@ -370,29 +420,39 @@ export interface TreeSize {
   files: number;
 }
 
-/** Disk usage of a tree (allocated blocks, as `du` counts), never following symlinks. Read-only. */
-export function treeSize(target: string): TreeSize {
+/**
+ * Disk usage of the entry `name` of `parent` (allocated blocks, as `du` counts), walked like a
+ * delete: through opened directories, never following a symlink, never entering another
+ * mount (a mount counts as its own directory only). Read-only; what cannot be read counts
+ * as itself.
+ */
+export function treeSizeIn(parent: Dir, name: EntryName): TreeSize {
   const total: TreeSize = { bytes: 0, files: 0 };
-  const pending = [target];
-  while (pending.length > 0) {
-    const current = pending.pop() as string;
-    let stat: fs.Stats;
-    try {
-      stat = fs.lstatSync(current);
-    } catch {
-      continue;
-    }
+  const visit = (dir: Dir, entry: EntryName, depth: number) => {
+    const stat = dir.lstat(entry);
+    if (!stat) return;
     total.bytes += stat.blocks * 512;
     if (!stat.isDirectory()) {
       total.files++;
-      continue;
+      return;
+    }
+    if (depth >= MAX_DEPTH) return;
+    let child: Dir;
+    try {
+      child = dir.openChild(entry);
+    } catch {
+      return;
     }
     try {
-      for (const name of fs.readdirSync(current)) pending.push(path.join(current, name));
+      if (!parent.sameMount(child)) return;
+      for (const each of child.entries()) visit(child, each.name, depth + 1);
     } catch {
       // An unreadable directory counts as its own size only.
+    } finally {
+      child.close();
     }
-  }
+  };
+  visit(parent, name, 0);
   return total;
 }
 

@@ -38,6 +38,7 @@ export function describeFailures(failures: readonly RemoveFailure[]): string {
 
 /** The sweep table's short account of paths that resisted deletion. */
 function resisted(failures: readonly RemoveFailure[]): string {
+  if (failures.length === 0) return 'it could not be removed; retried every sweep';
   return `${failures.length} paths resisted (first: ${failures[0].path}: ${failures[0].code}); retried every sweep`;
 }
 

@@ -2,7 +2,7 @@ import { errorMessage } from './errors.js';
 import { AREAS, Layout, type LaneMeta } from './layout.js';
 import { Lock, heldFlocks } from './lease.js';
 import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
-import { removeIn, treeSize, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
+import { removeIn, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
 import { requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
 import { emptyTrash, moveToTrash, type TrashResult } from './trash.js';
@@ -130,21 +130,26 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   };
   const evict = (lane: ParkedLane, reason: string): SweepEntry => {
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, reason, created: lane.parked };
-    if (mode === 'dry-run') return { ...base, outcome: 'evicted', bytes: treeSize(lane.path).bytes };
+    if (mode === 'dry-run')
+      return { ...base, outcome: 'evicted', bytes: layout.sizeOf('parked', lane.slot, lane.key).bytes };
     const moved = attempt(`evicting ${lane.key}`, () => evictParked(layout, lane), undefined);
     return moved
       ? { ...base, outcome: 'evicted', trashed: moved }
       : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile, or could not be taken' };
   };
   // Sizes of what stays are for the report; pre (background) must not walk big trees for them.
-  const keptEntry = (key: string, lanePath: string, state: 'parked' | 'kept', reason: string, created?: string) => ({
-    key,
-    path: lanePath,
-    state,
+  const keptEntry = (lane: { key: string; path: string; slot?: string }, reason: string, created?: string) => ({
+    key: lane.key,
+    path: lane.path,
+    state: lane.slot === undefined ? ('kept' as const) : ('parked' as const),
     outcome: 'kept' as const,
     reason,
     created,
-    bytes: mode === 'background' ? undefined : treeSize(lanePath).bytes,
+    bytes:
+      mode === 'background'
+        ? undefined
+        : (lane.slot === undefined ? layout.sizeOf('lanes', lane.key) : layout.sizeOf('parked', lane.slot, lane.key))
+            .bytes,
   });
   const empty = () => {
     if (mode === 'background') return;
@@ -211,10 +216,10 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       }
     } else if ('parked' in candidate) {
       const lane = candidate.parked;
-      entries.push(keptEntry(lane.key, lane.path, 'parked', 'parked for the next run of its scope', lane.parked));
+      entries.push(keptEntry(lane, 'parked for the next run of its scope', lane.parked));
     } else {
       const lane = candidate.kept;
-      entries.push(keptEntry(lane.key, lane.path, 'kept', lane.meta?.retained ?? 'kept', lane.created));
+      entries.push(keptEntry({ key: lane.key, path: lane.path }, lane.meta?.retained ?? 'kept', lane.created));
     }
   }
   attribute(entries, trash);
@@ -277,7 +282,7 @@ function reap(
 ): SweepEntry {
   const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
   // A dry run changes nothing, not even a lock file: the state listLanes found is its answer.
-  if (mode === 'dry-run') return { ...base, outcome, bytes: treeSize(lane.path).bytes };
+  if (mode === 'dry-run') return { ...base, outcome, bytes: layout.sizeOf('lanes', lane.key).bytes };
   const lock = Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return { ...base, outcome: 'kept', reason: 'live: its lease was taken meanwhile' };
   try {

@@ -11,7 +11,6 @@ import {
   removeIn,
   unlinkIfAny,
   renameIn,
-  treeSize,
   type Dir,
   type Privileged,
   type RemoveFailure,
@@ -64,7 +63,8 @@ export function listTrash(layout: Layout): TrashEntry[] {
   if (!trash) return [];
   const entries: TrashEntry[] = [];
   for (const name of trash.names().sort()) {
-    // Beside each entry (a directory) may lie its lock and failure record: files, skipped.
+    // Beside each entry (a directory) lie its lock and failure record: never entries themselves.
+    if (name.endsWith('.lock') || name.endsWith(FAILED)) continue;
     const stat = trash.lstat(name);
     if (!stat?.isDirectory()) continue;
     const record = readJsonNoFollow(trash.at(`${name}${FAILED}`)) as { failures?: unknown } | undefined;
@@ -117,7 +117,12 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
     if (options.deadline !== undefined && Date.now() >= options.deadline) break;
     const base = { name: entry.name, path: entry.path };
     if (options.dryRun) {
-      results.push({ ...base, outcome: 'would delete', bytes: treeSize(entry.path).bytes, failures: entry.failures });
+      results.push({
+        ...base,
+        outcome: 'would delete',
+        bytes: layout.sizeOf('trash', entry.name).bytes,
+        failures: entry.failures,
+      });
       continue;
     }
     const trash = layout.dir('trash');
@@ -138,17 +143,26 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
       const before = freeBytes(layout.root);
       const removal = removeIn(trash, entry.name, options.privileged);
       const bytes = Math.max(0, freeBytes(layout.root) - before);
+      // Whatever a job planted where the failure record goes (a directory, say) makes way.
+      const record = `${entry.name}${FAILED}`;
+      if (trash.lstat(record) && !trash.lstat(record)?.isFile()) removeIn(trash, record);
       if (removal.removed) {
-        unlinkIfAny(trash.at(`${entry.name}${FAILED}`));
+        unlinkIfAny(trash.at(record));
         lock.unlinkWhileHeld();
         results.push({ ...base, outcome: 'deleted', bytes, failures: [] });
       } else {
-        writeFileAtomic(
-          trash.at(`${entry.name}${FAILED}`),
-          `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`,
-        );
+        writeFileAtomic(trash.at(record), `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`);
         results.push({ ...base, outcome: 'failed', bytes, failures: removal.failures });
       }
+    } catch (error) {
+      // One entry's trouble never stops the rest of the trash.
+      const failure = { path: entry.path, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
+      results.push({
+        ...base,
+        outcome: 'failed',
+        bytes: 0,
+        failures: [{ ...failure, hint: 'the sweep retries it every time' }],
+      });
     } finally {
       lock.release();
     }

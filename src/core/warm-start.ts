@@ -20,7 +20,7 @@ export function startWarm(
 ): WarmOrigin | undefined {
   for (const source of sources) {
     if (source === 'same') {
-      const claimed = claimParked(layout, warmSlot(slotParts(identity)), key);
+      const claimed = claimParked(layout, warmSlot(slotParts(identity)), key, identity.trust);
       if (claimed) return claimed;
       notes.push(`warm: nothing parked for ${identity.scope} (${identity.trust})`);
       continue;

@@ -3,9 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { writeFileAtomic } from './atomic.js';
 import { errorMessage } from './errors.js';
 import { matrixLabel, scopeOf } from './key.js';
-import { readJsonNoFollow, type Layout, type LaneMeta } from './layout.js';
+import { isLaneName, readJsonNoFollow, type Layout, type LaneMeta } from './layout.js';
 import { Lock } from './lease.js';
-import { mountsBelow, removeIn, renameIn, treeSize, unlinkIfAny, type Dir } from './remove.js';
+import { mountsBelow, removeIn, renameIn, treeSizeIn, unlinkIfAny, type Dir } from './remove.js';
 import { shortHash, slug } from './sanitize.js';
 import { moveToTrash } from './trash.js';
 
@@ -69,7 +69,8 @@ export interface ParkedLane {
 export function listParked(layout: Layout, slot?: string): ParkedLane[] {
   const slots = slot === undefined ? layout.names('parked') : [slot];
   const lanes: ParkedLane[] = [];
-  for (const each of slots) {
+  // Only names runlane makes: anything else a job put there is never a candidate.
+  for (const each of slots.filter(isLaneName)) {
     let dir: Dir | undefined;
     try {
       dir = layout.slotDir(each);
@@ -78,7 +79,7 @@ export function listParked(layout: Layout, slot?: string): ParkedLane[] {
     }
     if (!dir) continue;
     try {
-      for (const key of dir.names()) {
+      for (const key of dir.names().filter(isLaneName)) {
         const meta = layout.readMeta(key);
         lanes.push({ key, slot: each, path: layout.parkedLane(each, key), meta, parked: meta?.parked });
       }
@@ -140,8 +141,9 @@ export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
 export function evictParked(layout: Layout, lane: ParkedLane): string | undefined {
   const lock = Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return undefined;
-  const slotDir = layout.slotDir(lane.slot);
+  let slotDir: Dir | undefined;
   try {
+    slotDir = layout.slotDir(lane.slot);
     if (!slotDir?.exists(lane.key)) return undefined;
     const moved = moveToTrash(layout, slotDir, lane.key, lane.key);
     if ('error' in moved && !removeIn(slotDir, lane.key).removed) return undefined;
@@ -183,24 +185,29 @@ export interface WarmOrigin {
  * candidate is taken under its lock and re-checked, so of two runs starting together exactly
  * one gets it, and a sweep evicting it cannot interleave. Undefined when there is none to claim.
  */
-export function claimParked(layout: Layout, slot: string, key: string): WarmOrigin | undefined {
+export function claimParked(layout: Layout, slot: string, key: string, trust: TrustClass): WarmOrigin | undefined {
   for (const candidate of listParked(layout, slot)) {
     // Whoever else holds a parked lane's lock holds it briefly (a claimer, an evicting sweep,
     // a status probe): wait a moment rather than start cold for nothing.
     const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
     if (!lock) continue;
-    const slotDir = layout.slotDir(slot);
+    let slotDir: Dir | undefined;
     try {
+      slotDir = layout.slotDir(slot);
       if (!slotDir?.lstat(candidate.key)?.isDirectory()) {
         lock.unlinkWhileHeld();
         continue;
       }
+      // Only a lane parked from this very slot and trust class (defence in depth: see the README).
+      if (candidate.meta?.slot !== slot || candidate.meta?.trust !== trust) continue;
       if (mountsBelow(slotDir, candidate.key).length > 0) continue;
       renameIn(slotDir, candidate.key, layout.dir('lanes'), key);
       unlinkIfAny(layout.metaFile(candidate.key));
       lock.unlinkWhileHeld();
       removeEmptySlot(layout, slot);
       return { from: candidate.key, slot, how: 'claimed', parked: candidate.parked, runId: candidate.meta?.runId };
+    } catch {
+      // A slot that is not what runlane made: no claim from it.
     } finally {
       slotDir?.close();
       lock.release();
@@ -224,23 +231,40 @@ export type CopyDecision = { copied: WarmOrigin } | { skipped: string } | undefi
  * inside the tree).
  */
 export function copyParked(layout: Layout, slot: string, key: string): CopyDecision {
-  const [candidate] = listParked(layout, slot);
+  const [candidate] = listParked(layout, slot).filter(
+    (lane) => lane.meta?.slot === slot && lane.meta?.trust === 'trusted',
+  );
   if (!candidate) return undefined;
   const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
   if (!lock) return { skipped: `the parked lane ${candidate.key} is busy (being claimed or evicted)` };
-  const slotDir = layout.slotDir(slot);
+  const opened: Dir[] = [];
   const lanes = layout.dir('lanes');
+  let made = false;
+  const undo = () => {
+    if (made && lanes.exists(key)) removeIn(lanes, key);
+    made = false;
+  };
   try {
-    if (!slotDir?.lstat(candidate.key)?.isDirectory()) return undefined;
+    const slotDir = layout.slotDir(slot);
+    if (!slotDir) return undefined;
+    opened.push(slotDir);
+    if (!slotDir.lstat(candidate.key)?.isDirectory()) return undefined;
+    const source = slotDir.openChild(candidate.key);
+    opened.push(source);
+    if (!slotDir.sameMount(source)) return { skipped: `the parked lane ${candidate.key} is a mount` };
     const origin = { from: candidate.key, slot, parked: candidate.parked, runId: candidate.meta?.runId };
+    // Both ends through our own descriptors: cp never meets a name a job could swap, and
+    // -a never follows a symlink inside the tree.
+    fs.mkdirSync(lanes.at(key), { mode: 0o755 });
+    made = true;
+    const target = lanes.openChild(key);
+    opened.push(target);
     const cp = (...flags: string[]) =>
-      spawnSync('cp', ['-a', ...flags, '--', slotDir.atForChild(candidate.key), lanes.atForChild(key)], {
+      spawnSync('cp', ['-a', '-T', ...flags, '--', `${source.selfForChild()}/.`, `${target.selfForChild()}/.`], {
         encoding: 'utf8',
       });
-    const reflink = cp('--reflink=always');
-    if (reflink.status === 0) return { copied: { ...origin, how: 'reflink' } };
-    if (lanes.exists(key)) removeIn(lanes, key);
-    const { bytes } = treeSize(candidate.path);
+    if (cp('--reflink=always').status === 0) return { copied: { ...origin, how: 'reflink' } };
+    const { bytes } = treeSizeIn(slotDir, candidate.key);
     const rateFile = layout.rootHandle().at('copy-rate.json');
     const recorded = readJsonNoFollow(rateFile) as { bytesPerSecond?: unknown } | undefined;
     const rate =
@@ -250,6 +274,7 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     const estimateMs = (bytes / rate) * 1000;
     const budgetMs = (candidate.meta?.jobMs ?? 0) / 2;
     if (estimateMs >= budgetMs) {
+      undo();
       return {
         skipped: `no reflinks here, and copying ${bytes} bytes (about ${Math.round(estimateMs)} ms at ${Math.round(rate / 1048576)} MiB/s) would cost more than half the ${candidate.meta?.jobMs ?? 0} ms its job took`,
       };
@@ -257,7 +282,7 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     const started = Date.now();
     const copy = cp();
     if (copy.status !== 0) {
-      if (lanes.exists(key)) removeIn(lanes, key);
+      undo();
       return { skipped: `cp failed: ${(copy.stderr || '').trim()}` };
     }
     const took = Math.max(1, Date.now() - started);
@@ -265,9 +290,10 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
       writeFileAtomic(rateFile, `${JSON.stringify({ bytesPerSecond: (bytes / took) * 1000 })}\n`);
     return { copied: { ...origin, how: 'copy' } };
   } catch (error) {
+    undo();
     return { skipped: errorMessage(error) };
   } finally {
-    slotDir?.close();
+    for (const dir of opened.reverse()) dir.close();
     lock.release();
   }
 }
