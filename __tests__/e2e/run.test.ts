@@ -1,0 +1,222 @@
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { CLI, cli, laneStates, within } from '../helpers/jobs.js';
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-run-'));
+afterAll(() => {
+  spawnSync('pkill', ['-KILL', '-f', scratch]);
+  fs.rmSync(scratch, { recursive: true, force: true });
+});
+
+let count = 0;
+/** A fresh work directory and root for one test. */
+function place(): { cwd: string; root: string } {
+  const dir = path.join(scratch, `t${++count}`);
+  fs.mkdirSync(path.join(dir, 'work'), { recursive: true });
+  return { cwd: path.join(dir, 'work'), root: path.join(dir, 'root') };
+}
+
+/** `runlane run` with a clean CI-free environment, synchronously. */
+function run(where: { cwd: string; root: string }, args: string[], env: NodeJS.ProcessEnv = {}) {
+  return spawnSync(process.execPath, [CLI, 'run', '--root', where.root, ...args], {
+    cwd: where.cwd,
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+  });
+}
+
+describe('runlane run: exit status', () => {
+  it.each([
+    [['sh', '-c', 'exit 0'], 0],
+    [['sh', '-c', 'exit 1'], 1],
+    [['sh', '-c', 'exit 3'], 3],
+    [['sh', '-c', 'kill -KILL $$'], 137],
+    [['sh', '-c', 'kill -TERM $$'], 143],
+    [['no-such-command-here'], 127],
+  ])('%j exits %d, and its lane is closed', (command, status) => {
+    const where = place();
+    const out = run(where, ['--', ...command]);
+    expect(out.status).toBe(status);
+    expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
+  });
+
+  it('a file that cannot be executed exits 126', () => {
+    const where = place();
+    const file = path.join(where.cwd, 'not-executable');
+    fs.writeFileSync(file, '#!/bin/sh\n');
+    expect(run(where, ['--', file]).status).toBe(126);
+  });
+
+  it("runlane's own failure exits 125 with the reason, and runs nothing", () => {
+    const where = place();
+    const mark = path.join(where.cwd, 'ran');
+    for (const args of [
+      ['--cleanup', 'sometimes'],
+      ['--preset', 'rustup'],
+      ['--env', 'BASH_ENV=rc'],
+      ['--lease-timeout', '10'],
+      ['--no-such-flag'],
+    ]) {
+      const out = run(where, [...args, '--', 'touch', mark]);
+      expect(out.status).toBe(125);
+      expect(out.stderr).not.toBe('');
+      expect(fs.existsSync(mark)).toBe(false);
+    }
+    const rootSlash = spawnSync(process.execPath, [CLI, 'run', '--root', '/', '--', 'touch', mark], {
+      encoding: 'utf8',
+    });
+    expect(rootSlash.status).toBe(125);
+    expect(rootSlash.stderr).toMatch(/it is the file-system root/);
+    expect(fs.existsSync(mark)).toBe(false);
+  });
+});
+
+describe('runlane run: the lane and its lease', () => {
+  it("gives COMMAND the lane's variables in its own lane, and two runs at once two lanes", async () => {
+    const where = place();
+    const outs = await Promise.all(
+      [1, 2].map(
+        (n) =>
+          new Promise<string>((resolve) => {
+            const child = spawn(
+              process.execPath,
+              [
+                CLI,
+                'run',
+                '--root',
+                where.root,
+                '--preset',
+                'cargo',
+                '--env',
+                'FOO_CHECKPOINT_DIR=ckpt',
+                '--scope',
+                'main',
+                '--',
+                'sh',
+                '-c',
+                `echo "$RUNLANE_DIR|$CARGO_TARGET_DIR|$FOO_CHECKPOINT_DIR"; sleep 1`,
+              ],
+              { cwd: where.cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME, RUN: String(n) } },
+            );
+            let out = '';
+            child.stdout.on('data', (chunk) => (out += chunk));
+            child.on('close', () => resolve(out.trim()));
+          }),
+      ),
+    );
+    const [a, b] = outs.map((out) => out.split('|'));
+    expect(a[0]).not.toBe(b[0]);
+    for (const [lane, target, checkpoint] of [a, b]) {
+      expect(lane.startsWith(path.join(where.root, 'lanes'))).toBe(true);
+      expect(target).toBe(path.join(lane, 'cargo-target'));
+      expect(checkpoint).toBe(path.join(lane, 'ckpt'));
+    }
+  });
+
+  it("SIGTERM to runlane reaches COMMAND's grandchild; runlane exits with COMMAND's status and closes the lane", async () => {
+    const where = place();
+    const started = path.join(where.cwd, 'started');
+    const got = path.join(where.cwd, 'got-term');
+    const inner = `trap 'echo term > ${got}; exit 0' TERM; touch ${started}; while :; do sleep 0.1; done`;
+    const child = spawn(
+      process.execPath,
+      [CLI, 'run', '--root', where.root, '--', 'sh', '-c', `sh -c "${inner}" & wait`],
+      {
+        cwd: where.cwd,
+        stdio: 'ignore',
+      },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    expect(await within(15_000, () => fs.existsSync(started))).toBeGreaterThanOrEqual(0);
+    expect(Object.values(laneStates(where.root))).toEqual(['live']);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    expect(fs.readFileSync(got, 'utf8').trim()).toBe('term');
+    expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
+  });
+
+  it("SIGKILL of runlane ends the lease at once: the next sweep reaps the lane while COMMAND's survivor runs on, leaseless", async () => {
+    const where = place();
+    const pidFile = path.join(where.cwd, 'pid');
+    const child = spawn(
+      process.execPath,
+      [CLI, 'run', '--root', where.root, '--', 'sh', '-c', `echo $$ > ${pidFile}; exec sleep 60`],
+      {
+        cwd: where.cwd,
+        stdio: 'ignore',
+      },
+    );
+    expect(
+      await within(15_000, () => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8') !== ''),
+    ).toBeGreaterThanOrEqual(0);
+    const survivor = Number(fs.readFileSync(pidFile, 'utf8'));
+    const [key] = Object.keys(laneStates(where.root));
+    expect(laneStates(where.root)[key]).toBe('live');
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(laneStates(where.root)[key]).toBe('orphan');
+    const sweep = cli('sweep', '--root', where.root, '--json');
+    expect(sweep.code).toBe(0);
+    expect(sweep.json().entries).toEqual([expect.objectContaining({ key, outcome: 'reaped' })]);
+    expect(() => process.kill(survivor, 0)).not.toThrow();
+    process.kill(survivor, 'SIGKILL');
+  });
+
+  it('--warm parks a successful lane and the next run of the same scope claims it', () => {
+    const where = place();
+    const first = run(where, [
+      '--warm',
+      '--preset',
+      'cargo',
+      '--scope',
+      'main',
+      '--',
+      'sh',
+      '-c',
+      'mkdir -p "$CARGO_TARGET_DIR" && echo built > "$CARGO_TARGET_DIR/state"',
+    ]);
+    expect(first.status).toBe(0);
+    expect(first.stderr).toMatch(/parked for the next run/);
+    expect(Object.values(laneStates(where.root))).toEqual(['parked']);
+    const second = run(where, [
+      '--warm',
+      '--preset',
+      'cargo',
+      '--scope',
+      'main',
+      '--',
+      'sh',
+      '-c',
+      'cat "$CARGO_TARGET_DIR/state"',
+    ]);
+    expect(second.status).toBe(0);
+    expect(second.stdout.trim()).toBe('built');
+    expect(second.stderr).toMatch(/warm: true \(claimed from /);
+  });
+
+  it('runlane env prints the variables, holds the lease until runlane close', () => {
+    const where = place();
+    const env = spawnSync(process.execPath, [CLI, 'env', '--root', where.root, '--preset', 'tmp', '--format', 'json'], {
+      cwd: where.cwd,
+      encoding: 'utf8',
+    });
+    expect(env.status).toBe(0);
+    const vars = JSON.parse(env.stdout);
+    expect(vars.TMPDIR).toBe(path.join(vars.RUNLANE_DIR, 'tmp'));
+    expect(fs.statSync(vars.TMPDIR).isDirectory()).toBe(true);
+    expect(laneStates(where.root)[vars.RUNLANE_KEY]).toBe('live');
+    const shell = spawnSync(process.execPath, [CLI, 'env', '--root', where.root, '--quiet'], {
+      cwd: where.cwd,
+      encoding: 'utf8',
+    });
+    expect(shell.stdout).toMatch(/^export RUNLANE_DIR=.+\nexport RUNLANE_KEY=.+\n$/);
+    const close = cli('close', vars.RUNLANE_KEY, '--root', where.root);
+    expect(close.code).toBe(0);
+    expect(laneStates(where.root)[vars.RUNLANE_KEY]).not.toBe('live');
+    expect(fs.existsSync(vars.RUNLANE_DIR)).toBe(false);
+    expect(cli('close', '../../etc', '--root', where.root).code).toBe(2);
+  });
+});
