@@ -299,11 +299,84 @@ async function appScenario() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 4. The same tools through `runlane run`, as any CI system or a shell would use it: a real cargo
+// build of the generated workspace, and the two concurrent pytest -n 2 jobs.
+const CLI = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'dist', 'cli', 'index.js');
+
+function runlaneRun(args, env, cwd) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'run', ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (chunk) => (out += chunk));
+    child.stderr.on('data', (chunk) => (out += chunk));
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+async function runScenario() {
+  const root = path.join(scratch, 'run-root');
+  {
+    const name = 'cargo build through runlane run';
+    const manifest = path.join(scratch, 'cargo-ws', 'Cargo.toml');
+    const script = `cargo build --offline --manifest-path ${manifest} 2>&1 && ls "$CARGO_TARGET_DIR/debug" >/dev/null && echo "target: $CARGO_TARGET_DIR"`;
+    const out = await runlaneRun(['--root', root, '--preset', 'cargo', '--', 'sh', '-c', script], process.env, scratch);
+    const target = /target: (.*)/.exec(out.out)?.[1] ?? '';
+    const held = out.code === 0 && target.startsWith(path.join(root, 'lanes')) && !fs.existsSync(target);
+    verdict(
+      name,
+      'with',
+      held,
+      held ? `built in ${target}, and the lane was closed when cargo ended` : out.out.slice(-800),
+    );
+  }
+  {
+    const name = 'pytest -n 2 through runlane run, two concurrent jobs';
+    const sharedTmp = path.join(scratch, 'shared-tmp-run');
+    fs.mkdirSync(sharedTmp);
+    const addopts = `--basetemp=${path.join(sharedTmp, 'pytest-ci')} -p no:cacheprovider`;
+    const outcomes = await Promise.all(
+      ['A', 'B'].map(async (jobName, i) => {
+        const dir = path.join(scratch, `pytest-run-${jobName}`);
+        fs.mkdirSync(dir);
+        fs.writeFileSync(path.join(dir, 'test_race.py'), PYTEST_FILE);
+        await sleep(i * 700);
+        const env = { ...process.env, TMPDIR: sharedTmp, PYTEST_ADDOPTS: addopts, JOB_NAME: jobName };
+        const args = [
+          '--root',
+          root,
+          '--preset',
+          'tmp,pytest',
+          '--',
+          '/usr/bin/python3',
+          '-m',
+          'pytest',
+          '-n',
+          '2',
+          '-q',
+          'test_race.py',
+        ];
+        return runlaneRun(args, env, dir);
+      }),
+    );
+    const held = outcomes.every((o) => o.code === 0);
+    verdict(
+      name,
+      'with',
+      held,
+      held
+        ? 'both jobs passed, each with its own TMPDIR and basetemp'
+        : outcomes.map((o) => o.out.slice(-600)).join('\n---\n'),
+    );
+  }
+}
+
 try {
   const started = Date.now();
   await cargoScenario();
   await pytestScenario();
   await appScenario();
+  await runScenario();
   const withHalves = results.filter((r) => r.half === 'with');
   const passed = withHalves.filter((r) => r.held).length;
   log(`e2e finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
