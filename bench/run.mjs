@@ -161,6 +161,22 @@ sys.stdin.read()`,
   });
 }
 
+// runlane run -- true: open, lease, run, close and the background hand-off, against one bare
+// node start-up (the goal: less than one more node start).
+{
+  const root = path.join(scratch, 'run-root');
+  const cwd = path.join(scratch, 'run-cwd');
+  fs.mkdirSync(cwd);
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME };
+  const runs = Array.from({ length: 9 }, () =>
+    timeSync(process.execPath, [CLI, 'run', '--root', root, '--quiet', '--', 'true'], { cwd, env }),
+  );
+  report('runlane run -- true (whole process)', median(runs), 'bare node start-up', nodeStart, {
+    text: 'ratio <= 2.0',
+    check: (_, ratio) => ratio <= 2.0,
+  });
+}
+
 // Reap throughput: orphans with 40,000 files in all, against rm -rf of identical trees.
 {
   const lanes = 20;

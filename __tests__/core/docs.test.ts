@@ -67,7 +67,14 @@ describe('the CLI help is complete', () => {
     const help = (...args: string[]) =>
       spawnSync(process.execPath, [cli, ...args, '--help'], { encoding: 'utf8' }).stdout;
     const commands = buildCli().commands;
-    expect(commands.map((command) => command.name()).sort()).toEqual(['empty-trash', 'status', 'sweep']);
+    expect(commands.map((command) => command.name()).sort()).toEqual([
+      'close',
+      'empty-trash',
+      'env',
+      'run',
+      'status',
+      'sweep',
+    ]);
     const top = help();
     for (const command of commands) {
       expect(top).toContain(command.name());

@@ -100,9 +100,8 @@ describe('a holder a step cannot kill by accident', () => {
     const job = newJob();
     const mark = path.join(job.dir, 'done');
     // pid 1 of a new pid namespace with its own /proc: pkill and killall see only its processes.
-    // The step runs in a session of its own, as a runner starts it, and kills its own group.
+    // A later step runs in a session of its own, as a runner starts it, and kills its own group.
     const step = [
-      'node "$MAIN" > "$JOB_DIR/main.out" 2>&1 || exit 7',
       // A decoy shows that pkill would have killed a node process.
       'node -e "setInterval(() => {}, 1000)" & decoy=$!',
       'sleep 0.5',
@@ -113,6 +112,8 @@ describe('a holder a step cannot kill by accident', () => {
     ].join('\n');
     const script = [
       '[ "$$" = 1 ] || exit 9',
+      // pid 1 plays the runner's worker: main is its child, and it lives on (exec keeps its pid).
+      'node "$MAIN" > "$JOB_DIR/main.out" 2>&1 || exit 7',
       'setsid -w bash -c "$STEP"',
       'cat "$MARK.decoy" > "$MARK"',
       'exec sleep 600',
@@ -128,6 +129,8 @@ describe('a holder a step cannot kill by accident', () => {
       ).toBeGreaterThanOrEqual(0);
       expect(fs.readFileSync(path.join(job.dir, 'main.out'), 'utf8')).toContain('lease: held by pid');
       expect(fs.readFileSync(mark, 'utf8').trim()).toBe('decoy-dead');
+      // Longer than the holder's check interval: had anything ended it, it would show now.
+      await new Promise((resolve) => setTimeout(resolve, 1200));
       const [key, state] = onlyLane(job.root);
       expect(state).toBe('live');
       const sweep = cli('sweep', '--root', job.root, '--json');
@@ -235,5 +238,64 @@ describe('probing locks another user made', () => {
     } finally {
       fs.rmSync(parent, { recursive: true, force: true });
     }
+  });
+});
+
+describe('post and the lease', () => {
+  it('post that fails still releases the lease, closes its log group and warns', async () => {
+    const job = newJob({ inputs: { warm: 'true' } });
+    expect((await job.phase('main')).code).toBe(0);
+    const holder = Number(job.state['holder-pid']);
+    // Parking will fail: the parked directory is not one runlane made any more.
+    fs.rmSync(path.join(job.root, 'parked'), { recursive: true, force: true });
+    fs.writeFileSync(path.join(job.root, 'parked'), 'not a directory');
+    const post = await job.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.warnings.join('\n')).toMatch(/parked directory .* is refused/);
+    const groups = post.stdout.split('\n').filter((line) => /^::(end)?group::/.test(line));
+    expect(groups.filter((line) => line.startsWith('::group::')).length).toBe(
+      groups.filter((line) => line.startsWith('::endgroup::')).length,
+    );
+    // The holder is gone (at most a zombie awaiting its reaper): the lease is free at once.
+    const cmdline = fs.existsSync(`/proc/${holder}/cmdline`) ? fs.readFileSync(`/proc/${holder}/cmdline`, 'utf8') : '';
+    expect(cmdline).not.toContain('runlane-lease');
+    const status = cli('status', '--root', job.root, '--json');
+    expect(status.code).toBe(1);
+    expect(status.json().problems.join('\n')).toMatch(/parked directory/);
+    expect(status.json().lanes).toEqual([expect.objectContaining({ key: job.outputs.key, state: 'orphan' })]);
+  });
+
+  it('says what it knows when the holder was killed and a sweep reaped the lane', async () => {
+    const job = newJob();
+    expect((await job.phase('main')).code).toBe(0);
+    const holder = Number(job.state['holder-pid']);
+    process.kill(holder, 'SIGKILL');
+    expect(await within(10_000, () => laneStates(job.root)[job.outputs.key] === 'orphan')).toBeGreaterThanOrEqual(0);
+    expect(cli('sweep', '--root', job.root).code).toBe(0);
+    const post = await job.phase('post');
+    expect(post.stdout).toContain(`its lease holder (pid ${holder}) had ended before post`);
+  });
+
+  it('two runlane steps in one job get two lanes', async () => {
+    const first = newJob({ env: { GITHUB_ACTION: 'build-lane' } });
+    const second = newJob({
+      root: first.root,
+      env: { GITHUB_ACTION: 'test-lane', RUNNER_TRACKING_ID: first.env.RUNNER_TRACKING_ID },
+    });
+    expect((await first.phase('main')).code).toBe(0);
+    expect((await second.phase('main')).code).toBe(0);
+    expect(first.outputs.key).not.toBe(second.outputs.key);
+    expect(laneStates(first.root)).toEqual({ [first.outputs.key]: 'live', [second.outputs.key]: 'live' });
+  });
+
+  it('the holder lowers the OOM score the step runs with (GitHub: 500); lease-timeout none sets no bound', async () => {
+    const job = newJob({ inputs: { 'lease-timeout': 'none' } });
+    // As GitHub's runner starts a step: oom_score_adj 500.
+    const main = await job.run('choom', ['-n', '500', '--', process.execPath, MAIN], { env: job.inputEnv() });
+    expect(main.code).toBe(0);
+    expect(main.stdout).toMatch(/lease: held by pid \d+ until post, the job's end\n/);
+    const holder = Number(main.state['holder-pid']);
+    expect(Number(fs.readFileSync(`/proc/${holder}/oom_score_adj`, 'utf8').trim())).toBeLessThanOrEqual(0);
+    expect(fs.readFileSync(`/proc/${holder}/comm`, 'utf8').trim()).toBe('runlane-lease /');
   });
 });
