@@ -182,13 +182,27 @@ def test_data_in_tmp_path(tmp_path, n):
     assert data.read_text() == JOB
 `;
 
+/** The verdict on two concurrent pytest jobs run with runlane: both must pass. */
+function twoJobsVerdict(name, outcomes, output, summary) {
+  const held = outcomes.every((o) => o.code === 0);
+  verdict(
+    name,
+    'with',
+    held,
+    held
+      ? `both jobs passed (${outcomes.map((o) => summary(output(o))).join(' / ')}), each with its own TMPDIR and basetemp`
+      : outcomes.map((o) => output(o).slice(-600)).join('\n---\n'),
+  );
+}
+
+const summary = (out) => (out.trim().split('\n').pop() ?? '').trim();
+
 async function pytestScenario() {
   const name = 'pytest -n 2, two concurrent jobs';
   const sharedTmp = path.join(scratch, 'shared-tmp');
   fs.mkdirSync(sharedTmp);
   const addopts = `--basetemp=${path.join(sharedTmp, 'pytest-ci')} -p no:cacheprovider`;
   const pytest = ['/usr/bin/python3', '-m', 'pytest', '-n', '2', '-q', 'test_race.py'];
-  const summary = (out) => (out.trim().split('\n').pop() ?? '').trim();
 
   // Without: the host's shared /tmp (here a shared directory) and the hard-coded basetemp.
   {
@@ -230,15 +244,7 @@ async function pytestScenario() {
         return step;
       }),
     );
-    const held = outcomes.every((o) => o.code === 0);
-    verdict(
-      name,
-      'with',
-      held,
-      held
-        ? `both jobs passed (${outcomes.map((o) => summary(o.stdout)).join(' / ')}), each with its own TMPDIR and basetemp`
-        : outcomes.map((o) => o.stdout.slice(-600)).join('\n---\n'),
-    );
+    twoJobsVerdict(name, outcomes, (o) => o.stdout, summary);
   }
 }
 
@@ -359,15 +365,7 @@ async function runScenario() {
         return runlaneRun(args, env, dir);
       }),
     );
-    const held = outcomes.every((o) => o.code === 0);
-    verdict(
-      name,
-      'with',
-      held,
-      held
-        ? 'both jobs passed, each with its own TMPDIR and basetemp'
-        : outcomes.map((o) => o.out.slice(-600)).join('\n---\n'),
-    );
+    twoJobsVerdict(name, outcomes, (o) => o.out, summary);
   }
 }
 

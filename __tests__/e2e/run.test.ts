@@ -167,31 +167,13 @@ describe('runlane run: the lane and its lease', () => {
 
   it('--warm parks a successful lane and the next run of the same scope claims it', () => {
     const where = place();
-    const first = run(where, [
-      '--warm',
-      '--preset',
-      'cargo',
-      '--scope',
-      'main',
-      '--',
-      'sh',
-      '-c',
-      'mkdir -p "$CARGO_TARGET_DIR" && echo built > "$CARGO_TARGET_DIR/state"',
-    ]);
+    const warmRun = (script: string) =>
+      run(where, ['--warm', '--preset', 'cargo', '--scope', 'main', '--', 'sh', '-c', script]);
+    const first = warmRun('mkdir -p "$CARGO_TARGET_DIR" && echo built > "$CARGO_TARGET_DIR/state"');
     expect(first.status).toBe(0);
     expect(first.stderr).toMatch(/parked for the next run/);
     expect(Object.values(laneStates(where.root))).toEqual(['parked']);
-    const second = run(where, [
-      '--warm',
-      '--preset',
-      'cargo',
-      '--scope',
-      'main',
-      '--',
-      'sh',
-      '-c',
-      'cat "$CARGO_TARGET_DIR/state"',
-    ]);
+    const second = warmRun('cat "$CARGO_TARGET_DIR/state"');
     expect(second.status).toBe(0);
     expect(second.stdout.trim()).toBe('built');
     expect(second.stderr).toMatch(/warm: true \(claimed from /);
