@@ -37,39 +37,20 @@ export async function post(): Promise<void> {
     settings.warm && trustHeld ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
+  let outcome: string;
   try {
     for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${shown(problem)}`);
     result = closeLane(lane.root, lane.key, { holderPid: lane.holderPid }, action, reason, settings.privileged, park);
+    const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
+    const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
+    outcome = describeOutcome(result, `${Date.now() - started} ms`, lane.holderPid, reason, pid);
+    if (settings.warm && action !== 'park')
+      core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
+    core.info(`${lane.lanePath}: ${outcome}`);
   } finally {
+    // Closed whatever failed: the log keeps its shape.
     core.endGroup();
   }
-  const took = `${Date.now() - started} ms`;
-  let outcome: string;
-  const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
-  const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
-  if (result.gone) {
-    outcome = result.holderAlive
-      ? 'already gone: a step removed it while its lease was held'
-      : `already gone: its lease holder (pid ${lane.holderPid}) had ended before post, so the lane counted as an orphan; a sweep reaped it, or a step removed it`;
-  } else if (result.parked) {
-    const trimmed = result.parked.trimmed.length
-      ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background, pid ${pid})`
-      : '';
-    outcome = `parked in ${took} for the next run of its scope (${result.parked.path})${trimmed}`;
-  } else if (result.trashed) {
-    outcome = `moved to the trash in ${took}; deleting it in the background (pid ${pid})`;
-  } else if (action === 'remove') {
-    outcome = result.removed
-      ? `deleted in place in ${took}`
-      : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
-  } else if (action === 'retain') {
-    outcome = `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
-  } else {
-    outcome = 'left for the sweep (cleanup: defer)';
-  }
-  if (settings.warm && action !== 'park')
-    core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
-  core.info(`${lane.lanePath}: ${outcome}`);
   if (result.fallback) {
     core.warning(
       `runlane: could not rename ${lane.lanePath} into the trash (${shown(result.fallback)}); deleted it synchronously instead`,
@@ -100,4 +81,27 @@ export async function post(): Promise<void> {
       .addHeading('runlane: cleanup', 3)
       .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true),
   );
+}
+
+/** What post did, in words, for the log and the job summary. */
+function describeOutcome(result: CloseResult, took: string, holderPid: number, reason: string, pid?: number): string {
+  if (result.gone) {
+    return result.holderAlive
+      ? 'already gone: a step removed it while its lease was held'
+      : `already gone: its lease holder (pid ${holderPid}) had ended before post, so the lane counted as an orphan; a sweep reaped it, or a step removed it`;
+  }
+  if (result.parked) {
+    const trimmed = result.parked.trimmed.length
+      ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background, pid ${pid})`
+      : '';
+    return `parked in ${took} for the next run of its scope (${result.parked.path})${trimmed}`;
+  }
+  if (result.trashed) return `moved to the trash in ${took}; deleting it in the background (pid ${pid})`;
+  if (result.action === 'remove') {
+    return result.removed
+      ? `deleted in place in ${took}`
+      : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
+  }
+  if (result.action === 'retain') return `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
+  return 'left for the sweep (cleanup: defer)';
 }
