@@ -61,11 +61,6 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
   const accepted =
     'an absolute directory of its own, not /, not the home directory, not the workspace, containing neither';
   if (!path.isAbsolute(root)) throw new SettingError('root', root, accepted, 'it is not absolute');
-  // A symlink as the root itself would let whoever can write its parent (a job, for the
-  // runner's _work/_runlane) send every later job and sweep elsewhere.
-  if (fs.lstatSync(root, { throwIfNoEntry: false })?.isSymbolicLink()) {
-    throw new SettingError('root', root, accepted, `it is a symlink (to ${fs.readlinkSync(root)}): give the real path`);
-  }
   const forms = new Set([path.resolve(root), resolveExisting(root)]);
   for (const form of forms) {
     if (form === '/') throw new SettingError('root', root, accepted, `it is the file-system root (${form})`);
@@ -83,6 +78,11 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
         }
       }
     }
+  }
+  // A symlink as the root itself would let whoever can write its parent (a job, for the
+  // runner's _work/_runlane) send every later job and sweep elsewhere.
+  if (fs.lstatSync(root, { throwIfNoEntry: false })?.isSymbolicLink()) {
+    throw new SettingError('root', root, accepted, `it is a symlink (to ${fs.readlinkSync(root)}): give the real path`);
   }
   return resolveExisting(root);
 }
