@@ -138,6 +138,31 @@ describe('runlane run: the lane and its lease', () => {
     expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
   });
 
+  it.each([
+    ['the grace period after SIGTERM', ['SIGTERM']],
+    ['a second SIGINT', ['SIGINT', 'SIGINT']],
+  ])('%s escalates to SIGKILL of a COMMAND that ignores signals', async (_, signals) => {
+    const where = place();
+    const started = path.join(where.cwd, 'started');
+    const stubborn = `trap '' TERM INT HUP; touch ${started}; while :; do sleep 0.1; done`;
+    const child = spawn(
+      process.execPath,
+      [CLI, 'run', '--root', where.root, '--grace', '2s', '--', 'sh', '-c', stubborn],
+      {
+        cwd: where.cwd,
+        stdio: 'ignore',
+      },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    expect(await within(15_000, () => fs.existsSync(started))).toBeGreaterThanOrEqual(0);
+    for (const signal of signals) {
+      child.kill(signal as NodeJS.Signals);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(await exited).toBe(137);
+    expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
+  });
+
   it("SIGKILL of runlane ends the lease at once: the next sweep reaps the lane while COMMAND's survivor runs on, leaseless", async () => {
     const where = place();
     const pidFile = path.join(where.cwd, 'pid');
