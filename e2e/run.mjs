@@ -195,7 +195,11 @@ function twoJobsVerdict(name, outcomes, output, summary) {
   );
 }
 
-const summary = (out) => (out.trim().split('\n').pop() ?? '').trim();
+/** pytest's own summary line ("8 passed in 5.70s"), wherever runlane's lines put it. */
+const summary = (out) => {
+  const lines = out.trim().split('\n');
+  return (lines.reverse().find((line) => /\d+ (passed|failed)/.test(line)) ?? lines[0] ?? '').trim();
+};
 
 async function pytestScenario() {
   const name = 'pytest -n 2, two concurrent jobs';
