@@ -15,7 +15,8 @@ import {
 } from '../core/report.js';
 import { emptyTrash, listTrash } from '../core/trash.js';
 import { listParked } from '../core/warm.js';
-import { checkRoot, requireMarkedRoot } from '../core/root.js';
+import { checkRoot, findRoot, requireMarkedRoot } from '../core/root.js';
+import { VERSION } from '../core/version.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
@@ -34,14 +35,23 @@ function option<T>(parse: (value: string) => T): (value: string) => T {
 }
 
 function resolveRoot(given: string | undefined): string {
-  const root = given ?? process.env.RUNLANE_ROOT;
-  if (!root) throw new Error('no root: pass --root DIR or set RUNLANE_ROOT');
-  const resolved = checkRoot(root, { home: os.homedir() });
-  requireMarkedRoot(resolved);
+  const choice = findRoot(given, process.env, process.cwd());
+  if (!choice) {
+    throw new Error(
+      "no root: pass --root DIR, set RUNLANE_ROOT, or run inside a runner's directory whose _work/_runlane runlane made",
+    );
+  }
+  const setting = choice.source === 'RUNLANE_ROOT' ? 'RUNLANE_ROOT' : '--root';
+  const resolved = checkRoot(choice.path, { home: os.homedir() }, setting);
+  requireMarkedRoot(resolved, setting);
   return resolved;
 }
 
-const rootOption = () => new Option('--root <dir>', 'the runlane root (default: $RUNLANE_ROOT)');
+const rootOption = () =>
+  new Option(
+    '--root <dir>',
+    'the runlane root (default: $RUNLANE_ROOT, else the _work/_runlane of the runner directory you are in)',
+  );
 const privilegedOption = () =>
   new Option('--privileged <how>', "remove what the runner user cannot through passwordless 'sudo -n'").choices([
     'sudo',
@@ -114,8 +124,12 @@ export function buildCli(): Command {
     .description(
       'Isolated, leased per-run directories (lanes) for CI runners: inspect them and sweep what dead jobs left.',
     )
+    .version(VERSION)
     .showHelpAfterError()
-    .configureHelp({ showGlobalOptions: true });
+    .configureHelp({ showGlobalOptions: true })
+    // Usage errors throw (runCli gives them exit status 2) instead of exiting with 1, the
+    // status that means "something could not be removed". Subcommands inherit this.
+    .exitOverride();
 
   program
     .command('status')
@@ -142,21 +156,19 @@ export function buildCli(): Command {
   program
     .command('sweep')
     .description(
-      "Reap orphan lanes (nobody holds their lease), remove kept lanes past --max-age, then kept lanes oldest first while free space is below --keep-free, and empty the trash. Never touches a live lane. Refuses a root without runlane's marker.",
+      "Reap orphan lanes (nobody holds their lease), remove kept and parked lanes past --max-age, then parked and kept lanes oldest first while free space is below --keep-free, and empty the trash. Never touches a live lane. Refuses a root without runlane's marker.",
     )
     .addOption(rootOption())
     .option('--dry-run', 'report what would be removed, delete nothing')
-    .option(
-      '--max-age <duration>',
-      'remove kept lanes older than this (30m, 6h, 7d, 2w)',
-      option((v) => parseDuration('--max-age', v)),
-      parseDuration('max-age', '7d'),
+    .addOption(
+      new Option('--max-age <duration>', 'remove kept and parked lanes older than this (30m, 6h, 7d, 2w)')
+        .argParser(option((v) => parseDuration('--max-age', v)))
+        .default(parseDuration('--max-age', '7d'), '7d'),
     )
-    .option(
-      '--keep-free <space>',
-      "free space to keep on the root's file system: 10% or 20G (G = GiB); off turns it off",
-      option((v) => parseSpace('--keep-free', v)),
-      { percent: 10 } as SpaceTarget,
+    .addOption(
+      new Option('--keep-free <space>', "free space to keep on the root's file system: 10% or 20G (G = GiB), or off")
+        .argParser(option((v) => parseSpace('--keep-free', v)))
+        .default({ percent: 10 } as SpaceTarget, '10%'),
     )
     .addOption(privilegedOption())
     .option('--json', 'print the report as JSON')
@@ -332,13 +344,20 @@ function laneOptions(command: Command): Command {
 /** Commands whose own failures exit 125, so they never pass for COMMAND's status. */
 const WRAPPERS = new Set(['run', 'env']);
 
+/**
+ * Exit statuses: 0 done; 1 something could not be removed (or a problem was found and
+ * skipped); 2 a usage or root error, or any failure of runlane itself (run and env: 125).
+ */
 export async function runCli(argv: readonly string[]): Promise<void> {
   try {
     await buildCli().parseAsync(argv as string[]);
   } catch (error) {
     const code = (error as { code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.version') return;
-    if (!(error instanceof CommanderError)) process.stderr.write(`runlane: ${errorMessage(error)}\n`);
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') {
+      process.exitCode = 0;
+      return;
+    }
+    if (!(error instanceof CommanderError)) process.stderr.write(`runlane: ${shown(errorMessage(error))}\n`);
     process.exitCode = WRAPPERS.has(argv[2] ?? '') ? RUNLANE_FAILED : 2;
   }
 }

@@ -6,8 +6,9 @@ export class SettingError extends Error {
     readonly accepted: string,
     readonly reason?: string,
   ) {
+    // Options of the CLI (`--root`) read as options; the action's inputs as inputs.
     super(
-      `Input '${setting}' has an invalid value ${JSON.stringify(value)}` +
+      `${setting.startsWith('-') ? 'Option' : 'Input'} '${setting}' has an invalid value ${JSON.stringify(value)}` +
         (reason ? `: ${reason}` : '') +
         `. Accepted: ${accepted}.`,
     );

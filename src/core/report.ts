@@ -1,5 +1,6 @@
 import { humanBytes, type RemoveFailure } from './remove.js';
 import type { SweepReport } from './sweep.js';
+import { plural } from './root.js';
 import { humanDuration } from './units.js';
 
 export type Table = string[][];
@@ -89,13 +90,13 @@ export function sweepSummary(report: SweepReport): string {
     `${count('kept') - live} kept`,
     count('failed') ? `${count('failed')} failed` : '',
     report.trash.length
-      ? `trash: ${report.trash.filter((t) => t.outcome === 'deleted' || t.outcome === 'would delete').length} of ${report.trash.length} entries ${report.dryRun ? 'would be ' : ''}deleted`
+      ? `trash: ${report.trash.filter((t) => t.outcome === 'deleted' || t.outcome === 'would delete').length} of ${plural(report.trash.length, 'entry', 'entries')} ${report.dryRun ? 'would be ' : ''}deleted`
       : '',
-    report.tidied ? `${report.tidied} stale files tidied` : '',
-    report.problems.length ? `${report.problems.length} problems (listed below)` : '',
+    report.tidied ? `${plural(report.tidied, 'stale file')} tidied` : '',
+    report.problems.length ? `${plural(report.problems.length, 'problem')} (listed below)` : '',
     report.timedOut ? 'stopped at its time bound' : '',
   ].filter(Boolean);
-  return `runlane sweep of ${report.root}: ${report.scanned} lanes scanned, ${done}; ${extra.join(', ')} (${report.seconds.toFixed(2)} s)${report.dryRun ? ' [dry run: nothing deleted]' : ''}`;
+  return `runlane sweep of ${report.root}: ${plural(report.scanned, 'lane')} scanned, ${done}; ${extra.join(', ')} (${report.seconds.toFixed(2)} s)${report.dryRun ? ' [dry run: nothing deleted]' : ''}`;
 }
 
 /** One row of `runlane status`: a lane, or an entry in the trash. */

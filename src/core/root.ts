@@ -57,13 +57,13 @@ const within = (child: string, parent: string) =>
  * checkout's clean would delete lanes). Checked on the path as given and as it resolves.
  * Returns the resolved root.
  */
-export function checkRoot(root: string, protect: { home: string; workspace?: string }): string {
+export function checkRoot(root: string, protect: { home: string; workspace?: string }, setting = 'root'): string {
   const accepted =
     'an absolute directory of its own, not /, not the home directory, not the workspace, containing neither';
-  if (!path.isAbsolute(root)) throw new SettingError('root', root, accepted, 'it is not absolute');
+  if (!path.isAbsolute(root)) throw new SettingError(setting, root, accepted, 'it is not absolute');
   const forms = new Set([path.resolve(root), resolveExisting(root)]);
   for (const form of forms) {
-    if (form === '/') throw new SettingError('root', root, accepted, `it is the file-system root (${form})`);
+    if (form === '/') throw new SettingError(setting, root, accepted, `it is the file-system root (${form})`);
     for (const [what, value] of [
       ['home directory', protect.home],
       ['workspace', protect.workspace],
@@ -71,10 +71,10 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
       if (!value) continue;
       for (const guarded of new Set([path.resolve(value), resolveExisting(value)])) {
         if (within(guarded, form)) {
-          throw new SettingError('root', root, accepted, `it is or contains the ${what} ${guarded}`);
+          throw new SettingError(setting, root, accepted, `it is or contains the ${what} ${guarded}`);
         }
         if (what === 'workspace' && within(form, guarded)) {
-          throw new SettingError('root', root, accepted, `it is inside the workspace ${guarded}`);
+          throw new SettingError(setting, root, accepted, `it is inside the workspace ${guarded}`);
         }
       }
     }
@@ -82,7 +82,12 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
   // A symlink as the root itself would let whoever can write its parent (a job, for the
   // runner's _work/_runlane) send every later job and sweep elsewhere.
   if (fs.lstatSync(root, { throwIfNoEntry: false })?.isSymbolicLink()) {
-    throw new SettingError('root', root, accepted, `it is a symlink (to ${fs.readlinkSync(root)}): give the real path`);
+    throw new SettingError(
+      setting,
+      root,
+      accepted,
+      `it is a symlink (to ${fs.readlinkSync(root)}): give the real path`,
+    );
   }
   return resolveExisting(root);
 }
@@ -108,12 +113,17 @@ export function ensureRoot(root: string): void {
   }
 }
 
-/** For the sweep and status: the root must exist and carry the marker. */
-export function requireMarkedRoot(root: string): void {
-  if (!fs.existsSync(root)) {
-    throw new SettingError('root', root, 'an existing runlane root', 'it does not exist');
-  }
-  if (!isMarkedRoot(root)) throw unmarked(root, fs.readdirSync(root).length);
+/**
+ * For the sweep and status: the root must be a directory carrying the marker. The refusal says
+ * what is there, and names the runlane root it sits in when `root` is one of its directories.
+ */
+export function requireMarkedRoot(root: string, setting = 'root'): void {
+  const accepted = 'an existing runlane root (a directory holding a .runlane-root marker)';
+  const stat = fs.statSync(root, { throwIfNoEntry: false });
+  if (!stat) throw new SettingError(setting, root, accepted, 'it does not exist');
+  if (!stat.isDirectory()) throw new SettingError(setting, root, accepted, 'it is not a directory');
+  if (isMarkedRoot(root)) return;
+  throw unmarked(root, fs.readdirSync(root).length, setting);
 }
 
 /** True when `root` exists and carries runlane's marker. */
@@ -125,11 +135,36 @@ export function isMarkedRoot(root: string): boolean {
   }
 }
 
-function unmarked(root: string, entries: number): SettingError {
-  return new SettingError(
-    'root',
-    root,
-    `a directory made by runlane (it holds a ${MARKER} marker) or an empty one`,
-    `it holds ${entries} entries and no ${MARKER} marker, so runlane will not create or delete anything in it`,
-  );
+function unmarked(root: string, entries: number, setting = 'root'): SettingError {
+  const parent = path.dirname(root);
+  const hint = parent !== root && isMarkedRoot(parent) ? `; its parent ${parent} is a runlane root: give that` : '';
+  const what =
+    entries === 0
+      ? 'it is an empty directory without a .runlane-root marker: runlane has made no root there'
+      : `it holds ${plural(entries, 'entry', 'entries')} and no ${MARKER} marker, so runlane will not create or delete anything in it`;
+  return new SettingError(setting, root, `a directory made by runlane (it holds a ${MARKER} marker)`, `${what}${hint}`);
+}
+
+/** `1 entry`, `3 entries`. */
+export function plural(count: number, one: string, many = `${one}s`): string {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+/**
+ * The root a CLI command works on when --root is not given: RUNLANE_ROOT, else, when the
+ * command runs inside a runner's directory (its `_work` or anything below), that runner's
+ * `_work/_runlane` if runlane has made it. Relative paths are resolved against `cwd`.
+ */
+export function findRoot(given: string | undefined, env: NodeJS.ProcessEnv, cwd: string): RootChoice | undefined {
+  if (given) return { path: path.resolve(cwd, given), source: '--root' };
+  const fromEnv = env.RUNLANE_ROOT?.trim();
+  if (fromEnv) return { path: path.resolve(cwd, fromEnv), source: 'RUNLANE_ROOT' };
+  for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
+    for (const candidate of [path.join(dir, '_runlane'), path.join(dir, '_work', '_runlane')]) {
+      if (path.basename(path.dirname(candidate)) === '_work' && isMarkedRoot(candidate)) {
+        return { path: candidate, source: 'runner' };
+      }
+    }
+    if (path.dirname(dir) === dir) return undefined;
+  }
 }
