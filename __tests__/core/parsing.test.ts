@@ -205,7 +205,7 @@ describe('root', () => {
     const foreign = path.join(scratch, 'foreign');
     fs.mkdirSync(foreign);
     fs.writeFileSync(path.join(foreign, 'precious.txt'), 'x');
-    expect(() => ensureRoot(foreign)).toThrow(/holds 1 entries and no \.runlane-root marker/);
+    expect(() => ensureRoot(foreign)).toThrow(/holds 1 entry and no \.runlane-root marker/);
     expect(fs.readdirSync(foreign)).toEqual(['precious.txt']);
   });
 });

@@ -214,7 +214,7 @@ describe('the sweep', () => {
     for (const root of [foreign, '/home', '/']) {
       const result = cli('sweep', '--root', root);
       expect(result.code).toBe(2);
-      expect(result.stderr).toMatch(/runlane: Input 'root' has an invalid value/);
+      expect(result.stderr).toMatch(/runlane: Option '--root' has an invalid value/);
     }
     expect(fs.readFileSync(path.join(foreign, 'lanes', 'x', 'data'), 'utf8')).toBe('precious');
   });
