@@ -71,6 +71,7 @@ describe('the CLI help is complete', () => {
       'close',
       'empty-trash',
       'env',
+      'log',
       'run',
       'status',
       'sweep',

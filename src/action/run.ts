@@ -1,11 +1,13 @@
 import * as core from '@actions/core';
 import { errorMessage } from '../core/errors.js';
+import { setActor } from '../core/journal.js';
 
 /**
  * The one place that decides how a phase's error surfaces: main fails the step; pre and
  * post only warn, because cleanup trouble must never turn a job red.
  */
 export async function runPhase(phase: 'pre' | 'main' | 'post', body: () => Promise<void> | void): Promise<void> {
+  setActor(phase);
   try {
     await body();
   } catch (error) {

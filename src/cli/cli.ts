@@ -17,6 +17,7 @@ import { emptyTrash, listTrash } from '../core/trash.js';
 import { listParked } from '../core/warm.js';
 import { checkRoot, findRoot, requireMarkedRoot } from '../core/root.js';
 import { VERSION } from '../core/version.js';
+import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
@@ -217,7 +218,9 @@ export function buildCli(): Command {
     .addOption(privilegedOption())
     .option('--json', 'print the results as JSON')
     .option('--quiet', 'print nothing (for the background delete)')
-    .action((options: { root?: string; privileged?: Privileged; json?: boolean; quiet?: boolean }) => {
+    .addOption(new Option('--by <who>', 'who the journal names as acting').choices(ACTORS).hideHelp())
+    .action((options: { root?: string; privileged?: Privileged; json?: boolean; quiet?: boolean; by?: Actor }) => {
+      if (options.by) setActor(options.by);
       const root = resolveRoot(options.root);
       const layout = new Layout(root);
       let results;
@@ -238,6 +241,56 @@ export function buildCli(): Command {
       }
       if (results.length === 0) process.stdout.write(`the trash of ${root} is empty\n`);
     });
+  program
+    .command('log')
+    .description(
+      'What runlane did to lanes, from the journal under the root: every removal, trash delete, park, claim, copy, eviction and reap, with when, why, how many bytes and by whom (post, pre, main, run, the CLI).',
+    )
+    .addOption(rootOption())
+    .option('--key <text>', 'only records whose key contains this')
+    .addOption(
+      new Option('--since <duration>', 'only records newer than this (30m, 6h, 7d)').argParser(
+        option((v) => parseDuration('--since', v)),
+      ),
+    )
+    .option('--json', 'print the records as JSON lines')
+    .action((options: { root?: string; key?: string; since?: number; json?: boolean }) => {
+      const root = resolveRoot(options.root);
+      const layout = new Layout(root);
+      let records;
+      try {
+        records = readJournal(layout);
+      } finally {
+        layout.close();
+      }
+      const after = options.since === undefined ? '' : new Date(Date.now() - options.since).toISOString();
+      const shownRecords = records.filter(
+        (record) => (!options.key || record.key.includes(options.key)) && record.time >= after,
+      );
+      if (options.json) {
+        for (const record of shownRecords) process.stdout.write(`${JSON.stringify(record)}\n`);
+        return;
+      }
+      if (shownRecords.length === 0) {
+        process.stdout.write(
+          `no journal records under ${shown(root)}${options.key || options.since ? ' that match' : ''}\n`,
+        );
+        return;
+      }
+      const table = [
+        ['time', 'action', 'key', 'bytes', 'by', 'why'],
+        ...shownRecords.map((record) => [
+          record.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+          record.action,
+          record.key,
+          record.bytes === undefined ? '' : humanBytes(record.bytes),
+          `${record.by}@${record.host}`,
+          [record.reason, record.detail].filter(Boolean).join('; '),
+        ]),
+      ];
+      process.stdout.write(`${formatTable(table)}\n`);
+    });
+
   program.enablePositionalOptions();
   laneOptions(
     program

@@ -13,6 +13,7 @@ import { isLaneName, Layout } from '../core/layout.js';
 import { makeLinks, planLinks, removeLinks, type LinkPlan } from '../core/links.js';
 import { parsePresets } from '../core/presets.js';
 import type { Privileged } from '../core/remove.js';
+import { setActor } from '../core/journal.js';
 import { shown } from '../core/report.js';
 import { checkRoot, chooseRoot } from '../core/root.js';
 import { startBackgroundEmpty } from '../core/trash.js';
@@ -177,6 +178,7 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
   let plan: Plan;
   let graceMs: number;
   let opened: { lane: OpenedLane; notes: string[] };
+  setActor('run');
   try {
     graceMs = parseDuration('--grace', graceText);
     plan = planLane(options, process.env, process.cwd(), 'none');

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { errorCode, errorMessage } from './errors.js';
 import { Layout, isLaneName, type LaneMeta, type LockFile } from './layout.js';
+import { journal, type JournalAction } from './journal.js';
 import { Lock, heldFlocks, flockIdentity, isHolderOf, startHolder, stopHolder } from './lease.js';
 import { removeIn, unlinkIfAny, type Dir, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
@@ -227,6 +228,18 @@ function closeIn(
     } else result.released = stopHolder(lease.holderPid, lockShown);
   }
   if (result.parked && park) result.parked.trimmed = trimSlot(layout, park.slot, park.keep);
+  if (!result.gone && !result.parked) {
+    const done: JournalAction = result.trashed
+      ? 'trashed'
+      : action === 'remove'
+        ? result.removed
+          ? 'deleted'
+          : 'delete-failed'
+        : action === 'retain'
+          ? 'kept'
+          : 'deferred';
+    journal(layout, { action: done, key, reason, detail: result.trashed ?? result.fallback });
+  }
   if (result.removed && result.released) tidy(layout, key);
   return result;
 }

@@ -1,5 +1,6 @@
 import { errorMessage } from './errors.js';
 import { AREAS, Layout, type LaneMeta } from './layout.js';
+import { journal } from './journal.js';
 import { Lock, heldFlocks } from './lease.js';
 import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
 import { removeIn, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
@@ -132,7 +133,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, reason, created: lane.parked };
     if (mode === 'dry-run')
       return { ...base, outcome: 'evicted', bytes: layout.sizeOf('parked', lane.slot, lane.key).bytes };
-    const moved = attempt(`evicting ${lane.key}`, () => evictParked(layout, lane), undefined);
+    const moved = attempt(`evicting ${lane.key}`, () => evictParked(layout, lane, reason), undefined);
     return moved
       ? { ...base, outcome: 'evicted', trashed: moved }
       : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile, or could not be taken' };
@@ -300,6 +301,13 @@ function reap(
     }
     unlinkIfAny(layout.metaFile(lane.key));
     lock.unlinkWhileHeld();
+    journal(layout, {
+      action: outcome,
+      key: lane.key,
+      reason: base.reason,
+      bytes,
+      detail: 'trashed' in moved ? moved.trashed : 'deleted in place',
+    });
     return { ...base, outcome, bytes, trashed: 'trashed' in moved ? moved.trashed : undefined };
   } finally {
     lock.release();

@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { writeFileAtomic } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
 import { readJsonNoFollow, type Layout } from './layout.js';
+import { currentActor, journal } from './journal.js';
 import { Lock } from './lease.js';
 import { describeMount } from './mounts.js';
 import {
@@ -150,9 +151,17 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
         unlinkIfAny(trash.at(record));
         lock.unlinkWhileHeld();
         results.push({ ...base, outcome: 'deleted', bytes, failures: [] });
+        journal(layout, { action: 'deleted', key: entry.name, bytes });
       } else {
         writeFileAtomic(trash.at(record), `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`);
         results.push({ ...base, outcome: 'failed', bytes, failures: removal.failures });
+        const first = removal.failures[0];
+        journal(layout, {
+          action: 'delete-failed',
+          key: entry.name,
+          bytes,
+          reason: `${removal.failures.length} paths resisted${first ? ` (first: ${first.path}: ${first.code})` : ''}`,
+        });
       }
     } catch (error) {
       // One entry's trouble never stops the rest of the trash.
@@ -178,7 +187,8 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
 export function startBackgroundEmpty(cliScript: string, root: string, privileged: Privileged): number | undefined {
   const env = { ...process.env };
   delete env.RUNNER_TRACKING_ID;
-  const args = [cliScript, 'empty-trash', '--root', root, '--quiet'];
+  // The journal names who started it (post, pre, run), not the CLI it runs as.
+  const args = [cliScript, 'empty-trash', '--root', root, '--quiet', '--by', currentActor()];
   if (privileged) args.push('--privileged', privileged);
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env });
   child.unref();

@@ -4,6 +4,7 @@ import { writeFileAtomic } from './atomic.js';
 import { errorMessage } from './errors.js';
 import { matrixLabel, scopeOf } from './key.js';
 import { isLaneName, readJsonNoFollow, type Layout, type LaneMeta } from './layout.js';
+import { journal } from './journal.js';
 import { Lock } from './lease.js';
 import { mountsBelow, removeIn, renameIn, treeSizeIn, unlinkIfAny, type Dir } from './remove.js';
 import { shortHash, slug } from './sanitize.js';
@@ -116,6 +117,7 @@ export function parkLane(layout: Layout, key: string, slot: string): string {
       if (meta) layout.writeMeta(meta);
       throw error;
     }
+    journal(layout, { action: 'parked', key, detail: slot, reason: 'job succeeded (warm)' });
     return layout.parkedLane(slot, key);
   } finally {
     slotDir.close();
@@ -129,7 +131,8 @@ export function parkLane(layout: Layout, key: string, slot: string): string {
  */
 export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
   const trimmed: string[] = [];
-  for (const old of listParked(layout, slot).slice(keep)) if (evictParked(layout, old)) trimmed.push(old.key);
+  for (const old of listParked(layout, slot).slice(keep))
+    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`)) trimmed.push(old.key);
   return trimmed;
 }
 
@@ -138,7 +141,7 @@ export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
  * interleave), and drops its metadata and lock. Returns where it went; undefined if someone
  * holds it (a claim) or it is gone.
  */
-export function evictParked(layout: Layout, lane: ParkedLane): string | undefined {
+export function evictParked(layout: Layout, lane: ParkedLane, why = 'parked lane made way'): string | undefined {
   const lock = Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return undefined;
   let slotDir: Dir | undefined;
@@ -150,6 +153,12 @@ export function evictParked(layout: Layout, lane: ParkedLane): string | undefine
     unlinkIfAny(layout.metaFile(lane.key));
     lock.unlinkWhileHeld();
     removeEmptySlot(layout, lane.slot);
+    journal(layout, {
+      action: 'evicted',
+      key: lane.key,
+      reason: why,
+      detail: 'trashed' in moved ? moved.trashed : 'deleted in place',
+    });
     return 'trashed' in moved ? moved.trashed : lane.path;
   } finally {
     slotDir?.close();
@@ -205,6 +214,7 @@ export function claimParked(layout: Layout, slot: string, key: string, trust: Tr
       unlinkIfAny(layout.metaFile(candidate.key));
       lock.unlinkWhileHeld();
       removeEmptySlot(layout, slot);
+      journal(layout, { action: 'claimed', key: candidate.key, detail: key, reason: `warm start of ${key}` });
       return { from: candidate.key, slot, how: 'claimed', parked: candidate.parked, runId: candidate.meta?.runId };
     } catch {
       // A slot that is not what runlane made: no claim from it.
@@ -263,7 +273,10 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
       spawnSync('cp', ['-a', '-T', ...flags, '--', `${source.selfForChild()}/.`, `${target.selfForChild()}/.`], {
         encoding: 'utf8',
       });
-    if (cp('--reflink=always').status === 0) return { copied: { ...origin, how: 'reflink' } };
+    if (cp('--reflink=always').status === 0) {
+      journal(layout, { action: 'copied', key: candidate.key, detail: key, reason: 'warm start (reflink)' });
+      return { copied: { ...origin, how: 'reflink' } };
+    }
     const { bytes } = treeSizeIn(slotDir, candidate.key);
     const rateFile = layout.rootHandle().at('copy-rate.json');
     const recorded = readJsonNoFollow(rateFile) as { bytesPerSecond?: unknown } | undefined;
@@ -288,6 +301,7 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     const took = Math.max(1, Date.now() - started);
     if (bytes > 1024 * 1024)
       writeFileAtomic(rateFile, `${JSON.stringify({ bytesPerSecond: (bytes / took) * 1000 })}\n`);
+    journal(layout, { action: 'copied', key: candidate.key, detail: key, bytes, reason: 'warm start (copy)' });
     return { copied: { ...origin, how: 'copy' } };
   } catch (error) {
     undo();

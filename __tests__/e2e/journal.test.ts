@@ -1,0 +1,115 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { CLI, cli, disposeJobs, laneStates, newJob, within } from '../helpers/jobs.js';
+
+afterEach(disposeJobs);
+
+interface Record {
+  time: string;
+  action: string;
+  key: string;
+  reason?: string;
+  bytes?: number;
+  detail?: string;
+  by: string;
+}
+
+const log = (root: string, ...args: string[]): Record[] => {
+  const out = cli('log', '--root', root, '--json', ...args);
+  expect(out.code).toBe(0);
+  return out.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Record);
+};
+
+describe('the journal answers "what deleted this and why"', () => {
+  it("records post's move to the trash, the background delete, a park, a claim and a sweep's reap, with who did each", async () => {
+    const job = newJob();
+    await job.phase('main');
+    fs.writeFileSync(path.join(job.outputs.path, 'big'), Buffer.alloc(256 * 1024));
+    await job.phase('post');
+    expect(await within(20_000, () => log(job.root).some((r) => r.action === 'deleted'))).toBeGreaterThanOrEqual(0);
+    const [trashed, deleted] = log(job.root);
+    expect(trashed).toMatchObject({ action: 'trashed', key: job.outputs.key, by: 'post', reason: 'cleanup: always' });
+    expect(deleted).toMatchObject({ action: 'deleted', by: 'post' });
+    expect(deleted.key.startsWith(`${job.outputs.key}~`)).toBe(true);
+
+    const warm = newJob({ root: job.root, inputs: { root: job.root, warm: 'true' } });
+    await warm.phase('main');
+    await warm.phase('post');
+    const next = newJob({ root: job.root, inputs: { root: job.root, warm: 'true' } });
+    await next.phase('main');
+    expect(next.outputs.warm).toBe('true');
+    const orphan = newJob({ root: job.root });
+    await orphan.phase('main');
+    process.kill(Number(orphan.state['holder-pid']), 'SIGKILL');
+    expect(await within(10_000, () => laneStates(job.root)[orphan.outputs.key] === 'orphan')).toBeGreaterThanOrEqual(0);
+    expect(cli('sweep', '--root', job.root).code).toBe(0);
+
+    const records = log(job.root);
+    expect(records).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ action: 'parked', key: warm.outputs.key, by: 'post' }),
+        expect.objectContaining({ action: 'claimed', key: warm.outputs.key, detail: next.outputs.key, by: 'main' }),
+        expect.objectContaining({
+          action: 'reaped',
+          key: orphan.outputs.key,
+          by: 'cli',
+          reason: 'orphan: no job holds its lease',
+        }),
+      ]),
+    );
+    expect(log(job.root, '--key', orphan.outputs.key).map((r) => r.action)).toEqual(expect.arrayContaining(['reaped']));
+    expect(log(job.root, '--key', orphan.outputs.key).every((r) => r.key.includes(orphan.outputs.key))).toBe(true);
+    const table = cli('log', '--root', job.root, '--since', '1h');
+    expect(table.stdout).toMatch(/reaped\s+\S+\s+.*cli@/);
+  });
+
+  it('concurrent writers never interleave a line; a torn line is skipped; the journal rotates by size', async () => {
+    const job = newJob();
+    await job.phase('main');
+    await job.phase('post');
+    const root = job.root;
+    // A torn line, as a crash mid-write would leave, and a foreign one.
+    fs.appendFileSync(path.join(root, 'journal.jsonl'), '{"time": "2026-01-01T00:00\nnot json\n');
+    // Eight sweeps and empty-trash runs at once, each appending as it goes.
+    const orphans = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const j = newJob({ root });
+        await j.phase('main');
+        process.kill(Number(j.state['holder-pid']), 'SIGKILL');
+        return j.outputs.key;
+      }),
+    );
+    expect(
+      await within(10_000, () => orphans.every((key) => laneStates(root)[key] === 'orphan')),
+    ).toBeGreaterThanOrEqual(0);
+    await Promise.all(
+      Array.from(
+        { length: 4 },
+        () =>
+          new Promise((resolve) =>
+            spawn(process.execPath, [CLI, 'sweep', '--root', root], {
+              stdio: 'ignore',
+            }).on('close', resolve),
+          ),
+      ),
+    );
+    const records = log(root);
+    const reaped = records.filter((r) => r.action === 'reaped').map((r) => r.key);
+    expect(reaped.sort()).toEqual([...orphans].sort());
+    const lines = fs.readFileSync(path.join(root, 'journal.jsonl'), 'utf8').split('\n').filter(Boolean);
+    expect(lines.length - 2).toBe(records.length);
+
+    fs.appendFileSync(path.join(root, 'journal.jsonl'), `${'x'.repeat(4 * 1024 * 1024)}\n`);
+    const after = newJob({ root });
+    await after.phase('main');
+    await after.phase('post');
+    expect(fs.existsSync(path.join(root, 'journal.1.jsonl'))).toBe(true);
+    expect(fs.statSync(path.join(root, 'journal.jsonl')).size).toBeLessThan(64 * 1024);
+    expect(log(root).some((r) => r.key === after.outputs.key && r.action === 'trashed')).toBe(true);
+  });
+});
