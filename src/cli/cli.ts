@@ -1,4 +1,5 @@
 import os from 'node:os';
+import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { SettingError, errorMessage } from '../core/errors.js';
 import { listLanes } from '../core/lane.js';
@@ -18,6 +19,7 @@ import { listParked } from '../core/warm.js';
 import { checkRoot, findRoot, requireMarkedRoot } from '../core/root.js';
 import { VERSION } from '../core/version.js';
 import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
+import { metricsText, writeTextfile } from './metrics.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
@@ -289,6 +291,30 @@ export function buildCli(): Command {
         ]),
       ];
       process.stdout.write(`${formatTable(table)}\n`);
+    });
+
+  program
+    .command('metrics')
+    .description(
+      "Print Prometheus metrics of the root (lanes by state, free space against keep-free, oldest live lane, reaps by reason, delete failures, the last sweep), or write them for node_exporter's textfile collector.",
+    )
+    .addOption(rootOption())
+    .addOption(
+      new Option('--keep-free <space>', 'the keep-free target to report against: 10% or 20G, or off')
+        .argParser(option((v) => parseSpace('--keep-free', v)))
+        .default({ percent: 10 } as SpaceTarget, '10%'),
+    )
+    .option('--sizes', 'also measure every lane (a tree walk each: slow on big roots)')
+    .option('--textfile <path>', 'write to this file atomically instead of printing (e.g. .../textfile/runlane.prom)')
+    .action(async (options: { root?: string; keepFree: SpaceTarget; sizes?: boolean; textfile?: string }) => {
+      const root = resolveRoot(options.root);
+      const off = 'bytes' in options.keepFree ? options.keepFree.bytes === 0 : options.keepFree.percent === 0;
+      const text = await metricsText(root, {
+        keepFree: off ? undefined : options.keepFree,
+        sizes: Boolean(options.sizes),
+      });
+      if (options.textfile) writeTextfile(path.resolve(options.textfile), text);
+      else process.stdout.write(text);
     });
 
   program.enablePositionalOptions();

@@ -32,7 +32,8 @@ export type JournalAction =
   | 'claimed'
   | 'copied'
   | 'evicted'
-  | 'reaped';
+  | 'reaped'
+  | 'swept';
 
 export interface JournalRecord {
   /** ISO time. */
@@ -44,6 +45,8 @@ export interface JournalRecord {
   bytes?: number;
   /** Where it went (a trash entry, a parked slot) or came from (a claim's source). */
   detail?: string;
+  /** How long it took (a sweep). */
+  seconds?: number;
   by: Actor;
   host: string;
   pid: number;

@@ -4,7 +4,7 @@ import { journal } from './journal.js';
 import { Lock, heldFlocks } from './lease.js';
 import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
 import { removeIn, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
-import { requireMarkedRoot } from './root.js';
+import { plural, requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
 import { emptyTrash, moveToTrash, type TrashResult } from './trash.js';
 import { evictParked, listParked, type ParkedLane } from './warm.js';
@@ -225,6 +225,14 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   }
   attribute(entries, trash);
   const tidied = mode === 'dry-run' ? 0 : attempt('tidying', () => tidyStale(layout), 0);
+  if (mode !== 'dry-run') {
+    journal(layout, {
+      action: 'swept',
+      key: '',
+      seconds: (Date.now() - started) / 1000,
+      reason: `${plural(lanes.length, 'lane')} scanned; ${plural(problems.length, 'problem')}`,
+    });
+  }
   const freed =
     mode === 'dry-run'
       ? sumBytes(entries) + sumBytes(trash)
