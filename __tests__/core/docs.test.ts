@@ -72,6 +72,7 @@ describe('the CLI help is complete', () => {
       'empty-trash',
       'env',
       'log',
+      'metrics',
       'run',
       'status',
       'sweep',
