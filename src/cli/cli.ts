@@ -220,7 +220,11 @@ export function buildCli(): Command {
     .addOption(privilegedOption())
     .option('--json', 'print the results as JSON')
     .option('--quiet', 'print nothing (for the background delete)')
-    .addOption(new Option('--by <who>', 'who the journal names as acting').choices(ACTORS).hideHelp())
+    .addOption(
+      new Option('--by <who>', 'who the journal names as having started this delete (post starts it as post)').choices(
+        ACTORS,
+      ),
+    )
     .action((options: { root?: string; privileged?: Privileged; json?: boolean; quiet?: boolean; by?: Actor }) => {
       if (options.by) setActor(options.by);
       const root = resolveRoot(options.root);
