@@ -34,6 +34,7 @@ describe('the CLI as operators expect it', () => {
   });
 
   it.each([
+    ['no command at all', []],
     ['an unknown command', ['frobnicate']],
     ['an unknown option', ['status', '--bogus']],
     ['an extra argument', ['status', 'extra']],
@@ -42,7 +43,7 @@ describe('the CLI as operators expect it', () => {
   ])('%s is a usage error: exit 2', (_, args) => {
     const out = runlane(args);
     expect(out.code).toBe(2);
-    expect(out.stderr).toMatch(/error|invalid/i);
+    expect(`${out.stderr}${out.stdout}`).toMatch(/error|invalid|Usage:/i);
   });
 
   it('shows defaults as they are written', () => {
@@ -85,6 +86,8 @@ describe('the CLI as operators expect it', () => {
     const workspace = path.join(runner, '_work', 'repo', 'repo');
     fs.mkdirSync(workspace, { recursive: true });
     madeRoot(path.join(runner, '_work', '_runlane'));
+    // A root a job planted deeper down, inside its workspace, never wins over the runner's own.
+    madeRoot(path.join(workspace, '_work', '_runlane'));
     for (const cwd of [workspace, path.join(runner, '_work'), runner]) {
       const out = runlane(['status', '--json'], { cwd });
       expect(out.code).toBe(0);

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
@@ -111,5 +111,47 @@ describe('the journal answers "what deleted this and why"', () => {
     expect(fs.existsSync(path.join(root, 'journal.1.jsonl'))).toBe(true);
     expect(fs.statSync(path.join(root, 'journal.jsonl')).size).toBeLessThan(64 * 1024);
     expect(log(root).some((r) => r.key === after.outputs.key && r.action === 'trashed')).toBe(true);
+  });
+});
+
+describe('a journal a job has tampered with', () => {
+  it('a FIFO, a directory or a hard link at its path never hangs or follows; forged lines never count', async () => {
+    const job = newJob();
+    await job.phase('main');
+    const root = job.root;
+    const file = path.join(root, 'journal.jsonl');
+    const outside = path.join(job.dir, 'outside.txt');
+    fs.writeFileSync(outside, 'keep\n');
+    const planted: [string, () => void][] = [
+      ['a FIFO', () => spawnSync('mkfifo', [file])],
+      ['a directory', () => fs.mkdirSync(path.join(file, 'sub'), { recursive: true })],
+      ['a hard link to a file outside', () => fs.linkSync(outside, file)],
+    ];
+    for (const [, plant] of planted) {
+      fs.rmSync(file, { recursive: true, force: true });
+      plant();
+      const sweep = spawnSync(process.execPath, [CLI, 'sweep', '--root', root], { encoding: 'utf8', timeout: 20_000 });
+      expect(sweep.status).toBe(0);
+      const out = spawnSync(process.execPath, [CLI, 'log', '--root', root, '--json'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      expect(out.status).toBe(0);
+      expect(fs.lstatSync(file).isFile()).toBe(true);
+      expect(fs.readFileSync(outside, 'utf8')).toBe('keep\n');
+    }
+    // Forged lines: a negative size, an object, a sweep dated in 2099, an unknown action.
+    const forged = [
+      { time: new Date().toISOString(), action: 'deleted', key: 'x', bytes: -1, by: 'cli' },
+      { time: new Date().toISOString(), action: 'deleted', key: 'y', bytes: { a: 1 }, by: 'cli' },
+      { time: '2099-01-01T00:00:00.000Z', action: 'swept', key: '', seconds: 1, by: 'cli' },
+      { time: new Date().toISOString(), action: 'exploded', key: 'z', by: 'cli' },
+    ];
+    fs.appendFileSync(file, forged.map((line) => JSON.stringify(line)).join('\n') + '\n');
+    const metrics = cli('metrics', '--root', root);
+    expect(metrics.code).toBe(0);
+    const last = /^runlane_last_sweep_timestamp_seconds (\S+)$/m.exec(metrics.stdout)?.[1];
+    expect(Number(last)).toBeLessThan(Date.now() / 1000 + 600);
+    expect(log(root).map((record) => record.key)).not.toEqual(expect.arrayContaining(['x', 'y', 'z']));
   });
 });

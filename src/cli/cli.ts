@@ -269,7 +269,7 @@ export function buildCli(): Command {
       } finally {
         layout.close();
       }
-      const after = options.since === undefined ? '' : new Date(Date.now() - options.since).toISOString();
+      const after = options.since === undefined ? '' : new Date(Math.max(0, Date.now() - options.since)).toISOString();
       const shownRecords = records.filter(
         (record) => (!options.key || record.key.includes(options.key)) && record.time >= after,
       );
@@ -437,7 +437,8 @@ export async function runCli(argv: readonly string[]): Promise<void> {
   } catch (error) {
     const code = (error as { code?: string }).code;
     if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') {
-      process.exitCode = 0;
+      // `runlane --help` is 0; `runlane` alone (help shown for want of a command) is a usage error.
+      process.exitCode = (error as CommanderError).exitCode === 0 ? 0 : 2;
       return;
     }
     if (!(error instanceof CommanderError)) process.stderr.write(`runlane: ${shown(errorMessage(error))}\n`);

@@ -124,7 +124,7 @@ function journalMetrics(registry: Registry, records: readonly JournalRecord[]): 
       removals.inc({ action: record.action, reason: reasonLabel(record.reason) });
     else if (record.action === 'delete-failed') failures.inc();
     else if (record.action === 'deleted') freed.inc(record.bytes ?? 0);
-    else if (record.action === 'swept') lastSweep = record;
+    else if (record.action === 'swept' && (!lastSweep || record.time > lastSweep.time)) lastSweep = record;
   }
   if (lastSweep) {
     new Gauge({

@@ -1,6 +1,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
+import { errorCode } from './errors.js';
 import type { Layout } from './layout.js';
+import { Lock } from './lease.js';
+import { removeIn, renameIn, type Dir } from './remove.js';
 
 /** The journal: one JSON line per thing done to a lane, under the root. */
 export const JOURNAL = 'journal.jsonl';
@@ -52,11 +55,47 @@ export interface JournalRecord {
   pid: number;
 }
 
+const ACTIONS: readonly JournalAction[] = [
+  'trashed',
+  'deleted',
+  'delete-failed',
+  'parked',
+  'kept',
+  'deferred',
+  'claimed',
+  'copied',
+  'evicted',
+  'reaped',
+  'swept',
+];
+const C = fs.constants;
+
 /**
- * Appends one record: one write(2) of one line to a file opened with O_APPEND (and never
- * through a symlink), so concurrent writers never interleave a line and a crash loses at most
- * the record being written. Rotation by size keeps one older file. A journal that cannot be
- * written never fails what it records.
+ * Opens a journal file only if it is what runlane writes: a regular file of the root's owner
+ * with one link (a FIFO would block, a hard link could lead outside the root). Something else
+ * there is removed (it is inside the root) when `clear` is set.
+ */
+function openJournal(root: Dir, name: string, flags: number, clear: boolean): number | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(root.at(name), flags | C.O_NOFOLLOW | C.O_NONBLOCK, 0o644);
+  } catch (error) {
+    if (clear && errorCode(error) !== 'ENOENT') removeIn(root, name);
+    return undefined;
+  }
+  const stat = fs.fstatSync(fd);
+  if (stat.isFile() && stat.nlink === 1 && stat.uid === root.stat.uid) return fd;
+  fs.closeSync(fd);
+  if (clear) removeIn(root, name);
+  return undefined;
+}
+
+/**
+ * Appends one record: one write(2) of one line to a file opened with O_APPEND (never through a
+ * symlink, never a FIFO or a hard link), so concurrent writers never interleave a line and a
+ * crash loses at most the record being written. Rotation by size keeps one older file, under
+ * a lock so two writers never rotate twice. A journal that cannot be written never fails what
+ * it records.
  */
 export function journal(layout: Layout, entry: Omit<JournalRecord, 'time' | 'by' | 'host' | 'pid'>): void {
   const record: JournalRecord = {
@@ -68,14 +107,11 @@ export function journal(layout: Layout, entry: Omit<JournalRecord, 'time' | 'by'
   };
   try {
     const root = layout.rootHandle();
-    const file = root.at(JOURNAL);
-    const size = fs.lstatSync(file, { throwIfNoEntry: false })?.size ?? 0;
-    if (size >= JOURNAL_MAX_BYTES) fs.renameSync(file, root.at(JOURNAL_OLD));
-    const fd = fs.openSync(
-      file,
-      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
-      0o644,
-    );
+    if ((root.lstat(JOURNAL)?.size ?? 0) >= JOURNAL_MAX_BYTES) rotate(layout, root);
+    const open = () => openJournal(root, JOURNAL, C.O_WRONLY | C.O_APPEND | C.O_CREAT, true);
+    // Whatever a job planted there is gone after the first try: the second makes the file.
+    const fd = open() ?? open();
+    if (fd === undefined) return;
     try {
       fs.writeSync(fd, `${JSON.stringify(record)}\n`);
     } finally {
@@ -86,28 +122,61 @@ export function journal(layout: Layout, entry: Omit<JournalRecord, 'time' | 'by'
   }
 }
 
-/** The journal's records, oldest first (the rotated file, then the current one); torn lines skipped. */
+function rotate(layout: Layout, root: Dir): void {
+  const lock = Lock.tryAcquire({ at: root.at('journal.lock'), shown: `${layout.root}/journal.lock` });
+  if (!lock) return;
+  try {
+    if ((root.lstat(JOURNAL)?.size ?? 0) < JOURNAL_MAX_BYTES) return;
+    const old = root.lstat(JOURNAL_OLD);
+    if (old && !old.isFile()) removeIn(root, JOURNAL_OLD);
+    renameIn(root, JOURNAL, root, JOURNAL_OLD);
+  } finally {
+    lock.release();
+  }
+}
+
+const optionalString = (value: unknown) => value === undefined || typeof value === 'string';
+const optionalAmount = (value: unknown) =>
+  value === undefined || (typeof value === 'number' && Number.isFinite(value) && value >= 0);
+
+/** A record as runlane writes it (any job can append lines; only well-formed ones count). */
+function validRecord(value: unknown, now: number): value is JournalRecord {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Record<string, unknown>;
+  const time = typeof record.time === 'string' ? Date.parse(record.time) : NaN;
+  return (
+    !Number.isNaN(time) &&
+    time <= now + 5 * 60_000 &&
+    ACTIONS.includes(record.action as JournalAction) &&
+    ACTORS.includes(record.by as Actor) &&
+    typeof record.key === 'string' &&
+    optionalString(record.reason) &&
+    optionalString(record.detail) &&
+    optionalString(record.host) &&
+    optionalAmount(record.bytes) &&
+    optionalAmount(record.seconds)
+  );
+}
+
+/** The journal's well-formed records, oldest first (the rotated file, then the current one). */
 export function readJournal(layout: Layout): JournalRecord[] {
   const records: JournalRecord[] = [];
   const root = layout.rootHandle();
+  const now = Date.now();
   for (const name of [JOURNAL_OLD, JOURNAL]) {
-    let text = '';
+    const fd = openJournal(root, name, C.O_RDONLY, false);
+    if (fd === undefined) continue;
+    let text: string;
     try {
-      const fd = fs.openSync(root.at(name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      try {
-        text = fs.readFileSync(fd, 'utf8');
-      } finally {
-        fs.closeSync(fd);
-      }
-    } catch {
-      continue;
+      text = fs.readFileSync(fd, 'utf8');
+    } finally {
+      fs.closeSync(fd);
     }
     for (const line of text.split('\n')) {
       if (line === '') continue;
       try {
-        const value = JSON.parse(line) as JournalRecord;
-        if (typeof value.time === 'string' && typeof value.action === 'string' && typeof value.key === 'string')
-          records.push(value);
+        const value = JSON.parse(line) as unknown;
+        if (validRecord(value, now)) records.push(value);
       } catch {
         // A torn or foreign line: skipped.
       }

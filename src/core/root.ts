@@ -152,19 +152,25 @@ export function plural(count: number, one: string, many = `${one}s`): string {
 
 /**
  * The root a CLI command works on when --root is not given: RUNLANE_ROOT, else, when the
- * command runs inside a runner's directory (its `_work` or anything below), that runner's
- * `_work/_runlane` if runlane has made it. Relative paths are resolved against `cwd`.
+ * command runs inside a runner's directory, that runner's `_work/_runlane` if runlane has made
+ * it: the outermost `_work` on the way from / to the current directory (a `_work` a job made
+ * deeper down, inside a workspace, never wins), or the current directory's own `_work`, with
+ * no symlink on the way. Relative paths are resolved against `cwd`.
  */
 export function findRoot(given: string | undefined, env: NodeJS.ProcessEnv, cwd: string): RootChoice | undefined {
   if (given) return { path: path.resolve(cwd, given), source: '--root' };
   const fromEnv = env.RUNLANE_ROOT?.trim();
   if (fromEnv) return { path: path.resolve(cwd, fromEnv), source: 'RUNLANE_ROOT' };
-  for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
-    for (const candidate of [path.join(dir, '_runlane'), path.join(dir, '_work', '_runlane')]) {
-      if (path.basename(path.dirname(candidate)) === '_work' && isMarkedRoot(candidate)) {
-        return { path: candidate, source: 'runner' };
-      }
-    }
-    if (path.dirname(dir) === dir) return undefined;
+  const here = path.resolve(cwd);
+  const parts = here.split('/').filter(Boolean);
+  const work = parts.indexOf('_work');
+  const candidate =
+    work >= 0 ? path.join('/', ...parts.slice(0, work + 1), '_runlane') : path.join(here, '_work', '_runlane');
+  let real: string;
+  try {
+    real = fs.realpathSync(candidate);
+  } catch {
+    return undefined;
   }
+  return real === candidate && isMarkedRoot(candidate) ? { path: candidate, source: 'runner' } : undefined;
 }
