@@ -197,9 +197,15 @@ export class Dir {
     return fs.readlinkSync(`/proc/self/fd/${this.fd}`).replace(/ \(deleted\)$/, '');
   }
 
-  /** The entries with their raw names, whatever bytes they are. */
-  entries(): fs.Dirent<Buffer>[] {
-    return fs.readdirSync(`/proc/self/fd/${this.fd}`, { withFileTypes: true, encoding: 'buffer' });
+  /**
+   * The entries, named as strings; when a name is not valid UTF-8 (it decodes with U+FFFD, and
+   * that string would name another file, or none), all of them with their raw bytes instead.
+   */
+  entries(): fs.Dirent<string>[] | fs.Dirent<Buffer>[] {
+    const self = `/proc/self/fd/${this.fd}`;
+    const entries = fs.readdirSync(self, { withFileTypes: true });
+    if (!entries.some((entry) => entry.name.includes('\uFFFD'))) return entries;
+    return fs.readdirSync(self, { withFileTypes: true, encoding: 'buffer' });
   }
 
   names(): string[] {
@@ -391,7 +397,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
         // The failures that matter are reported by the removals below.
       }
     }
-    let entries: fs.Dirent<Buffer>[];
+    let entries: fs.Dirent<string>[] | fs.Dirent<Buffer>[];
     try {
       entries = dir.entries();
     } catch (error) {
