@@ -74,6 +74,25 @@ describe('the CLI as operators expect it', () => {
     expect(none.stderr).toMatch(/no root: pass --root DIR, set RUNLANE_ROOT/);
   });
 
+  it('status gives the holder, the lease bound and the trust class in JSON, and a totals line', () => {
+    const root = path.join(scratch, 'status-root');
+    madeRoot(root);
+    const env = runlane(['env', '--root', root, '--format', 'json', '--lease-timeout', '2h', '--quiet']);
+    expect(env.code).toBe(0);
+    const key = JSON.parse(env.stdout).RUNLANE_KEY;
+    const status = runlane(['status', '--root', root, '--json']);
+    const lane = JSON.parse(status.stdout).lanes.find((row: { key: string }) => row.key === key);
+    expect(lane).toMatchObject({ state: 'live', trust: 'trusted' });
+    expect(Number.isInteger(lane.holderPid)).toBe(true);
+    const until = Date.parse(lane.leaseUntil) - Date.parse(lane.created);
+    expect(until).toBe(2 * 3_600_000);
+    const text = runlane(['status', '--root', root]).stdout.trim().split('\n');
+    expect(text[text.length - 1]).toMatch(
+      /^total: \d+ lanes? \(1 live.*\), .*; free on the root's file system: .* of .* \(\d+\.\d%\)$/,
+    );
+    expect(runlane(['close', key, '--root', root, '--quiet']).code).toBe(0);
+  });
+
   it('resolves a relative --root', () => {
     madeRoot(path.join(scratch, 'relative-root'));
     const out = runlane(['status', '--root', 'relative-root', '--json']);

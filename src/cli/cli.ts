@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -16,7 +17,7 @@ import {
 } from '../core/report.js';
 import { emptyTrash, listTrash } from '../core/trash.js';
 import { listParked } from '../core/warm.js';
-import { checkRoot, findRoot, requireMarkedRoot } from '../core/root.js';
+import { checkRoot, findRoot, plural, requireMarkedRoot } from '../core/root.js';
 import { VERSION } from '../core/version.js';
 import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
 import { metricsText, writeTextfile } from './metrics.js';
@@ -60,7 +61,16 @@ const privilegedOption = () =>
     'sudo',
   ]);
 
-type Row = StatusRow & { job?: string; runId?: string; retained?: string; failures?: RemoveFailure[] };
+type Row = StatusRow & {
+  job?: string;
+  runId?: string;
+  retained?: string;
+  failures?: RemoveFailure[];
+  holderPid?: number;
+  leaseUntil?: string;
+  warmFrom?: string;
+  trust?: string;
+};
 
 /** A status row for a lane (live, orphan, kept or parked), with its size and owner. */
 function laneRow(
@@ -82,7 +92,27 @@ function laneRow(
     runId: meta?.runId,
     job: meta?.job,
     retained: meta?.retained,
+    // For humans: liveness is the lock's, and the bound counts on the holder's monotonic clock.
+    holderPid: meta?.holderPid,
+    leaseUntil: meta?.leaseUntil,
+    warmFrom: meta?.warmFrom,
+    trust: meta?.trust,
   };
+}
+
+/** One line under the status table: lanes by state, their size, and the file system's free space. */
+function statusTotals(root: string, rows: readonly Row[]): string {
+  const states = ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'];
+  const counts = states
+    .map((state) => [state, rows.filter((row) => row.state === state).length] as const)
+    .filter(([, count]) => count > 0)
+    .map(([state, count]) => `${count} ${state}`);
+  const bytes = rows.reduce((sum, row) => sum + row.bytes, 0);
+  const stats = fs.statfsSync(root);
+  const free = stats.bavail * stats.bsize;
+  const total = stats.blocks * stats.bsize;
+  const percent = total > 0 ? ((free / total) * 100).toFixed(1) : '?';
+  return `total: ${plural(rows.length, 'lane')}${counts.length ? ` (${counts.join(', ')})` : ''}, ${humanBytes(bytes)}; free on the root's file system: ${humanBytes(free)} of ${humanBytes(total)} (${percent}%)`;
 }
 
 /** The lanes, the parked lanes and the trash, with their sizes, for `status`; what could not be read, as problems. */
@@ -151,6 +181,7 @@ export function buildCli(): Command {
       }
       for (const problem of problems) process.stderr.write(`runlane: ${shown(problem)}\n`);
       process.stdout.write(rows.length === 0 ? `no lanes under ${root}\n` : `${formatTable(statusTable(rows))}\n`);
+      process.stdout.write(`${statusTotals(root, rows)}\n`);
       const resisting = rows.filter((row) => row.failures && row.failures.length > 0);
       for (const row of resisting)
         process.stdout.write(`\n${shown(row.path)} resists deletion:\n${describeFailures(row.failures ?? [])}\n`);

@@ -93,12 +93,14 @@ async function openIn(layout: Layout, options: OpenLaneOptions): Promise<OpenedL
           watch: options.watch ?? [],
         })
       : process.pid;
+    const created = Date.now();
     layout.writeMeta({
       version: 1,
       key: options.key,
-      created: new Date().toISOString(),
+      created: new Date(created).toISOString(),
       host: os.hostname(),
       holderPid,
+      ...(options.leaseMs === null ? {} : { leaseUntil: new Date(created + options.leaseMs).toISOString() }),
       ...options.meta,
       ...(warm ? { warmFrom: `${warm.from} (${warm.how})` } : {}),
     });

@@ -21,6 +21,8 @@ export interface LaneMeta {
   cleanup: string;
   /** Pid of the lease holder, for the post phase and for humans; liveness is the lock's. */
   holderPid?: number;
+  /** When the lease's last bound falls, for humans only (the holder counts on a monotonic clock). */
+  leaseUntil?: string;
   /** Kept on purpose (`cleanup: never`, or `on-success` after a failure): not an orphan. */
   retained?: string;
   /** The warm slot (repository, scope, trust class, workflow, job, matrix leg) whose next run may claim it. */
@@ -305,7 +307,7 @@ export function readJsonNoFollow(file: string): unknown {
   }
 }
 
-const OPTIONAL_STRINGS = ['retained', 'trust', 'parked', 'warmFrom'] as const;
+const OPTIONAL_STRINGS = ['retained', 'trust', 'parked', 'warmFrom', 'leaseUntil'] as const;
 const STRINGS = ['repository', 'scope', 'runId', 'runAttempt', 'job', 'matrix', 'created', 'host', 'cleanup'] as const;
 
 /** Metadata as runlane writes it, or undefined: wrong types, another key, or a slot that is not one segment. */
