@@ -7,6 +7,7 @@ import { parseEnvRequests, parseLinkRequests } from '../../src/core/lane-paths.j
 import { PRESETS, parsePresets } from '../../src/core/presets.js';
 import { checkRoot, chooseRoot, ensureRoot, MARKER } from '../../src/core/root.js';
 import { humanDuration, parseDuration, parseSpace } from '../../src/core/units.js';
+import { parseWarmFrom, parseWarmKeep } from '../../src/core/warm-start.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-parse-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
@@ -207,5 +208,25 @@ describe('root', () => {
     fs.writeFileSync(path.join(foreign, 'precious.txt'), 'x');
     expect(() => ensureRoot(foreign)).toThrow(/holds 1 entry and no \.runlane-root marker/);
     expect(fs.readdirSync(foreign)).toEqual(['precious.txt']);
+  });
+});
+
+describe('warm-from and warm-keep', () => {
+  it('accepts what git accepts as a branch name, and nothing else', () => {
+    expect(parseWarmFrom('warm-from', 'same, base, feature/x+y, release-1.2')).toEqual([
+      'same',
+      'base',
+      'feature/x+y',
+      'release-1.2',
+    ]);
+    expect(parseWarmFrom('warm-from', '')).toEqual(['same', 'base']);
+    for (const bad of ['a..b', '-x', 'x.lock', 'a b', 'x:y', 'a//b', 'end/', '@', 'a@{1}']) {
+      expect(() => parseWarmFrom('--warm-from', bad)).toThrow(`Option '--warm-from' has an invalid value`);
+    }
+  });
+  it('keeps 1 to 100 parked lanes a slot', () => {
+    expect(parseWarmKeep('warm-keep', '')).toBe(1);
+    expect(parseWarmKeep('warm-keep', '100')).toBe(100);
+    for (const bad of ['0', '101', '1.5', 'many']) expect(() => parseWarmKeep('warm-keep', bad)).toThrow(/1 to 100/);
   });
 });

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { closeActionFor, closeLane, type CloseResult } from '../core/lane.js';
+import { closeActionFor, closeLane, describeClose, type CloseResult } from '../core/lane.js';
 import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
 import { describeFailures, shown } from '../core/report.js';
@@ -43,7 +43,7 @@ export async function post(): Promise<void> {
     result = closeLane(lane.root, lane.key, { holderPid: lane.holderPid }, action, reason, settings.privileged, park);
     const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
     const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
-    outcome = describeOutcome(result, `${Date.now() - started} ms`, lane.holderPid, reason, pid);
+    outcome = describeClose(result, reason, { took: `${Date.now() - started} ms`, holderPid: lane.holderPid, pid });
     if (settings.warm && action !== 'park')
       core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
     core.info(`${lane.lanePath}: ${outcome}`);
@@ -81,27 +81,4 @@ export async function post(): Promise<void> {
       .addHeading('runlane: cleanup', 3)
       .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true),
   );
-}
-
-/** What post did, in words, for the log and the job summary. */
-function describeOutcome(result: CloseResult, took: string, holderPid: number, reason: string, pid?: number): string {
-  if (result.gone) {
-    return result.holderAlive
-      ? 'already gone: a step removed it while its lease was held'
-      : `already gone: its lease holder (pid ${holderPid}) had ended before post, so the lane counted as an orphan; a sweep reaped it, or a step removed it`;
-  }
-  if (result.parked) {
-    const trimmed = result.parked.trimmed.length
-      ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background, pid ${pid})`
-      : '';
-    return `parked in ${took} for the next run of its scope (${result.parked.path})${trimmed}`;
-  }
-  if (result.trashed) return `moved to the trash in ${took}; deleting it in the background (pid ${pid})`;
-  if (result.action === 'remove') {
-    return result.removed
-      ? `deleted in place in ${took}`
-      : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
-  }
-  if (result.action === 'retain') return `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
-  return 'left for the sweep (cleanup: defer)';
 }

@@ -7,6 +7,7 @@ import { parsePresets } from '../core/presets.js';
 import type { Privileged } from '../core/remove.js';
 import { checkRoot, chooseRoot } from '../core/root.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
+import { parseWarmFrom, parseWarmKeep } from '../core/warm-start.js';
 import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
 import { platformOf, type Platform } from './identity.js';
 
@@ -36,33 +37,6 @@ export interface Settings {
   /** Where to start warm from, in order: `same` (claim), `base` or a branch (copy). */
   warmFrom: string[];
   warmKeep: number;
-}
-
-function warmFrom(value: string): string[] {
-  const items = value
-    .split(/[,\n]/)
-    .map((item) => item.trim())
-    .filter((item) => item !== '');
-  if (items.length === 0) return ['same', 'base'];
-  for (const item of items) {
-    if (item !== 'same' && item !== 'base' && !/^[A-Za-z0-9._/-]+$/.test(item)) {
-      throw new SettingError(
-        Inputs.WarmFrom,
-        value,
-        'a list of same, base or branch names',
-        `'${item}' is not a branch name`,
-      );
-    }
-  }
-  return items;
-}
-
-function warmKeep(value: string): number {
-  const text = value.trim() || '1';
-  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 100) {
-    throw new SettingError(Inputs.WarmKeep, value, 'a whole number from 1 to 100');
-  }
-  return Number(text);
 }
 
 function booleanInput(input: string, fallback: boolean): boolean {
@@ -141,8 +115,8 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     dryRun: booleanInput(Inputs.DryRun, false),
     preSweepMs: preSweep(core.getInput(Inputs.PreSweep)),
     warm: booleanInput(Inputs.Warm, false),
-    warmFrom: warmFrom(core.getInput(Inputs.WarmFrom)),
-    warmKeep: warmKeep(core.getInput(Inputs.WarmKeep)),
+    warmFrom: parseWarmFrom(Inputs.WarmFrom, core.getInput(Inputs.WarmFrom)),
+    warmKeep: parseWarmKeep(Inputs.WarmKeep, core.getInput(Inputs.WarmKeep)),
     privileged: oneOf<Privileged | 'none'>(Inputs.PrivilegedCleanup, ['none', 'sudo'], 'none') === 'sudo' ? 'sudo' : '',
   };
 }

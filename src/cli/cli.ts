@@ -20,7 +20,6 @@ import { listParked } from '../core/warm.js';
 import { checkRoot, findRoot, plural, requireMarkedRoot } from '../core/root.js';
 import { VERSION } from '../core/version.js';
 import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
-import { metricsText, writeTextfile } from './metrics.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
@@ -344,6 +343,8 @@ export function buildCli(): Command {
     .action(async (options: { root?: string; keepFree: SpaceTarget; sizes?: boolean; textfile?: string }) => {
       const root = resolveRoot(options.root);
       const off = 'bytes' in options.keepFree ? options.keepFree.bytes === 0 : options.keepFree.percent === 0;
+      // prom-client is loaded only here: every other command (and runlane run) starts without it.
+      const { metricsText, writeTextfile } = await import('./metrics.js');
       const text = await metricsText(root, {
         keepFree: off ? undefined : options.keepFree,
         sizes: Boolean(options.sizes),

@@ -7,7 +7,7 @@ import { detectIdentity, slotParts, type Identity } from '../core/ci-identity.js
 import { planExports, shellQuote, type Export } from '../core/env-plan.js';
 import { errorCode, errorMessage, SettingError } from '../core/errors.js';
 import { DEFAULT_KEY_TEMPLATE, laneKey, parseKeyTemplate, parseMatrix } from '../core/key.js';
-import { closeActionFor, closeLane, openLane, type CloseResult, type OpenedLane } from '../core/lane.js';
+import { closeActionFor, closeLane, describeClose, openLane, type CloseResult, type OpenedLane } from '../core/lane.js';
 import { parseEnvRequests, parseLinkRequests } from '../core/lane-paths.js';
 import { isLaneName, Layout } from '../core/layout.js';
 import { makeLinks, planLinks, removeLinks, type LinkPlan } from '../core/links.js';
@@ -19,7 +19,8 @@ import { checkRoot, chooseRoot } from '../core/root.js';
 import { startBackgroundEmpty } from '../core/trash.js';
 import { parseDuration } from '../core/units.js';
 import { warmSlot } from '../core/warm.js';
-import { describeWarm, startWarm } from '../core/warm-start.js';
+import { describeWarm, parseWarmFrom, parseWarmKeep, startWarm } from '../core/warm-start.js';
+import { CLEANUPS } from '../action/constants.js';
 
 /** Exit status of `runlane run` and `runlane env` when runlane itself fails (as `env` and `timeout` use). */
 export const RUNLANE_FAILED = 125;
@@ -57,8 +58,6 @@ interface Plan {
   leaseMs: number | null;
 }
 
-const CLEANUPS = ['always', 'on-success', 'never', 'defer'];
-
 /** The git work tree containing `cwd` (what a `git clean` there would delete), if any. */
 function workTree(cwd: string): string | undefined {
   const out = spawnSync('git', ['rev-parse', '--show-toplevel'], {
@@ -75,7 +74,7 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
   const tree = workTree(cwd);
   const choice = chooseRoot(options.root ? path.resolve(options.root) : '', env, home);
   const root = checkRoot(choice.path, { home, workspace: tree });
-  if (!CLEANUPS.includes(options.cleanup)) {
+  if (!(CLEANUPS as readonly string[]).includes(options.cleanup)) {
     throw new SettingError('--cleanup', options.cleanup, CLEANUPS.join(' | '));
   }
   const matrix = options.matrix ?? '';
@@ -90,14 +89,8 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
     env,
   );
   const links = planLinks(tree ?? cwd, parseLinkRequests(options.link.join('\n')), lanePath);
-  const warmFrom = (options.warmFrom ?? 'same,base')
-    .split(',')
-    .map((item) => item.trim())
-    .filter(Boolean);
-  const warmKeep = Number(options.warmKeep ?? '1');
-  if (!Number.isInteger(warmKeep) || warmKeep < 1 || warmKeep > 100) {
-    throw new SettingError('--warm-keep', options.warmKeep ?? '', 'a whole number from 1 to 100');
-  }
+  const warmFrom = parseWarmFrom('--warm-from', options.warmFrom ?? '');
+  const warmKeep = parseWarmKeep('--warm-keep', options.warmKeep ?? '');
   const lease = options.leaseTimeout ?? defaultLease;
   const leaseMs = lease === 'none' ? null : parseDuration('--lease-timeout', lease);
   return { root, identity, key, lanePath, exports, links, warmFrom, warmKeep, cleanup: options.cleanup, leaseMs };
@@ -147,21 +140,11 @@ function closePlanned(plan: Plan, options: LaneOptions, lane: OpenedLane, succes
   const park = options.warm ? { slot: warmSlot(slotParts(plan.identity)), keep: plan.warmKeep } : undefined;
   const lease = lane.lock ? { lock: lane.lock } : { holderPid: lane.holderPid };
   const result = closeLane(plan.root, plan.key, lease, action, reason, options.privileged ?? '', park);
-  if (result.trashed || (result.parked?.trimmed.length ?? 0) > 0) {
-    startBackgroundEmpty(bundled('cli'), plan.root, options.privileged ?? '');
-  }
-  const what = result.parked
-    ? `parked for the next run (${result.parked.path})`
-    : result.trashed
-      ? 'moved to the trash, deleting in the background'
-      : action === 'retain'
-        ? `kept (${reason})`
-        : action === 'defer'
-          ? 'left for the sweep'
-          : result.removed
-            ? 'deleted'
-            : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
-  say(options, `lane ${plan.lanePath}: ${what}`);
+  const pid =
+    result.trashed || (result.parked?.trimmed.length ?? 0) > 0
+      ? startBackgroundEmpty(bundled('cli'), plan.root, options.privileged ?? '')
+      : undefined;
+  say(options, `lane ${plan.lanePath}: ${describeClose(result, reason, { pid })}`);
   return result;
 }
 
@@ -281,7 +264,8 @@ export function closeCommand(
   options: { cleanup: string; failed?: boolean; privileged?: Privileged; quiet?: boolean },
 ): number {
   if (!isLaneName(key)) throw new SettingError('KEY', key, 'a lane key as `runlane env` printed it (RUNLANE_KEY)');
-  if (!CLEANUPS.includes(options.cleanup)) throw new SettingError('--cleanup', options.cleanup, CLEANUPS.join(' | '));
+  if (!(CLEANUPS as readonly string[]).includes(options.cleanup))
+    throw new SettingError('--cleanup', options.cleanup, CLEANUPS.join(' | '));
   const layout = new Layout(root);
   let holderPid: number | undefined;
   try {
@@ -292,20 +276,10 @@ export function closeCommand(
   if (holderPid === undefined) throw new Error(`no lane ${key} under ${root}`);
   const { action, reason } = closeActionFor(options.cleanup, options.failed ? 'failure' : 'success');
   const result = closeLane(root, key, { holderPid }, action, reason, options.privileged ?? '');
-  if (result.trashed) startBackgroundEmpty(bundled('cli'), root, options.privileged ?? '');
+  const pid = result.trashed ? startBackgroundEmpty(bundled('cli'), root, options.privileged ?? '') : undefined;
   if (!options.quiet) {
-    const what = result.gone
-      ? 'already gone'
-      : result.trashed
-        ? 'moved to the trash'
-        : action === 'retain'
-          ? 'kept'
-          : action === 'defer'
-            ? 'left for the sweep'
-            : result.removed
-              ? 'deleted'
-              : 'partly deleted';
-    process.stderr.write(`runlane: lane ${shown(path.join(root, 'lanes', key))}: ${what}; lease released\n`);
+    const lanePath = shown(path.join(root, 'lanes', key));
+    process.stderr.write(`runlane: lane ${lanePath}: ${describeClose(result, reason, { pid })}; lease released\n`);
   }
   return result.failures.length > 0 ? 1 : 0;
 }

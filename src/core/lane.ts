@@ -246,6 +246,38 @@ function closeIn(
   return result;
 }
 
+/**
+ * What closing a lane did, in words, for post's log and summary and for `runlane run` and
+ * `close`: `took` and the background delete's `pid` where the caller has them.
+ */
+export function describeClose(
+  result: CloseResult,
+  reason: string,
+  known: { took?: string; holderPid?: number; pid?: number } = {},
+): string {
+  const took = known.took ? ` in ${known.took}` : '';
+  const background = known.pid ? ` (pid ${known.pid})` : '';
+  if (result.gone) {
+    return result.holderAlive
+      ? 'already gone: a step removed it while its lease was held'
+      : `already gone: its lease holder${known.holderPid ? ` (pid ${known.holderPid})` : ''} had ended before post, so the lane counted as an orphan; a sweep reaped it, or a step removed it`;
+  }
+  if (result.parked) {
+    const trimmed = result.parked.trimmed.length
+      ? `; ${result.parked.trimmed.length} older parked lanes made way (deleting in the background${background})`
+      : '';
+    return `parked${took} for the next run of its scope (${result.parked.path})${trimmed}`;
+  }
+  if (result.trashed) return `moved to the trash${took}; deleting it in the background${background}`;
+  if (result.action === 'remove') {
+    return result.removed
+      ? `deleted in place${took}`
+      : `partly deleted: ${result.failures.length} paths resisted; the sweep retries them`;
+  }
+  if (result.action === 'retain') return `kept (${reason}); the sweep's max-age / keep-free policy removes it later`;
+  return 'left for the sweep (cleanup: defer)';
+}
+
 /** Drops the lock file and metadata of a lane that no longer exists, under its lock. */
 export function tidy(layout: Layout, key: string): boolean {
   return dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)], false);

@@ -1,4 +1,5 @@
 import type { Identity } from './ci-identity.js';
+import { SettingError } from './errors.js';
 import { slotParts } from './ci-identity.js';
 import type { Layout } from './layout.js';
 import { ageOf } from './report.js';
@@ -42,4 +43,39 @@ export function describeWarm(origin: WarmOrigin): string {
   const run = origin.runId ? ` by run ${origin.runId}` : '';
   const how = origin.how === 'claimed' ? 'claimed' : origin.how === 'reflink' ? 'cloned (reflink)' : 'copied';
   return `true (${how} from ${origin.from}${run}${age})`;
+}
+
+/**
+ * A branch name as git accepts it (check-ref-format, roughly): no control characters, space,
+ * `~^:?*[\\`, `..`, `@{`, no leading `-` or `/`, no trailing `/`, `.` or `.lock`.
+ */
+function isBranchName(name: string): boolean {
+  return (
+    // eslint-disable-next-line no-control-regex
+    !/[\u0000-\u0020\u007f~^:?*[\\]|\.\.|@\{|\/\/|^[-/]|[/.]$|\.lock$/.test(name) && name !== '@' && name !== ''
+  );
+}
+
+/** The `warm-from` list: `same`, `base` or branch names, separated by commas or newlines. */
+export function parseWarmFrom(setting: string, value: string): string[] {
+  const items = value
+    .split(/[,\n]/)
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  if (items.length === 0) return ['same', 'base'];
+  for (const item of items) {
+    if (item !== 'same' && item !== 'base' && !isBranchName(item)) {
+      throw new SettingError(setting, value, 'a list of same, base or branch names', `'${item}' is not a branch name`);
+    }
+  }
+  return items;
+}
+
+/** `warm-keep`: parked lanes kept per slot, 1 to 100 (default 1). */
+export function parseWarmKeep(setting: string, value: string): number {
+  const text = value.trim() || '1';
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 100) {
+    throw new SettingError(setting, value, 'a whole number from 1 to 100');
+  }
+  return Number(text);
 }
