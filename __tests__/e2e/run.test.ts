@@ -69,7 +69,25 @@ describe('runlane run: exit status', () => {
       encoding: 'utf8',
     });
     expect(rootSlash.status).toBe(125);
-    expect(rootSlash.stderr).toMatch(/it is the file-system root/);
+    expect(rootSlash.stderr).toMatch(/Option '--root' has an invalid value "\/": it is the file-system root/);
+    // A root runlane did not make is refused under the name it came from: the flag or the variable.
+    const foreign = path.join(path.dirname(where.root), 'foreign');
+    fs.mkdirSync(foreign);
+    fs.writeFileSync(path.join(foreign, 'data'), 'x');
+    const byFlag = spawnSync(process.execPath, [CLI, 'run', '--root', foreign, '--', 'touch', mark], {
+      encoding: 'utf8',
+    });
+    expect(byFlag.status).toBe(125);
+    expect(byFlag.stderr).toContain(
+      `Option '--root' has an invalid value ${JSON.stringify(foreign)}: it holds 1 entry`,
+    );
+    const byVariable = spawnSync(process.execPath, [CLI, 'run', '--', 'touch', mark], {
+      encoding: 'utf8',
+      env: { ...process.env, RUNLANE_ROOT: foreign },
+    });
+    expect(byVariable.status).toBe(125);
+    expect(byVariable.stderr).toContain(`Variable 'RUNLANE_ROOT' has an invalid value ${JSON.stringify(foreign)}`);
+    expect(fs.readdirSync(foreign)).toEqual(['data']);
     expect(fs.existsSync(mark)).toBe(false);
   });
 });
@@ -224,6 +242,8 @@ describe('runlane run: the lane and its lease', () => {
     expect(close.code).toBe(0);
     expect(laneStates(where.root)[vars.RUNLANE_KEY]).not.toBe('live');
     expect(fs.existsSync(vars.RUNLANE_DIR)).toBe(false);
-    expect(cli('close', '../../etc', '--root', where.root).code).toBe(2);
+    const bad = cli('close', '../../etc', '--root', where.root);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`Argument 'KEY' has an invalid value "../../etc"`);
   });
 });

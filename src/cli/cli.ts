@@ -17,7 +17,7 @@ import {
 } from '../core/report.js';
 import { emptyTrash, listTrash } from '../core/trash.js';
 import { listParked } from '../core/warm.js';
-import { checkRoot, findRoot, plural, requireMarkedRoot } from '../core/root.js';
+import { checkRoot, findRoot, plural, requireMarkedRoot, rootSetting } from '../core/root.js';
 import { VERSION } from '../core/version.js';
 import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
 import { sweep } from '../core/sweep.js';
@@ -44,7 +44,7 @@ function resolveRoot(given: string | undefined): string {
       "no root: pass --root DIR, set RUNLANE_ROOT, or run inside a runner's directory whose _work/_runlane runlane made",
     );
   }
-  const setting = choice.source === 'RUNLANE_ROOT' ? 'RUNLANE_ROOT' : '--root';
+  const setting = rootSetting(choice);
   const resolved = checkRoot(choice.path, { home: os.homedir() }, setting);
   requireMarkedRoot(resolved, setting);
   return resolved;

@@ -15,7 +15,7 @@ import { parsePresets } from '../core/presets.js';
 import type { Privileged } from '../core/remove.js';
 import { setActor } from '../core/journal.js';
 import { shown } from '../core/report.js';
-import { checkRoot, chooseRoot } from '../core/root.js';
+import { checkRoot, chooseRoot, rootSetting } from '../core/root.js';
 import { startBackgroundEmpty } from '../core/trash.js';
 import { parseDuration } from '../core/units.js';
 import { warmSlot } from '../core/warm.js';
@@ -47,6 +47,8 @@ export interface LaneOptions {
 
 interface Plan {
   root: string;
+  /** What errors about the root name (`--root` or `RUNLANE_ROOT`). */
+  rootSetting: string;
   identity: Identity;
   key: string;
   lanePath: string;
@@ -73,7 +75,8 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
   const home = env.HOME || os.homedir();
   const tree = workTree(cwd);
   const choice = chooseRoot(options.root ? path.resolve(options.root) : '', env, home);
-  const root = checkRoot(choice.path, { home, workspace: tree });
+  const setting = rootSetting(choice);
+  const root = checkRoot(choice.path, { home, workspace: tree }, setting);
   if (!(CLEANUPS as readonly string[]).includes(options.cleanup)) {
     throw new SettingError('--cleanup', options.cleanup, CLEANUPS.join(' | '));
   }
@@ -93,7 +96,19 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
   const warmKeep = parseWarmKeep('--warm-keep', options.warmKeep ?? '');
   const lease = options.leaseTimeout ?? defaultLease;
   const leaseMs = lease === 'none' ? null : parseDuration('--lease-timeout', lease);
-  return { root, identity, key, lanePath, exports, links, warmFrom, warmKeep, cleanup: options.cleanup, leaseMs };
+  return {
+    root,
+    rootSetting: setting,
+    identity,
+    key,
+    lanePath,
+    exports,
+    links,
+    warmFrom,
+    warmKeep,
+    cleanup: options.cleanup,
+    leaseMs,
+  };
 }
 
 /** Opens the planned lane; `selfHeld`: this process holds the lease (its death ends it). */
@@ -106,6 +121,7 @@ async function openPlanned(
   const id = plan.identity;
   const lane = await openLane({
     root: plan.root,
+    rootSetting: plan.rootSetting,
     key: plan.key,
     meta: {
       repository: id.repository,

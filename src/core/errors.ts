@@ -6,14 +6,22 @@ export class SettingError extends Error {
     readonly accepted: string,
     readonly reason?: string,
   ) {
-    // Options of the CLI (`--root`) read as options; the action's inputs as inputs.
+    // Options of the CLI (`--root`) read as options, environment variables as variables, the
+    // action's inputs as inputs.
     super(
-      `${setting.startsWith('-') ? 'Option' : 'Input'} '${setting}' has an invalid value ${JSON.stringify(value)}` +
+      `${settingKind(setting)} '${setting}' has an invalid value ${JSON.stringify(value)}` +
         (reason ? `: ${reason}` : '') +
         `. Accepted: ${accepted}.`,
     );
     this.name = 'SettingError';
   }
+}
+
+function settingKind(setting: string): string {
+  if (setting.startsWith('-')) return 'Option';
+  // Upper case: an environment variable (RUNLANE_ROOT) or a CLI argument (KEY).
+  if (/^[A-Z][A-Z0-9_]*$/.test(setting)) return setting.includes('_') ? 'Variable' : 'Argument';
+  return 'Input';
 }
 
 /** The message of anything thrown, for logs and reports. */

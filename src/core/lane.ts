@@ -15,6 +15,8 @@ const LOCK_WAIT_MS = 10_000;
 
 export interface OpenLaneOptions {
   root: string;
+  /** What errors about the root name: the action's input `root`, or the CLI's `--root`. */
+  rootSetting?: string;
   key: string;
   meta: Omit<LaneMeta, 'version' | 'key' | 'created' | 'host' | 'holderPid'>;
   /** The lease holder's bundle; undefined: this process holds the lease itself (`runlane run`). */
@@ -51,7 +53,7 @@ export type Lease = { holderPid: number } | { lock: Lock };
  * without its lease; creation is exclusive, so an existing lane is never reused.
  */
 export async function openLane(options: OpenLaneOptions): Promise<OpenedLane> {
-  ensureRoot(options.root);
+  ensureRoot(options.root, options.rootSetting);
   const layout = new Layout(options.root);
   try {
     layout.ensure();

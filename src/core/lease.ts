@@ -259,18 +259,36 @@ export function isHolderOf(pid: number, lockPath: string): boolean {
   }
 }
 
+/**
+ * A process's start time (clock ticks since boot) while it runs, or null once it has ended
+ * or become a zombie. A process that is exiting loses its command line (its memory goes
+ * first) before its files are closed, so a holder whose command line is gone may still hold
+ * its flock for a moment; only the zombie state says the descriptors are closed.
+ */
+function runningSince(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' || fields[0] === 'X' ? null : (fields[19] ?? null);
+  } catch {
+    return null;
+  }
+}
+
 /** Ends a lease holder and waits (up to `timeoutMs`) until it has gone, so its lock is free. */
 export function stopHolder(pid: number, lockPath: string, timeoutMs = 5000): boolean {
-  if (!isHolderOf(pid, lockPath)) return true;
+  const since = runningSince(pid);
+  if (since === null || !isHolderOf(pid, lockPath)) return true;
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
     return true;
   }
+  const ended = () => runningSince(pid) !== since;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!isHolderOf(pid, lockPath)) return true;
+    if (ended()) return true;
     sleep(10);
   }
-  return !isHolderOf(pid, lockPath);
+  return ended();
 }

@@ -28,6 +28,11 @@ export function chooseRoot(input: string, env: NodeJS.ProcessEnv, home: string):
   return { path: path.join(cache, 'runlane'), source: 'cache' };
 }
 
+/** The name errors give a root chosen by the CLI: the variable it came from, else `--root`. */
+export function rootSetting(choice: RootChoice): string {
+  return choice.source === 'RUNLANE_ROOT' ? 'RUNLANE_ROOT' : '--root';
+}
+
 function expandHome(value: string, home: string): string {
   return value === '~' || value.startsWith('~/') ? path.join(home, value.slice(1)) : value;
 }
@@ -97,14 +102,14 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
  * A non-empty directory without the marker is refused: runlane never adopts, and so never
  * deletes in, a directory it did not make.
  */
-export function ensureRoot(root: string): void {
+export function ensureRoot(root: string, setting = 'root'): void {
   fs.mkdirSync(root, { recursive: true, mode: 0o755 });
   if (isMarkedRoot(root)) return;
   const entries = fs.readdirSync(root);
   if (entries.length > 0) {
     // Re-checked: a job starting at the same moment may have just written the marker.
     if (isMarkedRoot(root)) return;
-    throw unmarked(root, entries.length);
+    throw unmarked(root, entries.length, setting);
   }
   try {
     fs.writeFileSync(path.join(root, MARKER), `${JSON.stringify({ runlane: 1 })}\n`, { flag: 'wx' });
