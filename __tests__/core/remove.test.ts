@@ -289,6 +289,7 @@ describe('names and records a job can plant', () => {
       root: '/r',
       dryRun: false,
       scanned: 1,
+      scannedParked: 0,
       entries: [{ key: 'k', path: '/r/lanes/k', state: 'orphan', outcome: 'failed', reason: 'orphan', failures: [] }],
       trash: [],
       freedBytes: 0,

@@ -87,8 +87,9 @@ describe('the CLI as operators expect it', () => {
     const until = Date.parse(lane.leaseUntil) - Date.parse(lane.created);
     expect(until).toBe(2 * 3_600_000);
     const text = runlane(['status', '--root', root]).stdout.trim().split('\n');
+    expect(text[text.length - 2]).toMatch(/^total: \d+ lanes? \(1 live.*\), .*$/);
     expect(text[text.length - 1]).toMatch(
-      /^total: \d+ lanes? \(1 live.*\), .*; free on the root's file system: .* of .* \(\d+\.\d%\)$/,
+      /^free on the root's file system: .* of .* \(\d+\.\d%\); keep-free 10% \(.*\): (met|NOT met, .* short .*)$/,
     );
     expect(runlane(['close', key, '--root', root, '--quiet']).code).toBe(0);
   });

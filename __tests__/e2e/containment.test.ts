@@ -237,7 +237,7 @@ describe('lock files a job made unusable', () => {
     const status = runlane(['status', '--root', root, '--json'], copy);
     expect(status.code).toBe(1);
     for (const key of bad) {
-      expect(report.entries).toContainEqual(expect.objectContaining({ key, state: 'unknown', outcome: 'kept' }));
+      expect(report.entries).toContainEqual(expect.objectContaining({ key, state: 'unknown', outcome: 'left' }));
       expect(report.problems.join('\n')).toMatch(new RegExp(`the lane ${key} was left alone: the lock file .* cannot`));
       expect(status.json().lanes).toContainEqual(expect.objectContaining({ key, state: 'unknown' }));
       expect(status.json().problems.join('\n')).toContain(`the lane ${key}: the lock file`);

@@ -135,7 +135,7 @@ describe('a holder a step cannot kill by accident', () => {
       expect(state).toBe('live');
       const sweep = cli('sweep', '--root', job.root, '--json');
       expect(sweep.code).toBe(0);
-      expect(sweep.json().entries).toEqual([expect.objectContaining({ key, state: 'live', outcome: 'kept' })]);
+      expect(sweep.json().entries).toEqual([expect.objectContaining({ key, state: 'live', outcome: 'left' })]);
       expect(fs.existsSync(outputsOf(job).path)).toBe(true);
     } finally {
       namespace.kill('SIGKILL');

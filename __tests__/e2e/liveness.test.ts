@@ -225,7 +225,7 @@ describe('the sweep', () => {
     await kept.phase('post');
     expect(laneStates(root)[kept.outputs.key]).toBe('kept');
     const young = cli('sweep', '--root', root, '--max-age', '1h', '--keep-free', 'off', '--json').json();
-    expect(young.entries[0]).toMatchObject({ outcome: 'kept', state: 'kept' });
+    expect(young.entries[0]).toMatchObject({ outcome: 'left', state: 'kept' });
     await new Promise((resolve) => setTimeout(resolve, 1100));
     const old = cli('sweep', '--root', root, '--max-age', '1s', '--keep-free', 'off', '--json').json();
     expect(old.entries[0]).toMatchObject({ outcome: 'evicted', state: 'kept' });
@@ -266,17 +266,41 @@ describe('the sweep', () => {
 });
 
 describe('the sweep on a terminal', () => {
-  it('shows a progress line, and clears it before the report', async () => {
+  it('redraws a progress line by lanes, files and bytes, and replaces it by one line per phase', async () => {
     const root = newJob().root;
     const jobs = await liveJobs(root, 3);
+    // Enough files that deleting them takes longer than one redraw interval.
+    for (const job of jobs) {
+      const dir = path.join(job.outputs.path, 'many');
+      fs.mkdirSync(dir);
+      for (let i = 0; i < 15_000; i++) fs.writeFileSync(path.join(dir, String(i)), 'x'.repeat(100));
+    }
     crash(jobs);
     // script(1) gives the CLI a real terminal, as an operator's shell would.
     const out = spawnSync('script', ['-qec', `${process.execPath} ${CLI} sweep --root ${root}`, '/dev/null'], {
       encoding: 'utf8',
     });
     expect(out.status).toBe(0);
-    expect(out.stdout).toMatch(/sweeping 3\/3 lanes/);
-    expect(out.stdout).toContain('\r\u001b[K');
-    expect(out.stdout).toMatch(/3 lanes scanned, removed 3/);
+    // A live line was drawn in place, then cleared and replaced by the phase's final line.
+    // eslint-disable-next-line no-control-regex
+    expect(out.stdout).toMatch(/\r\u001b\[Ktrash: [0-3]\/3 entries, [\d,]+ files, [\d.]+ (KiB|MiB)/);
+    // eslint-disable-next-line no-control-regex
+    expect(out.stdout).toMatch(/\r\u001b\[Ktrash: 3\/3 entries, 45,0\d\d files, [\d.]+ MiB, [\d.]+ s\r?\n/);
+    expect(out.stdout).toMatch(/^scan: 3 lanes, [\d.]+ s\r?$/m);
+    expect(out.stdout).toMatch(
+      /3 lanes and 0 parked lanes scanned; removed 3 \(3 orphans reaped\), freed [\d.]+ MiB; left 0 live/,
+    );
+  });
+
+  it('in a log (no terminal): no live line, one line per phase', async () => {
+    const root = newJob().root;
+    crash(await liveJobs(root, 2));
+    const out = cli('sweep', '--root', root);
+    expect(out.code).toBe(0);
+    expect(out.stderr).not.toContain('\r');
+    expect(out.stderr.split('\n').filter(Boolean)).toEqual([
+      expect.stringMatching(/^scan: 2 lanes, [\d.]+ s$/),
+      expect.stringMatching(/^trash: 2\/2 entries, .*[\d.]+ s$/),
+    ]);
   });
 });

@@ -15,11 +15,13 @@ export const modules = {
 /* harmony import */ var _core_journal_js__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(4608);
 /* harmony import */ var _core_lane_js__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(125);
 /* harmony import */ var _core_layout_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(6585);
-/* harmony import */ var _core_space_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(3497);
-/* harmony import */ var _core_trash_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(3333);
-/* harmony import */ var _core_warm_js__WEBPACK_IMPORTED_MODULE_7__ = __webpack_require__(4226);
-/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_8__ = __webpack_require__(3024);
-/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_8___default = /*#__PURE__*/__webpack_require__.n(node_fs__WEBPACK_IMPORTED_MODULE_8__);
+/* harmony import */ var _core_sizes_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(9013);
+/* harmony import */ var _core_space_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(3497);
+/* harmony import */ var _core_trash_js__WEBPACK_IMPORTED_MODULE_7__ = __webpack_require__(3333);
+/* harmony import */ var _core_warm_js__WEBPACK_IMPORTED_MODULE_8__ = __webpack_require__(4226);
+/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_9__ = __webpack_require__(3024);
+/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_9___default = /*#__PURE__*/__webpack_require__.n(node_fs__WEBPACK_IMPORTED_MODULE_9__);
+
 
 
 
@@ -52,16 +54,19 @@ async function metricsText(root, options) {
     const registry = new prom_client__WEBPACK_IMPORTED_MODULE_0__.Registry();
     const gauge = (name, help, labelNames = []) => new prom_client__WEBPACK_IMPORTED_MODULE_0__.Gauge({ name, help, labelNames, registers: [registry] });
     const lanes = gauge('runlane_lanes', 'Lanes under the root by state.', ['state']);
-    const bytes = gauge('runlane_lane_bytes', 'Disk use of the lanes by state (with --sizes).', ['state']);
+    const bytes = gauge('runlane_lane_bytes', 'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.', ['state']);
     const layout = new _core_layout_js__WEBPACK_IMPORTED_MODULE_4__/* .Layout */ .PE(root);
     let problems = 0;
     try {
         const counts = new Map(['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]));
         const add = (state, size) => {
             counts.set(state, (counts.get(state) ?? 0) + 1);
-            if (size)
-                bytes.inc({ state }, size());
+            const measured = size();
+            if (measured !== undefined)
+                bytes.inc({ state }, measured);
         };
+        // O(lanes) by default: the size recorded when the lane was kept or parked, else none.
+        const sizeOf = (meta, area, names) => () => options.sizes ? layout.sizeOf(area, names).bytes : (0,_core_sizes_js__WEBPACK_IMPORTED_MODULE_5__/* .recordedSize */ .O)(meta)?.bytes;
         const part = (body) => {
             try {
                 return body();
@@ -74,28 +79,28 @@ async function metricsText(root, options) {
         const listed = part(() => (0,_core_lane_js__WEBPACK_IMPORTED_MODULE_3__/* .listLanes */ .If)(root, layout));
         let oldestLive;
         for (const lane of listed) {
-            add(lane.state, options.sizes ? () => layout.sizeOf('lanes', lane.key).bytes : undefined);
+            add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
             if (lane.state === 'unknown')
                 problems++;
             const created = Date.parse(lane.created ?? '');
             if (lane.state === 'live' && !Number.isNaN(created))
                 oldestLive = Math.min(oldestLive ?? created, created);
         }
-        for (const lane of part(() => (0,_core_warm_js__WEBPACK_IMPORTED_MODULE_7__/* .listParked */ .wv)(layout)))
-            add('parked', options.sizes ? () => layout.sizeOf('parked', lane.slot, lane.key).bytes : undefined);
-        const trash = part(() => (0,_core_trash_js__WEBPACK_IMPORTED_MODULE_6__/* .listTrash */ .hQ)(layout));
+        for (const lane of part(() => (0,_core_warm_js__WEBPACK_IMPORTED_MODULE_8__/* .listParked */ .wv)(layout)))
+            add('parked', sizeOf(lane.meta, 'parked', [lane.slot, lane.key]));
+        const trash = part(() => (0,_core_trash_js__WEBPACK_IMPORTED_MODULE_7__/* .listTrash */ .hQ)(layout));
         for (const entry of trash)
-            add('trash', options.sizes ? () => layout.sizeOf('trash', entry.name).bytes : undefined);
+            add('trash', sizeOf(undefined, 'trash', [entry.name]));
         for (const [state, count] of counts)
             lanes.set({ state }, count);
         if (options.sizes)
             for (const state of counts.keys())
                 bytes.inc({ state }, 0);
-        gauge('runlane_root_free_bytes', "Bytes free for unprivileged users on the root's file system.").set((0,_core_space_js__WEBPACK_IMPORTED_MODULE_5__/* .freeBytes */ .go)(root));
-        const stats = node_fs__WEBPACK_IMPORTED_MODULE_8___default().statfsSync(root);
+        gauge('runlane_root_free_bytes', "Bytes free for unprivileged users on the root's file system.").set((0,_core_space_js__WEBPACK_IMPORTED_MODULE_6__/* .freeBytes */ .go)(root));
+        const stats = node_fs__WEBPACK_IMPORTED_MODULE_9___default().statfsSync(root);
         gauge('runlane_root_size_bytes', "Size of the root's file system.").set(stats.blocks * stats.bsize);
         if (options.keepFree) {
-            gauge('runlane_keep_free_target_bytes', 'Free space the sweep keeps (keep-free).').set((0,_core_space_js__WEBPACK_IMPORTED_MODULE_5__/* .requiredFree */ .Gh)(root, options.keepFree));
+            gauge('runlane_keep_free_target_bytes', 'Free space the sweep keeps (keep-free).').set((0,_core_space_js__WEBPACK_IMPORTED_MODULE_6__/* .requiredFree */ .Gh)(root, options.keepFree));
         }
         if (oldestLive !== undefined) {
             gauge('runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set((Date.now() - oldestLive) / 1000);

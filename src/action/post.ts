@@ -1,11 +1,11 @@
 import * as core from '@actions/core';
-import { closeActionFor, closeLane, describeClose, type CloseResult } from '../core/lane.js';
+import { closeActionFor, closeLane, describeClose, startAfterClose, type CloseResult } from '../core/lane.js';
 import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
 import { describeFailures, shown } from '../core/report.js';
 import { warmSlot } from '../core/warm.js';
 import { runIdentity, slotParts } from './identity.js';
-import { listTrash, startBackgroundEmpty, type TrashEntry } from '../core/trash.js';
+import { listTrash, type TrashEntry } from '../core/trash.js';
 import { bundled } from './bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
 import { getSettings } from './settings.js';
@@ -41,8 +41,7 @@ export async function post(): Promise<void> {
   try {
     for (const problem of removeLinks(lane.links)) core.warning(`runlane: link ${shown(problem)}`);
     result = closeLane(lane.root, lane.key, { holderPid: lane.holderPid }, action, reason, settings.privileged, park);
-    const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
-    const pid = inTrash ? startBackgroundEmpty(bundled('cli'), lane.root, settings.privileged) : undefined;
+    const pid = startAfterClose(bundled('cli'), lane.root, lane.key, result, settings.privileged);
     outcome = describeClose(result, reason, { took: `${Date.now() - started} ms`, holderPid: lane.holderPid, pid });
     if (settings.warm && action !== 'park')
       core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import * as core from '@actions/core';
-import { describeFailures, formatTable, shown, sweepSummary, sweepTable } from '../core/report.js';
+import { describeFailures, formatTable, keepFreeShort, shown, sweepSummary, sweepTable } from '../core/report.js';
+import { metersTo } from '../core/progress.js';
 import { Layout } from '../core/layout.js';
 import { sweep } from '../core/sweep.js';
 import { listTrash, startBackgroundEmpty } from '../core/trash.js';
@@ -28,6 +29,8 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     privileged: settings.privileged,
     // pre only moves orphans into the trash: deleting them is left to a background process.
     background: phase === 'pre',
+    // A CI log gets one line per phase (the scan, the trash), not a live counter.
+    meters: metersTo((line) => core.info(`runlane: ${line.trimEnd()}`), false),
   });
   const layout = new Layout(settings.root);
   let trashed = 0;
@@ -50,7 +53,9 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     core.warning(`runlane sweep: ${shown(item.path)} resists deletion:\n${describeFailures(item.failures ?? [])}`);
   }
   for (const problem of report.problems) core.warning(`runlane sweep: ${shown(problem)}`);
-  if (phase === 'main' || report.trash.length > 0 || report.entries.some((entry) => entry.outcome !== 'kept')) {
+  const short = keepFreeShort(report);
+  if (short) core.warning(`runlane sweep: ${short}`);
+  if (phase === 'main' || report.trash.length > 0 || report.entries.some((entry) => entry.outcome !== 'left')) {
     await writeSummary((summary) =>
       summary
         .addHeading(`runlane: sweep${dryRun ? ' (dry run)' : ''}`, 3)

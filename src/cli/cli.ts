@@ -1,16 +1,19 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { SettingError, errorMessage } from '../core/errors.js';
 import { listLanes } from '../core/lane.js';
-import { Layout, type LaneMeta } from '../core/layout.js';
+import { Layout, isLaneName, type LaneMeta } from '../core/layout.js';
+import { recordSize, recordedSize } from '../core/sizes.js';
 import { humanBytes, type Privileged, type RemoveFailure, type TreeSize } from '../core/remove.js';
 import {
   describeFailures,
   shown,
   formatTable,
   statusTable,
+  keepFreeShort,
   sweepSummary,
   sweepTable,
   type StatusRow,
@@ -22,6 +25,8 @@ import { VERSION } from '../core/version.js';
 import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
 import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
+import { formatSpace, requiredFree } from '../core/space.js';
+import { metersTo, silentMeters, type Meter, type Meters } from '../core/progress.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
 
 /** Commander parsers that turn a SettingError into a usage error naming the option. */
@@ -61,6 +66,7 @@ const privilegedOption = () =>
   ]);
 
 type Row = StatusRow & {
+  measured?: string;
   job?: string;
   runId?: string;
   retained?: string;
@@ -71,13 +77,16 @@ type Row = StatusRow & {
   trust?: string;
 };
 
-/** A status row for a lane (live, orphan, kept or parked), with its size and owner. */
+/** A size and when it was measured (when the lane was kept or parked, or now with --sizes). */
+type Measured = TreeSize & { measured: string };
+
+/** A status row for a lane (live, orphan, kept or parked), with its size (when known) and owner. */
 function laneRow(
   key: string,
   lanePath: string,
   state: string,
   meta: LaneMeta | undefined,
-  size: TreeSize,
+  size: Measured | undefined,
   created?: string,
 ): Row {
   return {
@@ -99,23 +108,45 @@ function laneRow(
   };
 }
 
-/** One line under the status table: lanes by state, their size, and the file system's free space. */
-function statusTotals(root: string, rows: readonly Row[]): string {
+/**
+ * Lines under the status table: lanes by state and their known size, then the file system's
+ * free space against the keep-free target the sweep works to.
+ */
+function statusTotals(root: string, rows: readonly Row[], keepFree: SpaceTarget | undefined): string {
   const states = ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'];
   const counts = states
     .map((state) => [state, rows.filter((row) => row.state === state).length] as const)
     .filter(([, count]) => count > 0)
     .map(([state, count]) => `${count} ${state}`);
-  const bytes = rows.reduce((sum, row) => sum + row.bytes, 0);
+  const sized = rows.filter((row) => row.bytes !== undefined);
+  const bytes = sized.reduce((sum, row) => sum + (row.bytes ?? 0), 0);
+  const unsized = rows.length - sized.length;
+  const size =
+    unsized === 0
+      ? humanBytes(bytes)
+      : `${humanBytes(bytes)} in the ${plural(sized.length, 'one')} measured (status --sizes measures the other ${unsized})`;
   const stats = fs.statfsSync(root);
   const free = stats.bavail * stats.bsize;
   const total = stats.blocks * stats.bsize;
   const percent = total > 0 ? ((free / total) * 100).toFixed(1) : '?';
-  return `total: ${plural(rows.length, 'lane')}${counts.length ? ` (${counts.join(', ')})` : ''}, ${humanBytes(bytes)}; free on the root's file system: ${humanBytes(free)} of ${humanBytes(total)} (${percent}%)`;
+  const lanes = `total: ${plural(rows.length, 'lane')}${counts.length ? ` (${counts.join(', ')})` : ''}, ${size}`;
+  let space = `free on the root's file system: ${humanBytes(free)} of ${humanBytes(total)} (${percent}%)`;
+  if (keepFree) {
+    const wanted = requiredFree(root, keepFree);
+    space +=
+      free >= wanted
+        ? `; keep-free ${formatSpace(keepFree)} (${humanBytes(wanted)}): met`
+        : `; keep-free ${formatSpace(keepFree)} (${humanBytes(wanted)}): NOT met, ${humanBytes(wanted - free)} short (a sweep evicts parked, then kept lanes)`;
+  }
+  return `${lanes}\n${space}`;
 }
 
-/** The lanes, the parked lanes and the trash, with their sizes, for `status`; what could not be read, as problems. */
-function statusRows(root: string): { rows: Row[]; problems: string[] } {
+/**
+ * The lanes, the parked lanes and the trash for `status`; what could not be read, as problems.
+ * O(lanes): sizes are those recorded when a lane was kept or parked; `sizes` walks every tree
+ * now (live lanes and the trash too), ticking `meter`.
+ */
+function statusRows(root: string, sizes: boolean, meter: Meter): { rows: Row[]; problems: string[] } {
   const layout = new Layout(root);
   const problems: string[] = [];
   const part = <T>(what: string, body: () => T[]): T[] => {
@@ -126,21 +157,40 @@ function statusRows(root: string): { rows: Row[]; problems: string[] } {
       return [];
     }
   };
+  const measure = (area: 'lanes' | 'parked' | 'trash', names: string[], meta?: LaneMeta): Measured | undefined => {
+    if (!sizes) {
+      const recorded = recordedSize(meta);
+      return recorded && { ...recorded, measured: meta?.measured as string };
+    }
+    const size = layout.sizeOf(area, names, meter.tick);
+    meter.item();
+    return { ...size, measured: new Date().toISOString() };
+  };
   try {
     const lanes = part('lanes', () => listLanes(root, layout));
     for (const lane of lanes) if (lane.problem) problems.push(`the lane ${lane.key}: ${lane.problem}`);
+    const parked = part('parked lanes', () => listParked(layout));
+    const trash = part('trash', () => listTrash(layout));
+    meter.setTotal(lanes.length + parked.length + trash.length);
     const rows = [
       ...lanes.map((lane) =>
-        laneRow(lane.key, lane.path, lane.state, lane.meta, layout.sizeOf('lanes', lane.key), lane.created),
+        laneRow(lane.key, lane.path, lane.state, lane.meta, measure('lanes', [lane.key], lane.meta), lane.created),
       ),
-      ...part('parked lanes', () => listParked(layout)).map((lane) =>
-        laneRow(lane.key, lane.path, 'parked', lane.meta, layout.sizeOf('parked', lane.slot, lane.key), lane.parked),
+      ...parked.map((lane) =>
+        laneRow(
+          lane.key,
+          lane.path,
+          'parked',
+          lane.meta,
+          measure('parked', [lane.slot, lane.key], lane.meta),
+          lane.parked,
+        ),
       ),
-      ...part('trash', () => listTrash(layout)).map((entry) => ({
+      ...trash.map((entry) => ({
         key: entry.name,
         path: entry.path,
         state: 'trash',
-        ...layout.sizeOf('trash', entry.name),
+        ...measure('trash', [entry.name]),
         created: entry.created,
         failures: entry.failures,
       })),
@@ -149,6 +199,61 @@ function statusRows(root: string): { rows: Row[]; problems: string[] } {
   } finally {
     layout.close();
   }
+}
+
+/** --keep-free for sweep, status and metrics: `off` (or 0) gives null. */
+const keepFreeOption = (what: string) =>
+  new Option('--keep-free <space>', `${what}: 10% or 20G (G = GiB), or off`)
+    .argParser(
+      option((value): SpaceTarget | null => {
+        const target = parseSpace('--keep-free', value);
+        return ('bytes' in target ? target.bytes : target.percent) === 0 ? null : target;
+      }),
+    )
+    .default({ percent: 10 } as SpaceTarget, '10%');
+
+/**
+ * Progress for an operator: live lines on stderr when it is a terminal, a line per phase when
+ * it is not (a log); nothing with --json, whose stdout is for machines and stderr for errors.
+ */
+function stderrMeters(json: boolean): Meters {
+  if (json) return silentMeters;
+  return metersTo((text) => process.stderr.write(text), Boolean(process.stderr.isTTY));
+}
+
+/** The terminal's width when stdout is one (tables are then fitted to it), else undefined. */
+function terminalWidth(): number | undefined {
+  return process.stdout.isTTY ? process.stdout.columns : undefined;
+}
+
+interface EmptyTrashOptions {
+  root?: string;
+  privileged?: Privileged;
+  json?: boolean;
+  quiet?: boolean;
+  by?: Actor;
+  measure?: string;
+  lowPriority?: boolean;
+}
+
+/** A lane key given on the command line: only a name runlane makes, never a path. */
+function laneKeyArgument(setting: string, value: string): string {
+  if (!isLaneName(value)) throw new SettingError(setting, value, 'a lane key as status lists it');
+  return value;
+}
+
+/**
+ * Nice 10 and best-effort I/O priority 7 for this process and the threads it starts later
+ * (both are inherited at creation): a background delete then yields to the jobs on the host.
+ * Where ionice is missing, the CPU priority alone applies.
+ */
+function lowerPriority(): void {
+  try {
+    os.setPriority(10);
+  } catch {
+    // Already lower, or not permitted: it stays as it is.
+  }
+  spawnSync('ionice', ['-c', '2', '-n', '7', '-p', String(process.pid)], { stdio: 'ignore' });
 }
 
 export function buildCli(): Command {
@@ -169,18 +274,26 @@ export function buildCli(): Command {
       'List every lane under the root with its state (live, orphan, kept, parked, trash), size, age and owner.',
     )
     .addOption(rootOption())
+    .option(
+      '--sizes',
+      'measure every lane, parked lane and trash entry now (a walk of every tree, with progress); without it, sizes are those recorded when a lane was kept or parked',
+    )
+    .addOption(keepFreeOption('the keep-free target to show free space against'))
     .option('--json', 'print {"root": ..., "lanes": [...]} for machines')
-    .action((options: { root?: string; json?: boolean }) => {
+    .action((options: { root?: string; json?: boolean; sizes?: boolean; keepFree: SpaceTarget | null }) => {
       const root = resolveRoot(options.root);
-      const { rows, problems } = statusRows(root);
+      const meter = stderrMeters(Boolean(options.json))('sizing', { item: ['lane', 'lanes'] });
+      const { rows, problems } = statusRows(root, Boolean(options.sizes), meter);
+      if (options.sizes) meter.done();
       if (problems.length > 0) process.exitCode = 1;
       if (options.json) {
         process.stdout.write(`${JSON.stringify({ root, lanes: rows, problems }, null, 2)}\n`);
         return;
       }
       for (const problem of problems) process.stderr.write(`runlane: ${shown(problem)}\n`);
-      process.stdout.write(rows.length === 0 ? `no lanes under ${root}\n` : `${formatTable(statusTable(rows))}\n`);
-      process.stdout.write(`${statusTotals(root, rows)}\n`);
+      const table = formatTable(statusTable(rows), terminalWidth());
+      process.stdout.write(rows.length === 0 ? `no lanes under ${root}\n` : `${table}\n`);
+      process.stdout.write(`${statusTotals(root, rows, options.keepFree ?? undefined)}\n`);
       const resisting = rows.filter((row) => row.failures && row.failures.length > 0);
       for (const row of resisting)
         process.stdout.write(`\n${shown(row.path)} resists deletion:\n${describeFailures(row.failures ?? [])}\n`);
@@ -198,11 +311,7 @@ export function buildCli(): Command {
         .argParser(option((v) => parseDuration('--max-age', v)))
         .default(parseDuration('--max-age', '7d'), '7d'),
     )
-    .addOption(
-      new Option('--keep-free <space>', "free space to keep on the root's file system: 10% or 20G (G = GiB), or off")
-        .argParser(option((v) => parseSpace('--keep-free', v)))
-        .default({ percent: 10 } as SpaceTarget, '10%'),
-    )
+    .addOption(keepFreeOption("free space to keep on the root's file system"))
     .addOption(privilegedOption())
     .option('--json', 'print the report as JSON')
     .action(
@@ -210,30 +319,27 @@ export function buildCli(): Command {
         root?: string;
         dryRun?: boolean;
         maxAge: number;
-        keepFree: SpaceTarget;
+        keepFree: SpaceTarget | null;
         privileged?: Privileged;
         json?: boolean;
       }) => {
         const root = resolveRoot(options.root);
-        const off = 'bytes' in options.keepFree ? options.keepFree.bytes === 0 : options.keepFree.percent === 0;
-        const progress = process.stderr.isTTY
-          ? (done: number, total: number) => process.stderr.write(`\rsweeping ${done}/${total} lanes`)
-          : undefined;
         const report = sweep({
           root,
           dryRun: Boolean(options.dryRun),
           maxAgeMs: options.maxAge,
-          keepFree: off ? undefined : options.keepFree,
+          keepFree: options.keepFree ?? undefined,
           privileged: options.privileged ?? '',
-          onProgress: progress,
+          meters: stderrMeters(Boolean(options.json)),
         });
-        if (progress) process.stderr.write('\r\x1b[K');
         if (options.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         } else {
           if (report.entries.length + report.trash.length > 0)
-            process.stdout.write(`${formatTable(sweepTable(report))}\n`);
+            process.stdout.write(`${formatTable(sweepTable(report), terminalWidth())}\n`);
           process.stdout.write(`${sweepSummary(report)}\n`);
+          const short = keepFreeShort(report);
+          if (short) process.stdout.write(`${short}\n`);
         }
         for (const problem of report.problems) process.stderr.write(`runlane: ${shown(problem)}\n`);
         const failed = [...report.entries, ...report.trash].some((item) => item.outcome === 'failed');
@@ -255,13 +361,26 @@ export function buildCli(): Command {
         ACTORS,
       ),
     )
-    .action((options: { root?: string; privileged?: Privileged; json?: boolean; quiet?: boolean; by?: Actor }) => {
+    .addOption(
+      new Option(
+        '--measure <key>',
+        'first record the size of the kept or parked lane KEY in its metadata, for status (post passes the lane it kept or parked)',
+      ).argParser(option((value) => laneKeyArgument('--measure', value))),
+    )
+    .option(
+      '--low-priority',
+      'run at nice 10 and best-effort I/O priority 7, so the next job is not slowed (post uses it)',
+    )
+    .action((options: EmptyTrashOptions) => {
       if (options.by) setActor(options.by);
       const root = resolveRoot(options.root);
+      if (options.lowPriority) lowerPriority();
       const layout = new Layout(root);
       let results;
       try {
-        results = emptyTrash(layout, { privileged: options.privileged ?? '' });
+        if (options.measure) recordSize(layout, options.measure);
+        const meters = options.quiet ? silentMeters : stderrMeters(Boolean(options.json));
+        results = emptyTrash(layout, { privileged: options.privileged ?? '', meters });
       } finally {
         layout.close();
       }
@@ -333,20 +452,15 @@ export function buildCli(): Command {
       "Print Prometheus metrics of the root (lanes by state, free space against keep-free, oldest live lane, reaps by reason, delete failures, the last sweep), or write them for node_exporter's textfile collector.",
     )
     .addOption(rootOption())
-    .addOption(
-      new Option('--keep-free <space>', 'the keep-free target to report against: 10% or 20G, or off')
-        .argParser(option((v) => parseSpace('--keep-free', v)))
-        .default({ percent: 10 } as SpaceTarget, '10%'),
-    )
+    .addOption(keepFreeOption('the keep-free target to report against'))
     .option('--sizes', 'also measure every lane (a tree walk each: slow on big roots)')
     .option('--textfile <path>', 'write to this file atomically instead of printing (e.g. .../textfile/runlane.prom)')
-    .action(async (options: { root?: string; keepFree: SpaceTarget; sizes?: boolean; textfile?: string }) => {
+    .action(async (options: { root?: string; keepFree: SpaceTarget | null; sizes?: boolean; textfile?: string }) => {
       const root = resolveRoot(options.root);
-      const off = 'bytes' in options.keepFree ? options.keepFree.bytes === 0 : options.keepFree.percent === 0;
       // prom-client is loaded only here: every other command (and runlane run) starts without it.
       const { metricsText, writeTextfile } = await import('./metrics.js');
       const text = await metricsText(root, {
-        keepFree: off ? undefined : options.keepFree,
+        keepFree: options.keepFree ?? undefined,
         sizes: Boolean(options.sizes),
       });
       if (options.textfile) writeTextfile(path.resolve(options.textfile), text);

@@ -2,7 +2,8 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { writeFileAtomic } from '../core/atomic.js';
 import { readJournal, type JournalRecord } from '../core/journal.js';
 import { listLanes } from '../core/lane.js';
-import { Layout } from '../core/layout.js';
+import { Layout, type LaneMeta } from '../core/layout.js';
+import { recordedSize } from '../core/sizes.js';
 import { freeBytes, requiredFree } from '../core/space.js';
 import { listTrash } from '../core/trash.js';
 import type { SpaceTarget } from '../core/units.js';
@@ -36,17 +37,25 @@ export async function metricsText(root: string, options: MetricsOptions): Promis
   const gauge = (name: string, help: string, labelNames: string[] = []) =>
     new Gauge({ name, help, labelNames, registers: [registry] });
   const lanes = gauge('runlane_lanes', 'Lanes under the root by state.', ['state']);
-  const bytes = gauge('runlane_lane_bytes', 'Disk use of the lanes by state (with --sizes).', ['state']);
+  const bytes = gauge(
+    'runlane_lane_bytes',
+    'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.',
+    ['state'],
+  );
   const layout = new Layout(root);
   let problems = 0;
   try {
     const counts = new Map<string, number>(
       ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]),
     );
-    const add = (state: string, size?: () => number) => {
+    const add = (state: string, size: () => number | undefined) => {
       counts.set(state, (counts.get(state) ?? 0) + 1);
-      if (size) bytes.inc({ state }, size());
+      const measured = size();
+      if (measured !== undefined) bytes.inc({ state }, measured);
     };
+    // O(lanes) by default: the size recorded when the lane was kept or parked, else none.
+    const sizeOf = (meta: LaneMeta | undefined, area: 'lanes' | 'parked' | 'trash', names: string[]) => () =>
+      options.sizes ? layout.sizeOf(area, names).bytes : recordedSize(meta)?.bytes;
     const part = <T>(body: () => T[]): T[] => {
       try {
         return body();
@@ -58,15 +67,15 @@ export async function metricsText(root: string, options: MetricsOptions): Promis
     const listed = part(() => listLanes(root, layout));
     let oldestLive: number | undefined;
     for (const lane of listed) {
-      add(lane.state, options.sizes ? () => layout.sizeOf('lanes', lane.key).bytes : undefined);
+      add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
       if (lane.state === 'unknown') problems++;
       const created = Date.parse(lane.created ?? '');
       if (lane.state === 'live' && !Number.isNaN(created)) oldestLive = Math.min(oldestLive ?? created, created);
     }
     for (const lane of part(() => listParked(layout)))
-      add('parked', options.sizes ? () => layout.sizeOf('parked', lane.slot, lane.key).bytes : undefined);
+      add('parked', sizeOf(lane.meta, 'parked', [lane.slot, lane.key]));
     const trash = part(() => listTrash(layout));
-    for (const entry of trash) add('trash', options.sizes ? () => layout.sizeOf('trash', entry.name).bytes : undefined);
+    for (const entry of trash) add('trash', sizeOf(undefined, 'trash', [entry.name]));
     for (const [state, count] of counts) lanes.set({ state }, count);
     if (options.sizes) for (const state of counts.keys()) bytes.inc({ state }, 0);
 

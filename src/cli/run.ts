@@ -7,7 +7,15 @@ import { detectIdentity, slotParts, type Identity } from '../core/ci-identity.js
 import { planExports, shellQuote, type Export } from '../core/env-plan.js';
 import { errorCode, errorMessage, SettingError } from '../core/errors.js';
 import { DEFAULT_KEY_TEMPLATE, laneKey, parseKeyTemplate, parseMatrix } from '../core/key.js';
-import { closeActionFor, closeLane, describeClose, openLane, type CloseResult, type OpenedLane } from '../core/lane.js';
+import {
+  closeActionFor,
+  closeLane,
+  describeClose,
+  openLane,
+  startAfterClose,
+  type CloseResult,
+  type OpenedLane,
+} from '../core/lane.js';
 import { parseEnvRequests, parseLinkRequests } from '../core/lane-paths.js';
 import { isLaneName, Layout } from '../core/layout.js';
 import { makeLinks, planLinks, removeLinks, type LinkPlan } from '../core/links.js';
@@ -16,7 +24,6 @@ import type { Privileged } from '../core/remove.js';
 import { setActor } from '../core/journal.js';
 import { shown } from '../core/report.js';
 import { checkRoot, chooseRoot, rootSetting } from '../core/root.js';
-import { startBackgroundEmpty } from '../core/trash.js';
 import { parseDuration } from '../core/units.js';
 import { warmSlot } from '../core/warm.js';
 import { describeWarm, parseWarmFrom, parseWarmKeep, startWarm } from '../core/warm-start.js';
@@ -156,10 +163,7 @@ function closePlanned(plan: Plan, options: LaneOptions, lane: OpenedLane, succes
   const park = options.warm ? { slot: warmSlot(slotParts(plan.identity)), keep: plan.warmKeep } : undefined;
   const lease = lane.lock ? { lock: lane.lock } : { holderPid: lane.holderPid };
   const result = closeLane(plan.root, plan.key, lease, action, reason, options.privileged ?? '', park);
-  const pid =
-    result.trashed || (result.parked?.trimmed.length ?? 0) > 0
-      ? startBackgroundEmpty(bundled('cli'), plan.root, options.privileged ?? '')
-      : undefined;
+  const pid = startAfterClose(bundled('cli'), plan.root, plan.key, result, options.privileged ?? '');
   say(options, `lane ${plan.lanePath}: ${describeClose(result, reason, { pid })}`);
   return result;
 }
@@ -292,7 +296,7 @@ export function closeCommand(
   if (holderPid === undefined) throw new Error(`no lane ${key} under ${root}`);
   const { action, reason } = closeActionFor(options.cleanup, options.failed ? 'failure' : 'success');
   const result = closeLane(root, key, { holderPid }, action, reason, options.privileged ?? '');
-  const pid = result.trashed ? startBackgroundEmpty(bundled('cli'), root, options.privileged ?? '') : undefined;
+  const pid = startAfterClose(bundled('cli'), root, key, result, options.privileged ?? '');
   if (!options.quiet) {
     const lanePath = shown(path.join(root, 'lanes', key));
     process.stderr.write(`runlane: lane ${lanePath}: ${describeClose(result, reason, { pid })}; lease released\n`);

@@ -4,10 +4,19 @@ import path from 'node:path';
 import { errorCode, errorMessage } from './errors.js';
 import { Layout, isLaneName, type LaneMeta, type LockFile } from './layout.js';
 import { journal, type JournalAction } from './journal.js';
-import { Lock, heldFlocks, flockIdentity, isHolderOf, startHolder, stopHolder } from './lease.js';
+import {
+  Lock,
+  checkLockFile,
+  heldFlocks,
+  flockIdentity,
+  isHolderOf,
+  startHolder,
+  stopHolder,
+  type HeldLocks,
+} from './lease.js';
 import { removeIn, unlinkIfAny, type Dir, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
-import { moveToTrash } from './trash.js';
+import { moveToTrash, startBackgroundEmpty } from './trash.js';
 import { parkLane, trimSlot, type WarmOrigin } from './warm.js';
 
 /** How long main waits for a lane's lock that a sweep may be holding briefly. */
@@ -280,6 +289,24 @@ export function describeClose(
   return 'left for the sweep (cleanup: defer)';
 }
 
+/**
+ * The background work a close leaves, started detached: emptying the trash (the lane moved
+ * there, or older parked lanes a park trimmed) and measuring a kept or parked lane for
+ * `status`. Returns its pid, or undefined when there is nothing to do.
+ */
+export function startAfterClose(
+  cliScript: string,
+  root: string,
+  key: string,
+  result: CloseResult,
+  privileged: Privileged,
+): number | undefined {
+  const inTrash = result.trashed !== undefined || (result.parked?.trimmed.length ?? 0) > 0;
+  const measure = !result.gone && (result.parked !== undefined || result.action === 'retain') ? key : undefined;
+  if (!inTrash && !measure) return undefined;
+  return startBackgroundEmpty(cliScript, root, privileged, measure);
+}
+
 /** Drops the lock file and metadata of a lane that no longer exists, under its lock. */
 export function tidy(layout: Layout, key: string): boolean {
   return dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)], false);
@@ -316,19 +343,22 @@ export interface LaneEntry {
 }
 
 /** Every lane under the root with its state; liveness is the lease's alone. */
-export function listLanes(root: string, layout?: Layout): LaneEntry[] {
+export function listLanes(root: string, layout?: Layout, onLane?: () => void): LaneEntry[] {
   const own = layout ?? new Layout(root);
   try {
     const keys = own.names('lanes');
     const held = heldFlocks();
-    return keys.sort().map((key) => laneEntry(own, key, held));
+    return keys.sort().map((key) => {
+      onLane?.();
+      return laneEntry(own, key, held);
+    });
   } finally {
     if (!layout) own.close();
   }
 }
 
 /** One lane's state; a bad lock file or metadata makes it `unknown`, never stops the listing. */
-function laneEntry(layout: Layout, key: string, held: Set<string>): LaneEntry {
+function laneEntry(layout: Layout, key: string, held: HeldLocks): LaneEntry {
   const lanePath = layout.lane(key);
   try {
     const meta = layout.readMeta(key);
@@ -341,13 +371,18 @@ function laneEntry(layout: Layout, key: string, held: Set<string>): LaneEntry {
 }
 
 /**
- * Is the lease held? /proc/locks answers fast; a lock not listed there is tried for real.
- * A lock file that exists but cannot be used throws (UnusableLockError): never "free".
+ * Is the lease held? /proc/locks answers, when it lists every lock (see heldFlocks); a lock
+ * not listed in an incomplete list is tried for real. A lock file that exists but cannot be
+ * used throws (UnusableLockError): never "free".
  */
-export function leaseHeld(file: LockFile, held: Set<string>): boolean {
+export function leaseHeld(file: LockFile, held: HeldLocks): boolean {
   const stat = fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false });
   if (!stat) return false;
-  if (held.has(flockIdentity(stat))) return true;
+  if (held.ids.has(flockIdentity(stat))) return true;
+  if (held.complete) {
+    checkLockFile(file, stat);
+    return false;
+  }
   const probe = Lock.tryAcquireExisting(file);
   if (!probe) return true;
   probe.release();

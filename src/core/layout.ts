@@ -35,6 +35,14 @@ export interface LaneMeta {
   jobMs?: number;
   /** Where this lane came from, when it was started warm. */
   warmFrom?: string;
+  /**
+   * Its size when it was kept or parked (measured in the background after post, so post stays
+   * O(1)): what `status` and `metrics` show without walking the tree.
+   */
+  bytes?: number;
+  files?: number;
+  /** ISO time the size was measured. */
+  measured?: string;
 }
 
 /** The longest key or slot name: leaves room for suffixes (`.lock`, `.json`, trash stamps) under NAME_MAX. */
@@ -202,18 +210,22 @@ export class Layout {
    * The size of `lanes/<key>`, `trash/<name>` or `parked/<slot>/<key>`, walked through the
    * verified directories (see treeSizeIn); zero when it cannot be reached.
    */
-  sizeOf(area: 'lanes' | 'trash' | 'parked', ...names: string[]): TreeSize {
+  sizeOf(
+    area: 'lanes' | 'trash' | 'parked',
+    names: readonly string[],
+    tick?: (entries: number, bytes: number) => void,
+  ): TreeSize {
     try {
       if (area === 'parked') {
         const [slot, key] = names;
         const dir = this.slotDir(slot);
         try {
-          return dir ? treeSizeIn(dir, key) : { bytes: 0, files: 0 };
+          return dir ? treeSizeIn(dir, key, tick) : { bytes: 0, files: 0 };
         } finally {
           dir?.close();
         }
       }
-      return treeSizeIn(this.dir(area), names[0]);
+      return treeSizeIn(this.dir(area), names[0], tick);
     } catch {
       return { bytes: 0, files: 0 };
     }
@@ -307,7 +319,7 @@ export function readJsonNoFollow(file: string): unknown {
   }
 }
 
-const OPTIONAL_STRINGS = ['retained', 'trust', 'parked', 'warmFrom', 'leaseUntil'] as const;
+const OPTIONAL_STRINGS = ['retained', 'trust', 'parked', 'warmFrom', 'leaseUntil', 'measured'] as const;
 const STRINGS = ['repository', 'scope', 'runId', 'runAttempt', 'job', 'matrix', 'created', 'host', 'cleanup'] as const;
 
 /** Metadata as runlane writes it, or undefined: wrong types, another key, or a slot that is not one segment. */
@@ -318,8 +330,9 @@ export function validMeta(value: unknown, key: string): LaneMeta | undefined {
   if (!STRINGS.every((name) => typeof meta[name] === 'string')) return undefined;
   if (!OPTIONAL_STRINGS.every((name) => meta[name] === undefined || typeof meta[name] === 'string')) return undefined;
   if (meta.slot !== undefined && (typeof meta.slot !== 'string' || !isLaneName(meta.slot))) return undefined;
-  for (const name of ['holderPid', 'jobMs'] as const) {
-    if (meta[name] !== undefined && !Number.isSafeInteger(meta[name])) return undefined;
+  for (const name of ['holderPid', 'jobMs', 'bytes', 'files'] as const) {
+    const value = meta[name];
+    if (value !== undefined && !(Number.isSafeInteger(value) && (value as number) >= 0)) return undefined;
   }
   return meta as unknown as LaneMeta;
 }

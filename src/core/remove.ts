@@ -263,6 +263,8 @@ interface Walk {
   uid: number;
   failures: RemoveFailure[];
   mounts?: Mount[];
+  /** Called with 1 for every entry removed (progress). */
+  tick?: (entries: number) => void;
 }
 
 /**
@@ -271,8 +273,19 @@ interface Walk {
  * what resists (a root-owned file, an immutable one, a mount) is recorded with the reason and
  * what it takes, and the rest is removed. A mount is never entered, only reported.
  */
-export function removeIn(parent: Dir, name: string, privileged: Privileged = ''): RemoveReport {
-  const walk: Walk = { dev: parent.stat.dev, mountId: parent.mountId, uid: process.getuid?.() ?? -1, failures: [] };
+export function removeIn(
+  parent: Dir,
+  name: string,
+  privileged: Privileged = '',
+  tick?: (entries: number) => void,
+): RemoveReport {
+  const walk: Walk = {
+    dev: parent.stat.dev,
+    mountId: parent.mountId,
+    uid: process.getuid?.() ?? -1,
+    failures: [],
+    tick,
+  };
   removeEntry(parent, name, undefined, walk, 0);
   if (walk.failures.length > 0 && privileged === 'sudo' && parent.exists(name)) {
     const note = removeWithSudo(parent, name);
@@ -353,6 +366,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
     // unlink never follows the name: a file, a symlink, a socket are removed themselves.
     try {
       fs.unlinkSync(parent.at(name));
+      walk.tick?.(1);
       return;
     } catch (error) {
       const code = errorCode(error);
@@ -410,6 +424,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
   }
   try {
     fs.rmdirSync(parent.at(name));
+    walk.tick?.(1);
   } catch (error) {
     const code = errorCode(error);
     if (code === 'ENOENT') return;
@@ -432,12 +447,13 @@ export interface TreeSize {
  * mount (a mount counts as its own directory only). Read-only; what cannot be read counts
  * as itself.
  */
-export function treeSizeIn(parent: Dir, name: EntryName): TreeSize {
+export function treeSizeIn(parent: Dir, name: EntryName, tick?: (entries: number, bytes: number) => void): TreeSize {
   const total: TreeSize = { bytes: 0, files: 0 };
   const visit = (dir: Dir, entry: EntryName, depth: number) => {
     const stat = dir.lstat(entry);
     if (!stat) return;
     total.bytes += stat.blocks * 512;
+    tick?.(1, stat.blocks * 512);
     if (!stat.isDirectory()) {
       total.files++;
       return;

@@ -80,23 +80,42 @@ export function sweepTable(report: SweepReport): Table {
 /** One line: what the sweep did in total. */
 export function sweepSummary(report: SweepReport): string {
   const count = (outcome: string) => report.entries.filter((entry) => entry.outcome === outcome).length;
-  const live = report.entries.filter((entry) => entry.state === 'live').length;
+  const left = (state: string) =>
+    report.entries.filter((entry) => entry.outcome === 'left' && entry.state === state).length;
   const removed = count('reaped') + count('evicted');
+  const how = [
+    count('reaped') ? `${plural(count('reaped'), 'orphan')} reaped` : '',
+    count('evicted') ? `${count('evicted')} evicted` : '',
+  ].filter(Boolean);
   const done = report.dryRun
-    ? `would remove ${removed} (${humanBytes(report.freedBytes)})`
-    : `removed ${removed}, freed ${humanBytes(report.freedBytes)}`;
+    ? `would remove ${removed}${how.length ? ` (${how.join(', ')})` : ''}, freeing ${humanBytes(report.freedBytes)}`
+    : `removed ${removed}${how.length ? ` (${how.join(', ')})` : ''}, freed ${humanBytes(report.freedBytes)}`;
+  const stays = ['live', 'kept', 'parked', 'unknown']
+    .map((state) => [state, left(state)] as const)
+    .filter(([state, n]) => n > 0 || state === 'live')
+    .map(([state, n]) => `${n} ${state}`);
+  const deletedTrash = report.trash.filter((t) => t.outcome === 'deleted' || t.outcome === 'would delete').length;
   const extra = [
-    `${live} live`,
-    `${count('kept') - live} kept`,
+    `left ${stays.join(', ')}`,
     count('failed') ? `${count('failed')} failed` : '',
     report.trash.length
-      ? `trash: ${report.trash.filter((t) => t.outcome === 'deleted' || t.outcome === 'would delete').length} of ${plural(report.trash.length, 'entry', 'entries')} ${report.dryRun ? 'would be ' : ''}deleted`
+      ? `trash: ${deletedTrash} of ${plural(report.trash.length, 'entry', 'entries')} ${report.dryRun ? 'would be ' : ''}deleted`
       : '',
     report.tidied ? `${plural(report.tidied, 'stale file')} tidied` : '',
     report.problems.length ? `${plural(report.problems.length, 'problem')} (listed below)` : '',
     report.timedOut ? 'stopped at its time bound' : '',
+    keepFreeShort(report) ? 'keep-free not reached (see below)' : '',
   ].filter(Boolean);
-  return `runlane sweep of ${report.root}: ${plural(report.scanned, 'lane')} scanned, ${done}; ${extra.join(', ')} (${report.seconds.toFixed(2)} s)${report.dryRun ? ' [dry run: nothing deleted]' : ''}`;
+  const scanned = `${plural(report.scanned, 'lane')} and ${plural(report.scannedParked, 'parked lane')} scanned`;
+  return `runlane sweep of ${report.root}: ${scanned}; ${done}; ${extra.join(', ')} (${report.seconds.toFixed(2)} s)${report.dryRun ? ' [dry run: nothing deleted]' : ''}`;
+}
+
+/** When the keep-free target still does not hold after the sweep: how far off, and why. */
+export function keepFreeShort(report: SweepReport): string | undefined {
+  const target = report.keepFree;
+  if (!target || target.reached || report.timedOut) return undefined;
+  const live = report.entries.filter((entry) => entry.state === 'live').length;
+  return `keep-free cannot be reached: ${humanBytes(target.freeBytes)} free on the root's file system, ${humanBytes(target.wantedBytes)} wanted, and nothing the sweep may remove is left (${plural(live, 'live lane')}; the rest of the disk is not runlane's)`;
 }
 
 /** One row of `runlane status`: a lane, or an entry in the trash. */
@@ -104,22 +123,23 @@ export interface StatusRow {
   key: string;
   path: string;
   state: string;
-  bytes: number;
-  files: number;
+  /** Size, when known: measured when it was kept or parked, or now with --sizes. */
+  bytes?: number;
+  files?: number;
   created?: string;
   repository?: string;
   scope?: string;
 }
 
-/** The status table: one row a lane or trash entry. */
+/** The status table: one row a lane or trash entry; `-` for a size not measured. */
 export function statusTable(rows: readonly StatusRow[]): Table {
   return [
     ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope'],
     ...rows.map((row) => [
       row.key,
       row.state,
-      humanBytes(row.bytes),
-      String(row.files),
+      row.bytes === undefined ? '-' : humanBytes(row.bytes),
+      row.files === undefined ? '-' : String(row.files),
       ageOf(row.created),
       row.repository ?? '',
       row.scope ?? '',
@@ -127,10 +147,36 @@ export function statusTable(rows: readonly StatusRow[]): Table {
   ];
 }
 
-/** A plain-text table with aligned columns, for terminals and logs. */
-export function formatTable(raw: Table): string {
+/** The shortest a shortened first column gets: enough to tell most keys apart. */
+const MIN_KEY_WIDTH = 24;
+/** Room kept for the last column (free text, which may wrap) when fitting a table. */
+const LAST_COLUMN_ROOM = 20;
+
+/** `text` cut to `width` characters by taking out its middle: `acme-widgets.m…46c1e1a27c`. */
+export function shortenMiddle(text: string, width: number): string {
+  if (text.length <= width) return text;
+  const tail = Math.floor((width - 1) / 2);
+  return `${text.slice(0, width - 1 - tail)}…${text.slice(text.length - tail)}`;
+}
+
+/**
+ * A plain-text table with aligned columns, for terminals and logs. Given a terminal `width`,
+ * the first column (the lane keys, whose ends tell them apart) is shortened in the middle so
+ * the table fits; without one (a pipe, a log), nothing is cut, so keys can be copied and grepped.
+ */
+export function formatTable(raw: Table, width?: number): string {
   const table = raw.map((row) => row.map((cell) => shown(cell ?? '')));
   const widths = table[0].map((_, column) => Math.max(...table.map((row) => (row[column] ?? '').length)));
+  if (width !== undefined && widths.length > 1) {
+    const last = widths.length - 1;
+    const others = widths.slice(1, last).reduce((sum, each) => sum + each + 2, 0) + 2;
+    const room = width - others - Math.min(widths[last], LAST_COLUMN_ROOM);
+    const fitted = Math.max(MIN_KEY_WIDTH, room);
+    if (fitted < widths[0]) {
+      widths[0] = fitted;
+      for (const row of table.slice(1)) row[0] = shortenMiddle(row[0] ?? '', fitted);
+    }
+  }
   return table
     .map((row) =>
       row

@@ -1,5 +1,7 @@
 import { errorMessage } from './errors.js';
 import { AREAS, Layout, type LaneMeta } from './layout.js';
+import { silentMeters, type Meters } from './progress.js';
+import { recordedSize } from './sizes.js';
 import { journal } from './journal.js';
 import { Lock, heldFlocks } from './lease.js';
 import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
@@ -22,7 +24,8 @@ export interface SweepOptions {
   privileged?: Privileged;
   /** Only move lanes into the trash; the caller has the trash emptied in the background. */
   background?: boolean;
-  onProgress?: (done: number, total: number) => void;
+  /** Progress and a summary line for each phase (scan, trash); silent when absent. */
+  meters?: Meters;
   now?: number;
 }
 
@@ -30,10 +33,13 @@ export interface SweepEntry {
   key: string;
   path: string;
   state: 'live' | 'orphan' | 'kept' | 'parked' | 'unknown';
-  /** reaped / evicted (or would be, on a dry run), kept, or failed. */
-  outcome: 'reaped' | 'evicted' | 'kept' | 'failed';
+  /** reaped / evicted (or would be, on a dry run), left in place, or failed. */
+  outcome: 'reaped' | 'evicted' | 'left' | 'failed';
   reason: string;
-  /** Bytes freed (the file system's change), or the tree's size when not deleted here. */
+  /**
+   * Bytes freed (the file system's change); for a lane left in place, its size as measured
+   * when it was kept or parked, if it was.
+   */
   bytes?: number;
   created?: string;
   failures?: RemoveFailure[];
@@ -44,7 +50,10 @@ export interface SweepEntry {
 export interface SweepReport {
   root: string;
   dryRun: boolean;
+  /** Lanes looked at under lanes/ (live, orphan, kept, unknown). */
   scanned: number;
+  /** Parked lanes looked at. */
+  scannedParked: number;
   entries: SweepEntry[];
   /** Trash entries deleted (or found busy, or failed) by this sweep. */
   trash: TrashResult[];
@@ -52,6 +61,8 @@ export interface SweepReport {
   tidied: number;
   /** What the sweep found wrong and skipped (a refused layout directory, an unusable lock file). */
   problems: string[];
+  /** The keep-free target against the free space the sweep left, when a target was set. */
+  keepFree?: { wantedBytes: number; freeBytes: number; reached: boolean };
   timedOut: boolean;
   seconds: number;
 }
@@ -114,7 +125,9 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       return fallback;
     }
   };
-  const lanes = attempt('listing lanes', () => listLanes(options.root, layout), [] as LaneEntry[]);
+  const meters = options.meters ?? silentMeters;
+  const scan = meters('scan', { item: ['lane', 'lanes'] });
+  const lanes = attempt('listing lanes', () => listLanes(options.root, layout, () => scan.item()), [] as LaneEntry[]);
   const entries: SweepEntry[] = [];
   const trash: TrashResult[] = [];
   let timedOut = false;
@@ -123,7 +136,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
     const entry = attempt(
       `reaping ${lane.key}`,
-      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? ''),
+      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? '', meters),
       { ...base, outcome: 'failed' as const, reason: `${reason}; it could not be taken (see the problems)` },
     );
     entries.push(entry);
@@ -132,49 +145,58 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   const evict = (lane: ParkedLane, reason: string): SweepEntry => {
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, reason, created: lane.parked };
     if (mode === 'dry-run')
-      return { ...base, outcome: 'evicted', bytes: layout.sizeOf('parked', lane.slot, lane.key).bytes };
+      return {
+        ...base,
+        outcome: 'evicted',
+        bytes: (recordedSize(lane.meta) ?? layout.sizeOf('parked', [lane.slot, lane.key])).bytes,
+      };
     const moved = attempt(`evicting ${lane.key}`, () => evictParked(layout, lane, reason), undefined);
     return moved
       ? { ...base, outcome: 'evicted', trashed: moved }
-      : { ...base, outcome: 'kept', reason: 'parked: claimed meanwhile, or could not be taken' };
+      : { ...base, outcome: 'left', reason: 'parked: claimed meanwhile, or could not be taken' };
   };
-  // Sizes of what stays are for the report; pre (background) must not walk big trees for them.
-  const keptEntry = (lane: { key: string; path: string; slot?: string }, reason: string, created?: string) => ({
+  // What stays is reported with the size measured when it was kept or parked: the scan never
+  // walks a tree it leaves alone, so it stays O(lanes) however many files they hold.
+  const leftEntry = (
+    lane: { key: string; path: string; slot?: string; meta?: LaneMeta },
+    reason: string,
+    created?: string,
+  ) => ({
     key: lane.key,
     path: lane.path,
     state: lane.slot === undefined ? ('kept' as const) : ('parked' as const),
-    outcome: 'kept' as const,
+    outcome: 'left' as const,
     reason,
     created,
-    bytes:
-      mode === 'background'
-        ? undefined
-        : (lane.slot === undefined ? layout.sizeOf('lanes', lane.key) : layout.sizeOf('parked', lane.slot, lane.key))
-            .bytes,
+    bytes: recordedSize(lane.meta)?.bytes,
   });
   const empty = () => {
     if (mode === 'background') return;
     const emptied = attempt(
       'emptying the trash',
       () =>
-        emptyTrash(layout, { dryRun: mode === 'dry-run', privileged: options.privileged, deadline: options.deadline }),
+        emptyTrash(layout, {
+          dryRun: mode === 'dry-run',
+          privileged: options.privileged,
+          deadline: options.deadline,
+          meters,
+        }),
       [] as TrashResult[],
     );
     trash.push(...emptied);
   };
 
   const kept: LaneEntry[] = [];
-  lanes.forEach((lane, index) => {
-    options.onProgress?.(index, lanes.length);
+  for (const lane of lanes) {
     const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
     if (lane.state === 'live') {
-      entries.push({ ...base, outcome: 'kept', reason: 'live: its lease is held' });
+      entries.push({ ...base, outcome: 'left', reason: 'live: its lease is held' });
     } else if (lane.state === 'unknown') {
       problems.push(`the lane ${lane.key} was left alone: ${lane.problem}`);
-      entries.push({ ...base, outcome: 'kept', reason: `unknown: ${lane.problem}` });
+      entries.push({ ...base, outcome: 'left', reason: `unknown: ${lane.problem}` });
     } else if (overTime()) {
       timedOut = true;
-      entries.push({ ...base, outcome: 'kept', reason: 'not reached: time bound' });
+      entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
     } else if (lane.state === 'orphan') {
       take(lane, 'reaped', 'orphan: no job holds its lease');
     } else if (age(lane.meta, now) > options.maxAgeMs) {
@@ -182,20 +204,22 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     } else {
       kept.push(lane);
     }
-  });
-  options.onProgress?.(lanes.length, lanes.length);
+  }
 
   // Parked lanes (warm starts): evicted past max-age, and first under space pressure.
   const parked: ParkedLane[] = [];
   const held = heldFlocks();
-  for (const lane of attempt('listing parked lanes', () => listParked(layout), [] as ParkedLane[])) {
+  const parkedLanes = attempt('listing parked lanes', () => listParked(layout), [] as ParkedLane[]);
+  for (const lane of parkedLanes) {
+    scan.item();
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, created: lane.parked };
     const busy = attempt(`probing ${lane.key}`, () => leaseHeld(layout.lock(lane.key), held), true);
-    if (busy) entries.push({ ...base, outcome: 'kept', reason: 'parked: being claimed, or its lock is unusable' });
+    if (busy) entries.push({ ...base, outcome: 'left', reason: 'parked: being claimed, or its lock is unusable' });
     else if (age(lane.meta, now, lane.parked) > options.maxAgeMs && !overTime())
       entries.push(evict(lane, 'parked longer than max-age'));
     else parked.push(lane);
   }
+  scan.done();
   empty();
 
   // Space pressure: parked lanes go first, then kept ones, oldest first, until the target
@@ -217,12 +241,15 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       }
     } else if ('parked' in candidate) {
       const lane = candidate.parked;
-      entries.push(keptEntry(lane, 'parked for the next run of its scope', lane.parked));
+      entries.push(leftEntry(lane, 'parked for the next run of its scope', lane.parked));
     } else {
       const lane = candidate.kept;
-      entries.push(keptEntry({ key: lane.key, path: lane.path }, lane.meta?.retained ?? 'kept', lane.created));
+      entries.push(
+        leftEntry({ key: lane.key, path: lane.path, meta: lane.meta }, lane.meta?.retained ?? 'kept', lane.created),
+      );
     }
   }
+  const wanted = pressure ? requiredFree(options.root, pressure) : undefined;
   attribute(entries, trash);
   const tidied = mode === 'dry-run' ? 0 : attempt('tidying', () => tidyStale(layout), 0);
   if (mode !== 'dry-run') {
@@ -230,7 +257,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       action: 'swept',
       key: '',
       seconds: (Date.now() - started) / 1000,
-      reason: `${plural(lanes.length, 'lane')} scanned; ${plural(problems.length, 'problem')}`,
+      reason: `${plural(lanes.length, 'lane')} and ${plural(parkedLanes.length, 'parked lane')} scanned; ${plural(problems.length, 'problem')}`,
     });
   }
   const freed =
@@ -241,11 +268,13 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     root: options.root,
     dryRun: options.dryRun,
     scanned: lanes.length,
+    scannedParked: parkedLanes.length,
     entries,
     trash,
     freedBytes: freed,
     tidied,
     problems: [...new Set(problems)],
+    keepFree: wanted === undefined ? undefined : { wantedBytes: wanted, freeBytes: free, reached: free >= wanted },
     timedOut,
     seconds: (Date.now() - started) / 1000,
   };
@@ -288,20 +317,24 @@ function reap(
   reason: string,
   mode: Mode,
   privileged: Privileged,
+  meters: Meters,
 ): SweepEntry {
   const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
   // A dry run changes nothing, not even a lock file: the state listLanes found is its answer.
-  if (mode === 'dry-run') return { ...base, outcome, bytes: layout.sizeOf('lanes', lane.key).bytes };
+  if (mode === 'dry-run')
+    return { ...base, outcome, bytes: (recordedSize(lane.meta) ?? layout.sizeOf('lanes', [lane.key])).bytes };
   const lock = Lock.tryAcquire(layout.lock(lane.key));
-  if (!lock) return { ...base, outcome: 'kept', reason: 'live: its lease was taken meanwhile' };
+  if (!lock) return { ...base, outcome: 'left', reason: 'live: its lease was taken meanwhile' };
   try {
     const lanes = layout.dir('lanes');
-    if (!lanes.exists(lane.key)) return { ...base, outcome: 'kept', reason: 'gone: another sweep reaped it' };
+    if (!lanes.exists(lane.key)) return { ...base, outcome: 'left', reason: 'gone: another sweep reaped it' };
     const moved = moveToTrash(layout, lanes, lane.key, lane.key);
     let bytes: number | undefined;
     if ('error' in moved) {
       const before = freeBytes(layout.root);
-      const removal = removeIn(lanes, lane.key, privileged);
+      const meter = meters(`deleting ${lane.key} in place`, { bytes: () => freeBytes(layout.root) - before });
+      const removal = removeIn(lanes, lane.key, privileged, meter.tick);
+      meter.done();
       bytes = Math.max(0, freeBytes(layout.root) - before);
       const fallback = `${reason}; the rename to trash failed (${moved.error}), so it was deleted in place`;
       if (!removal.removed) return { ...base, outcome: 'failed', reason: fallback, bytes, failures: removal.failures };

@@ -17,6 +17,7 @@ import {
   type RemoveFailure,
 } from './remove.js';
 import { freeBytes } from './space.js';
+import { silentMeters, type Meters, type Tick } from './progress.js';
 
 const FAILED = '.failed.json';
 
@@ -105,6 +106,8 @@ export interface EmptyTrashOptions {
   privileged?: Privileged;
   /** Epoch ms after which no new entry is started. */
   deadline?: number;
+  /** Progress by entries and bytes, and one summary line; silent when absent. */
+  meters?: Meters;
 }
 
 /**
@@ -114,82 +117,100 @@ export interface EmptyTrashOptions {
  */
 export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): TrashResult[] {
   const results: TrashResult[] = [];
-  for (const entry of listTrash(layout)) {
+  const entries = listTrash(layout);
+  if (entries.length === 0) return results;
+  const start = freeBytes(layout.root);
+  const meter = (options.meters ?? silentMeters)(options.dryRun ? 'trash (dry run)' : 'trash', {
+    total: entries.length,
+    item: ['entry', 'entries'],
+    bytes: options.dryRun ? undefined : () => Math.max(0, freeBytes(layout.root) - start),
+  });
+  for (const entry of entries) {
     if (options.deadline !== undefined && Date.now() >= options.deadline) break;
-    const base = { name: entry.name, path: entry.path };
-    if (options.dryRun) {
-      results.push({
-        ...base,
-        outcome: 'would delete',
-        bytes: layout.sizeOf('trash', entry.name).bytes,
-        failures: entry.failures,
-      });
-      continue;
-    }
-    const trash = layout.dir('trash');
-    let lock: Lock | undefined;
-    try {
-      lock = Lock.tryAcquire(layout.trashLock(entry.name));
-    } catch (error) {
-      const failure = { path: `${entry.path}.lock`, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
-      results.push({ ...base, outcome: 'failed', bytes: 0, failures: [{ ...failure, hint: 'remove it by hand' }] });
-      continue;
-    }
-    if (!lock) {
-      results.push({ ...base, outcome: 'busy', bytes: 0, failures: [] });
-      continue;
-    }
-    try {
-      if (!trash.exists(entry.name)) continue;
-      const before = freeBytes(layout.root);
-      const removal = removeIn(trash, entry.name, options.privileged);
-      const bytes = Math.max(0, freeBytes(layout.root) - before);
-      // Whatever a job planted where the failure record goes (a directory, say) makes way.
-      const record = `${entry.name}${FAILED}`;
-      if (trash.lstat(record) && !trash.lstat(record)?.isFile()) removeIn(trash, record);
-      if (removal.removed) {
-        unlinkIfAny(trash.at(record));
-        lock.unlinkWhileHeld();
-        results.push({ ...base, outcome: 'deleted', bytes, failures: [] });
-        journal(layout, { action: 'deleted', key: entry.name, bytes });
-      } else {
-        writeFileAtomic(trash.at(record), `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`);
-        results.push({ ...base, outcome: 'failed', bytes, failures: removal.failures });
-        const first = removal.failures[0];
-        journal(layout, {
-          action: 'delete-failed',
-          key: entry.name,
-          bytes,
-          reason: `${removal.failures.length} paths resisted${first ? ` (first: ${first.path}: ${first.code})` : ''}`,
-        });
-      }
-    } catch (error) {
-      // One entry's trouble never stops the rest of the trash.
-      const failure = { path: entry.path, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
-      results.push({
-        ...base,
-        outcome: 'failed',
-        bytes: 0,
-        failures: [{ ...failure, hint: 'the sweep retries it every time' }],
-      });
-    } finally {
-      lock.release();
-    }
+    const result = emptyEntry(layout, entry, options, meter.tick);
+    if (result) results.push(result);
+    meter.item();
   }
+  meter.done();
   return results;
 }
 
+/** Deletes one trash entry under its lock (see emptyTrash); undefined when it is gone already. */
+function emptyEntry(
+  layout: Layout,
+  entry: TrashEntry,
+  options: EmptyTrashOptions,
+  tick: Tick,
+): TrashResult | undefined {
+  const base = { name: entry.name, path: entry.path };
+  if (options.dryRun) {
+    const bytes = layout.sizeOf('trash', [entry.name], tick).bytes;
+    return { ...base, outcome: 'would delete', bytes, failures: entry.failures };
+  }
+  const trash = layout.dir('trash');
+  let lock: Lock | undefined;
+  try {
+    lock = Lock.tryAcquire(layout.trashLock(entry.name));
+  } catch (error) {
+    const failure = { path: `${entry.path}.lock`, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
+    return { ...base, outcome: 'failed', bytes: 0, failures: [{ ...failure, hint: 'remove it by hand' }] };
+  }
+  if (!lock) return { ...base, outcome: 'busy', bytes: 0, failures: [] };
+  try {
+    if (!trash.exists(entry.name)) return undefined;
+    const before = freeBytes(layout.root);
+    const removal = removeIn(trash, entry.name, options.privileged, tick);
+    const bytes = Math.max(0, freeBytes(layout.root) - before);
+    // Whatever a job planted where the failure record goes (a directory, say) makes way.
+    const record = `${entry.name}${FAILED}`;
+    if (trash.lstat(record) && !trash.lstat(record)?.isFile()) removeIn(trash, record);
+    if (removal.removed) {
+      unlinkIfAny(trash.at(record));
+      lock.unlinkWhileHeld();
+      journal(layout, { action: 'deleted', key: entry.name, bytes });
+      return { ...base, outcome: 'deleted', bytes, failures: [] };
+    }
+    writeFileAtomic(trash.at(record), `${JSON.stringify({ failures: removal.failures }, null, 2)}\n`);
+    const first = removal.failures[0];
+    journal(layout, {
+      action: 'delete-failed',
+      key: entry.name,
+      bytes,
+      reason: `${removal.failures.length} paths resisted${first ? ` (first: ${first.path}: ${first.code})` : ''}`,
+    });
+    return { ...base, outcome: 'failed', bytes, failures: removal.failures };
+  } catch (error) {
+    // One entry's trouble never stops the rest of the trash.
+    const failure = { path: entry.path, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
+    return {
+      ...base,
+      outcome: 'failed',
+      bytes: 0,
+      failures: [{ ...failure, hint: 'the sweep retries it every time' }],
+    };
+  } finally {
+    lock.release();
+  }
+}
+
 /**
- * Starts `runlane empty-trash` detached, to delete the trash after the step has returned.
- * Its environment drops RUNNER_TRACKING_ID, so the runner's orphan cleanup leaves it alone;
- * it ends by itself when the trash is empty. Its stdio is closed so the step does not wait.
+ * Starts `runlane empty-trash` detached, at low CPU and I/O priority, to delete the trash
+ * after the step has returned and (with `measure`) record the size of the lane post kept or
+ * parked. Its environment drops RUNNER_TRACKING_ID, so the runner's orphan cleanup leaves it
+ * alone; it ends by itself when the trash is empty. Its stdio is closed so the step does not wait.
  */
-export function startBackgroundEmpty(cliScript: string, root: string, privileged: Privileged): number | undefined {
+export function startBackgroundEmpty(
+  cliScript: string,
+  root: string,
+  privileged: Privileged,
+  measure?: string,
+): number | undefined {
   const env = { ...process.env };
   delete env.RUNNER_TRACKING_ID;
   // The journal names who started it (post, pre, run), not the CLI it runs as.
-  const args = [cliScript, 'empty-trash', '--root', root, '--quiet', '--by', currentActor()];
+  const args = [cliScript, 'empty-trash', '--root', root, '--quiet', '--low-priority', '--by', currentActor()];
   if (privileged) args.push('--privileged', privileged);
+  if (measure) args.push('--measure', measure);
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env });
   child.unref();
   return child.pid;

@@ -1,0 +1,179 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { CLI, cli, disposeJobs, kill, newJob, within } from '../helpers/jobs.js';
+
+afterEach(disposeJobs);
+
+type Lane = { key: string; state: string; bytes?: number; files?: number; measured?: string };
+
+function lanes(root: string, ...args: string[]): Lane[] {
+  const status = cli('status', '--root', root, '--json', ...args);
+  expect(status.code).toBe(0);
+  return status.json().lanes;
+}
+
+/** A job run to its end (main, a step writing `files` files, post), on `root`. */
+async function finishedJob(root: string, inputs: Record<string, string>, files: number) {
+  const job = newJob({ root, inputs: { root, ...inputs } });
+  expect((await job.phase('main')).code).toBe(0);
+  const dir = path.join(job.outputs.path, 'out');
+  fs.mkdirSync(dir);
+  for (let i = 0; i < files; i++) fs.writeFileSync(path.join(dir, String(i)), 'x'.repeat(5000));
+  expect((await job.phase('post')).code).toBe(0);
+  return job;
+}
+
+describe('status in O(lanes): sizes recorded when a lane is kept or parked', () => {
+  it('post measures a kept and a parked lane in the background; status shows them without walking, --sizes walks all', async () => {
+    const root = newJob().root;
+    const kept = await finishedJob(root, { cleanup: 'never' }, 30);
+    const parked = await finishedJob(root, { warm: 'true' }, 12);
+    const live = newJob({ root, inputs: { root } });
+    expect((await live.phase('main')).code).toBe(0);
+    fs.writeFileSync(path.join(live.outputs.path, 'file'), 'y'.repeat(10_000));
+
+    // The background process started by post records the sizes: no walk by status.
+    expect(await within(20_000, () => lanes(root).filter((lane) => lane.measured).length === 2)).toBeGreaterThanOrEqual(
+      0,
+    );
+    const byKey = Object.fromEntries(lanes(root).map((lane) => [lane.key, lane]));
+    expect(byKey[kept.outputs.key]).toMatchObject({ state: 'kept', files: 30 });
+    expect(byKey[kept.outputs.key].bytes).toBeGreaterThanOrEqual(30 * 4096);
+    expect(byKey[parked.outputs.key]).toMatchObject({ state: 'parked', files: 12 });
+    // A live lane changes while its job runs: nothing recorded, nothing walked.
+    expect(byKey[live.outputs.key].state).toBe('live');
+    expect(byKey[live.outputs.key].bytes).toBeUndefined();
+
+    const table = cli('status', '--root', root);
+    expect(table.stdout).toMatch(new RegExp(`${live.outputs.key}\\s+live\\s+-\\s+-\\s`));
+    expect(table.stdout).toMatch(/total: 3 lanes \(1 live, 1 kept, 1 parked\), [\d.]+ KiB in the 2 ones measured/);
+    expect(table.stdout).toMatch(
+      /free on the root's file system: .*; keep-free 10% \([\d.]+ [KMGT]iB\): (met|NOT met)/,
+    );
+    expect(table.stderr).toBe('');
+
+    const sized = cli('status', '--root', root, '--sizes');
+    expect(sized.code).toBe(0);
+    expect(sized.stdout).toMatch(new RegExp(`${live.outputs.key}\\s+live\\s+[\\d.]+ KiB\\s+1\\s`));
+    expect(sized.stdout).toMatch(/total: 3 lanes \(1 live, 1 kept, 1 parked\), [\d.]+ KiB\n/);
+    // Not a terminal: one line for the phase, no live redraws.
+    expect(sized.stderr).toMatch(/^sizing: 3\/3 lanes, 4\d files, [\d.]+ KiB, [\d.]+ s\n$/);
+  });
+
+  it('a size is recorded only for the lane it measured: one claimed or changed meanwhile gets none', async () => {
+    const root = newJob().root;
+    const job = await finishedJob(root, { cleanup: 'never' }, 3);
+    const key = job.outputs.key;
+    const metaFile = path.join(root, 'meta', `${key}.json`);
+    expect(
+      await within(20_000, () => 'measured' in JSON.parse(fs.readFileSync(metaFile, 'utf8'))),
+    ).toBeGreaterThanOrEqual(0);
+    // The lane is live again (a lease held on it) while the measurement runs: it waits for nobody.
+    const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+    delete meta.bytes;
+    delete meta.files;
+    delete meta.measured;
+    fs.writeFileSync(metaFile, JSON.stringify(meta));
+    const holder = spawnSync(
+      'flock',
+      [
+        '-n',
+        path.join(root, 'locks', `${key}.lock`),
+        process.execPath,
+        CLI,
+        'empty-trash',
+        '--root',
+        root,
+        '--measure',
+        key,
+      ],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(holder.status).toBe(0);
+    expect(JSON.parse(fs.readFileSync(metaFile, 'utf8')).measured).toBeUndefined();
+    // Free again: the same command records it.
+    expect(cli('empty-trash', '--root', root, '--measure', key).code).toBe(0);
+    expect(JSON.parse(fs.readFileSync(metaFile, 'utf8'))).toMatchObject({ files: 3 });
+    // Only a key runlane makes is accepted.
+    const bad = cli('empty-trash', '--root', root, '--measure', '../meta');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("option '--measure <key>' argument '../meta' is invalid");
+  });
+});
+
+describe('classifying lanes without a process per lane', () => {
+  it('status and metrics need no flock binary: /proc/locks decides in the initial pid namespace', async () => {
+    const root = newJob().root;
+    await finishedJob(root, { cleanup: 'never' }, 1);
+    const live = newJob({ root, inputs: { root } });
+    expect((await live.phase('main')).code).toBe(0);
+    const orphan = newJob({ root, inputs: { root } });
+    expect((await orphan.phase('main')).code).toBe(0);
+    kill([Number(orphan.state['holder-pid'])]);
+    expect(await within(10_000, () => !fs.existsSync(`/proc/${orphan.state['holder-pid']}`))).toBeGreaterThanOrEqual(0);
+
+    // Without flock on PATH, any attempt to probe a lock would fail and show.
+    const env = { ...process.env, PATH: '/nonexistent', RUNLANE_ROOT: '' };
+    const status = spawnSync(process.execPath, [CLI, 'status', '--root', root, '--json'], { encoding: 'utf8', env });
+    expect(status.stderr).toBe('');
+    expect(status.status).toBe(0);
+    const states = Object.fromEntries(JSON.parse(status.stdout).lanes.map((lane: Lane) => [lane.key, lane.state]));
+    expect(states[live.outputs.key]).toBe('live');
+    expect(states[orphan.outputs.key]).toBe('orphan');
+    expect(Object.values(states).sort()).toEqual(['kept', 'live', 'orphan']);
+    const metrics = spawnSync(process.execPath, [CLI, 'metrics', '--root', root], { encoding: 'utf8', env });
+    expect(metrics.status).toBe(0);
+    expect(metrics.stdout).toMatch(/runlane_lanes\{state="live"\} 1/);
+    expect(metrics.stdout).toMatch(/runlane_lanes\{state="orphan"\} 1/);
+  });
+
+  it('inside another pid namespace (a container), where /proc/locks hides the lease, a live lane is still never reaped', async () => {
+    const root = newJob().root;
+    const live = newJob({ root, inputs: { root } });
+    expect((await live.phase('main')).code).toBe(0);
+    const inside = (...args: string[]) =>
+      spawnSync(
+        'unshare',
+        ['--pid', '--fork', '--mount-proc', process.execPath, CLI, ...args, '--root', root, '--json'],
+        {
+          encoding: 'utf8',
+          env: { ...process.env, RUNLANE_ROOT: '' },
+        },
+      );
+    const locks = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'cat', '/proc/locks'], { encoding: 'utf8' });
+    expect(locks.stdout).toBe('');
+    const status = inside('status');
+    expect(status.status).toBe(0);
+    expect(JSON.parse(status.stdout).lanes).toEqual([
+      expect.objectContaining({ key: live.outputs.key, state: 'live' }),
+    ]);
+    const sweep = inside('sweep');
+    expect(sweep.status).toBe(0);
+    expect(JSON.parse(sweep.stdout).entries).toEqual([
+      expect.objectContaining({ key: live.outputs.key, state: 'live', outcome: 'left' }),
+    ]);
+    expect(fs.existsSync(live.outputs.path)).toBe(true);
+  });
+});
+
+describe('keep-free that cannot be reached', () => {
+  it('the sweep says how far off it is and that the rest of the disk is not runlane’s', async () => {
+    const root = newJob().root;
+    const live = newJob({ root, inputs: { root } });
+    expect((await live.phase('main')).code).toBe(0);
+    const out = cli('sweep', '--root', root, '--keep-free', '99%');
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('keep-free not reached (see below)');
+    expect(out.stdout).toMatch(
+      /keep-free cannot be reached: [\d.]+ [KMGT]iB free on the root's file system, [\d.]+ [KMGT]iB wanted, and nothing the sweep may remove is left \(1 live lane;/,
+    );
+    const json = cli('sweep', '--root', root, '--keep-free', '99%', '--json').json();
+    expect(json.keepFree).toMatchObject({ reached: false });
+    expect(json.keepFree.wantedBytes).toBeGreaterThan(json.keepFree.freeBytes);
+    expect(fs.existsSync(live.outputs.path)).toBe(true);
+  });
+});
