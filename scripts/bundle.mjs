@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const entries = ['pre', 'main', 'post', 'holder', 'cli'];
+const entries = ['pre', 'main', 'post', 'holder', 'cli', 'delete-worker'];
 fs.rmSync('dist', { recursive: true, force: true });
 for (const entry of entries) {
   const out = path.join('dist', entry);

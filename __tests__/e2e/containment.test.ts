@@ -365,3 +365,47 @@ describe('post refuses state a step tampered with, and touches nothing', () => {
     }
   });
 });
+
+describe('the threaded delete keeps every rule of the single-threaded one', () => {
+  it('with 4 threads: a bind mount, a symlink out and a non-UTF-8 name in a big tree; nothing outside changes', async () => {
+    const job = await usedRoot();
+    const outside = outsideTree(path.join(job.dir, 'outside-threads'));
+    const before = treeHash(outside);
+    const entry = path.join(job.root, 'trash', 'big');
+    for (let d = 0; d < 40; d++) {
+      const dir = path.join(entry, 'target', 'debug', d % 2 ? 'deps' : '.fingerprint', `d${d}`);
+      fs.mkdirSync(dir, { recursive: true });
+      for (let f = 0; f < 100; f++) fs.writeFileSync(path.join(dir, `f${f}`), 'x');
+    }
+    fs.symlinkSync(outside, path.join(entry, 'target', 'debug', 'deps', 'd1', 'escape'));
+    fs.mkdirSync(path.join(entry, 'target', 'debug', 'mnt'));
+    fs.mkdirSync(Buffer.from(`${entry}/target/debug/deps/d3/\xff\xfe`, 'latin1'));
+    try {
+      bind(outside, path.join(entry, 'target', 'debug', 'mnt'));
+      const out = runlane(['empty-trash', '--root', job.root, '--workers', '4', '--json']);
+      expect(out.code).toBe(1);
+      const [result] = out.json().trash;
+      expect(result).toMatchObject({ name: 'big', outcome: 'failed' });
+      // The mount is the only thing that resisted, reported once, by the final single-threaded pass.
+      expect(result.failures).toEqual([expect.objectContaining({ path: `${entry}/target/debug/mnt`, code: 'EBUSY' })]);
+      expect(treeHash(outside)).toBe(before);
+      const left: string[] = [];
+      const walk = (dir: string) => {
+        for (const name of fs.readdirSync(dir)) {
+          const full = path.join(dir, name);
+          left.push(path.relative(entry, full));
+          if (fs.lstatSync(full).isDirectory() && name !== 'mnt') walk(full);
+        }
+      };
+      walk(entry);
+      expect(left).toEqual(['target', 'target/debug', 'target/debug/mnt']);
+    } finally {
+      unmountAll(outside);
+    }
+    const again = runlane(['empty-trash', '--root', job.root, '--workers', '4']);
+    expect(again.code).toBe(0);
+    expect(fs.existsSync(entry)).toBe(false);
+    expect(treeHash(outside)).toBe(before);
+    expect(runlane(['empty-trash', '--root', job.root, '--workers', '0']).code).toBe(2);
+  });
+});

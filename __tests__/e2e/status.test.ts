@@ -106,9 +106,9 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
 });
 
 describe('classifying lanes without a process per lane', () => {
-  it('status and metrics need no flock binary: /proc/locks decides in the initial pid namespace', async () => {
+  it('status and metrics take no lock per lane: /proc/locks decides, after one canary lock per root', async () => {
     const root = newJob().root;
-    await finishedJob(root, { cleanup: 'never' }, 1);
+    for (let i = 0; i < 3; i++) await finishedJob(root, { cleanup: 'never' }, 1);
     const live = newJob({ root, inputs: { root } });
     expect((await live.phase('main')).code).toBe(0);
     const orphan = newJob({ root, inputs: { root } });
@@ -116,19 +116,43 @@ describe('classifying lanes without a process per lane', () => {
     kill([Number(orphan.state['holder-pid'])]);
     expect(await within(10_000, () => !fs.existsSync(`/proc/${orphan.state['holder-pid']}`))).toBeGreaterThanOrEqual(0);
 
-    // Without flock on PATH, any attempt to probe a lock would fail and show.
-    const env = { ...process.env, PATH: '/nonexistent', RUNLANE_ROOT: '' };
+    // flock on PATH is a wrapper that counts its runs: every lock runlane takes goes through it.
+    const bin = path.join(live.dir, 'bin');
+    const log = path.join(live.dir, 'flock.log');
+    fs.mkdirSync(bin);
+    const real = spawnSync('sh', ['-c', 'command -v flock'], { encoding: 'utf8' }).stdout.trim();
+    fs.writeFileSync(path.join(bin, 'flock'), `#!/bin/sh\necho run >> ${log}\nexec ${real} "$@"\n`, { mode: 0o755 });
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, RUNLANE_ROOT: '' };
+    const runs = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length : 0);
+
     const status = spawnSync(process.execPath, [CLI, 'status', '--root', root, '--json'], { encoding: 'utf8', env });
-    expect(status.stderr).toBe('');
     expect(status.status).toBe(0);
     const states = Object.fromEntries(JSON.parse(status.stdout).lanes.map((lane: Lane) => [lane.key, lane.state]));
     expect(states[live.outputs.key]).toBe('live');
     expect(states[orphan.outputs.key]).toBe('orphan');
-    expect(Object.values(states).sort()).toEqual(['kept', 'live', 'orphan']);
+    expect(Object.values(states).sort()).toEqual(['kept', 'kept', 'kept', 'live', 'orphan']);
+    // One run: the canary that shows /proc/locks lists locks taken on this file system.
+    expect(runs()).toBe(1);
     const metrics = spawnSync(process.execPath, [CLI, 'metrics', '--root', root], { encoding: 'utf8', env });
     expect(metrics.status).toBe(0);
     expect(metrics.stdout).toMatch(/runlane_lanes\{state="live"\} 1/);
     expect(metrics.stdout).toMatch(/runlane_lanes\{state="orphan"\} 1/);
+    expect(runs()).toBe(2);
+
+    // A canary that cannot be taken (a job planted a symlink there): every unlisted lock is
+    // tried for real instead, and the answer is the same.
+    const canary = path.join(root, 'locks', '.runlane-canary');
+    fs.rmSync(canary, { force: true });
+    fs.symlinkSync('/etc/passwd', canary);
+    const passwd = fs.readFileSync('/etc/passwd', 'utf8');
+    const probed = spawnSync(process.execPath, [CLI, 'status', '--root', root, '--json'], { encoding: 'utf8', env });
+    expect(probed.status).toBe(0);
+    expect(Object.fromEntries(JSON.parse(probed.stdout).lanes.map((lane: Lane) => [lane.key, lane.state]))).toEqual(
+      states,
+    );
+    expect(runs()).toBe(2 + 4); // the three kept lanes and the orphan
+    expect(fs.readlinkSync(canary)).toBe('/etc/passwd');
+    expect(fs.readFileSync('/etc/passwd', 'utf8')).toBe(passwd);
   });
 
   it('inside another pid namespace (a container), where /proc/locks hides the lease, a live lane is still never reaped', async () => {

@@ -31,6 +31,7 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     background: phase === 'pre',
     // A CI log gets one line per phase (the scan, the trash), not a live counter.
     meters: metersTo((line) => core.info(`runlane: ${line.trimEnd()}`), false),
+    parallel: { script: bundled('delete-worker'), workers: 4 },
   });
   const layout = new Layout(settings.root);
   let trashed = 0;

@@ -27,6 +27,8 @@ import { sweep } from '../core/sweep.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { formatSpace, requiredFree } from '../core/space.js';
 import { metersTo, silentMeters, type Meter, type Meters } from '../core/progress.js';
+import type { Parallel } from '../core/parallel-remove.js';
+import { bundled } from '../action/bundles.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
 
 /** Commander parsers that turn a SettingError into a usage error naming the option. */
@@ -221,9 +223,33 @@ function stderrMeters(json: boolean): Meters {
   return metersTo((text) => process.stderr.write(text), Boolean(process.stderr.isTTY));
 }
 
+/** Threads a delete uses: `--workers`, 4 by default (deletes wait on the disk more than on a CPU). */
+const DEFAULT_WORKERS = 4;
+const workersOption = () =>
+  new Option('--workers <n>', 'threads deleting each big trash entry at once (1 to 16; 1: one thread)')
+    .argParser(
+      option((value) => {
+        const n = Number(value);
+        if (!/^\d+$/.test(value) || n < 1 || n > 16)
+          throw new SettingError('--workers', value, 'a whole number from 1 to 16');
+        return n;
+      }),
+    )
+    .default(DEFAULT_WORKERS, String(DEFAULT_WORKERS));
+const parallelWith = (workers: number): Parallel => ({ script: bundled('delete-worker'), workers });
+
 /** The terminal's width when stdout is one (tables are then fitted to it), else undefined. */
 function terminalWidth(): number | undefined {
   return process.stdout.isTTY ? process.stdout.columns : undefined;
+}
+
+/** Records a lane's size (see recordSize); a failure is a message, never the command's failure. */
+function measureQuietly(layout: Layout, key: string, quiet: boolean): void {
+  try {
+    recordSize(layout, key);
+  } catch (error) {
+    if (!quiet) process.stderr.write(`runlane: could not measure ${key}: ${shown(errorMessage(error))}\n`);
+  }
 }
 
 interface EmptyTrashOptions {
@@ -234,6 +260,7 @@ interface EmptyTrashOptions {
   by?: Actor;
   measure?: string;
   lowPriority?: boolean;
+  workers: number;
 }
 
 /** A lane key given on the command line: only a name runlane makes, never a path. */
@@ -313,6 +340,7 @@ export function buildCli(): Command {
     )
     .addOption(keepFreeOption("free space to keep on the root's file system"))
     .addOption(privilegedOption())
+    .addOption(workersOption())
     .option('--json', 'print the report as JSON')
     .action(
       (options: {
@@ -322,6 +350,7 @@ export function buildCli(): Command {
         keepFree: SpaceTarget | null;
         privileged?: Privileged;
         json?: boolean;
+        workers: number;
       }) => {
         const root = resolveRoot(options.root);
         const report = sweep({
@@ -331,6 +360,7 @@ export function buildCli(): Command {
           keepFree: options.keepFree ?? undefined,
           privileged: options.privileged ?? '',
           meters: stderrMeters(Boolean(options.json)),
+          parallel: parallelWith(options.workers),
         });
         if (options.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -364,9 +394,10 @@ export function buildCli(): Command {
     .addOption(
       new Option(
         '--measure <key>',
-        'first record the size of the kept or parked lane KEY in its metadata, for status (post passes the lane it kept or parked)',
+        'then record the size of the kept or parked lane KEY in its metadata, for status (post passes the lane it kept or parked)',
       ).argParser(option((value) => laneKeyArgument('--measure', value))),
     )
+    .addOption(workersOption())
     .option(
       '--low-priority',
       'run at nice 10 and best-effort I/O priority 7, so the next job is not slowed (post uses it)',
@@ -378,9 +409,14 @@ export function buildCli(): Command {
       const layout = new Layout(root);
       let results;
       try {
-        if (options.measure) recordSize(layout, options.measure);
         const meters = options.quiet ? silentMeters : stderrMeters(Boolean(options.json));
-        results = emptyTrash(layout, { privileged: options.privileged ?? '', meters });
+        results = emptyTrash(layout, {
+          privileged: options.privileged ?? '',
+          meters,
+          parallel: parallelWith(options.workers),
+        });
+        // Space first; the measurement is for reports, and its trouble never stops the delete.
+        if (options.measure) measureQuietly(layout, options.measure, Boolean(options.quiet));
       } finally {
         layout.close();
       }

@@ -307,17 +307,29 @@ export function startAfterClose(
   return startBackgroundEmpty(cliScript, root, privileged, measure);
 }
 
-/** Drops the lock file and metadata of a lane that no longer exists, under its lock. */
+/** How long closing waits for the lease it just released to be free before it tidies. */
+const TIDY_WAIT_MS = 2000;
+
+/**
+ * Drops the lock file and metadata of a lane that no longer exists, under its lock; waits a
+ * little for it (the holder just stopped may still be closing its descriptors).
+ */
 export function tidy(layout: Layout, key: string): boolean {
-  return dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)], false);
+  return dropUnder(layout.lock(key), () => !layout.laneExists(key), [layout.metaFile(key)], false, TIDY_WAIT_MS);
 }
 
 /**
  * Under the lock `file`, if `stillStale()` holds there, removes `files` and then the lock
  * file itself, still holding it. `create: false` never makes a lock file that is missing.
  */
-export function dropUnder(file: LockFile, stillStale: () => boolean, files: readonly string[], create = true): boolean {
-  const lock = create ? Lock.tryAcquire(file) : Lock.tryAcquireExisting(file);
+export function dropUnder(
+  file: LockFile,
+  stillStale: () => boolean,
+  files: readonly string[],
+  create = true,
+  waitMs = 0,
+): boolean {
+  const lock = create ? Lock.acquire(file, waitMs) : Lock.acquireExisting(file, waitMs);
   if (!lock) return false;
   try {
     if (!stillStale()) return false;
@@ -347,7 +359,7 @@ export function listLanes(root: string, layout?: Layout, onLane?: () => void): L
   const own = layout ?? new Layout(root);
   try {
     const keys = own.names('lanes');
-    const held = heldFlocks();
+    const held = heldLocks(own);
     return keys.sort().map((key) => {
       onLane?.();
       return laneEntry(own, key, held);
@@ -367,6 +379,59 @@ function laneEntry(layout: Layout, key: string, held: HeldLocks): LaneEntry {
     return { key, path: lanePath, state, meta, created: meta?.created };
   } catch (error) {
     return { key, path: lanePath, state: 'unknown', problem: errorMessage(error) };
+  }
+}
+
+/** Per root: whether /proc/locks was seen to list a lock taken there (see heldLocks). */
+const listsEveryLock = new Map<string, boolean>();
+
+/**
+ * File systems whose flocks live in this kernel alone (no lock server, no other host), so
+ * /proc/locks can list them all: ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS, overlayfs, bcachefs.
+ * NFS, CIFS, Ceph, GlusterFS, FUSE and the like keep locks elsewhere, or share them with other hosts.
+ */
+const LOCAL_FILE_SYSTEMS = new Set([
+  0xef53, 0x58465342, 0x9123683e, 0x01021994, 0xf2f52010, 0x2fc12fc1, 0x794c7630, 0xca451a4e,
+]);
+
+/**
+ * The held flocks, and whether "not listed" may be believed for locks under this root. That
+ * takes three things, checked once per root and process: the initial pid namespace (see
+ * heldFlocks), a file system whose locks are all local, and a canary: a lock this process
+ * takes there (through a short-lived flock child, as every lease is taken) must show up in
+ * /proc/locks under the identity runlane computes from a stat. That catches what a rule
+ * cannot: a device number /proc/locks prints differently (a Btrfs subvolume, an overlay of
+ * other file systems), or a kernel that hides locks of dead pids. Otherwise every lock not
+ * listed is tried for real.
+ */
+export function heldLocks(layout: Layout): HeldLocks {
+  const held = heldFlocks();
+  if (!held.complete) return held;
+  let verdict = listsEveryLock.get(layout.root);
+  if (verdict === undefined) {
+    verdict = canaryListed(layout);
+    listsEveryLock.set(layout.root, verdict);
+  }
+  return { ids: held.ids, complete: verdict };
+}
+
+const CANARY = '.runlane-canary';
+
+function canaryListed(layout: Layout): boolean {
+  try {
+    if (!LOCAL_FILE_SYSTEMS.has(Number(fs.statfsSync(layout.root).type))) return false;
+    const locks = layout.dirIfAny('locks');
+    if (!locks) return false;
+    const lock = Lock.tryAcquire({ at: locks.at(CANARY), shown: path.join(locks.path, CANARY) });
+    if (!lock) return false; // Another process is checking it right now: probe this time.
+    try {
+      const stat = fs.fstatSync(lock.descriptor, { bigint: true });
+      return heldFlocks().ids.has(flockIdentity(stat));
+    } finally {
+      lock.release();
+    }
+  } catch {
+    return false;
   }
 }
 

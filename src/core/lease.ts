@@ -50,10 +50,23 @@ export class Lock {
 
   /** Retries tryAcquire until `timeoutMs` has passed. */
   static acquire(file: LockFile, timeoutMs: number): Lock | undefined {
+    return Lock.retry(() => Lock.tryAcquire(file), timeoutMs);
+  }
+
+  /** Retries tryAcquireExisting until `timeoutMs` has passed (or the file is gone). */
+  static acquireExisting(file: LockFile, timeoutMs: number): Lock | undefined {
+    return Lock.retry(
+      () => Lock.tryAcquireExisting(file),
+      timeoutMs,
+      () => !fs.lstatSync(file.at, { throwIfNoEntry: false }),
+    );
+  }
+
+  private static retry(attempt: () => Lock | undefined, timeoutMs: number, hopeless = () => false): Lock | undefined {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const lock = Lock.tryAcquire(file);
-      if (lock || Date.now() >= deadline) return lock;
+      const lock = attempt();
+      if (lock || Date.now() >= deadline || hopeless()) return lock;
       sleep(50);
     }
   }
@@ -208,16 +221,18 @@ export function flockIdentity(stat: fs.BigIntStats): string {
 
 /**
  * The start time of a running process (clock ticks since boot), so a reused pid is not
- * mistaken for it; undefined once it has ended or become a zombie. A process that is exiting
- * loses its command line (its memory goes first) before its files close, so a holder whose
- * command line is gone may hold its flock a moment longer: only the zombie state says its
- * descriptors are closed.
+ * mistaken for it; undefined once it has ended: gone, or a zombie whose threads have all
+ * exited. A process that is exiting loses its command line (its memory goes first) before
+ * its files close, so a holder whose command line is gone may hold its flock a moment longer.
  */
 export function processStartTime(pid: number): string | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
+    if (fields[0] !== 'Z' && fields[0] !== 'X') return fields[19];
+    // A zombie leader whose other threads still run (node has several) still has its files
+    // open through them: it has ended only when they are gone too.
+    return fs.readdirSync(`/proc/${pid}/task`).length > 1 ? fields[19] : undefined;
   } catch {
     return undefined;
   }

@@ -144,8 +144,28 @@ export class Dir {
     readonly path: string,
     readonly stat: fs.Stats,
     readonly mountId: number,
+    /** A descriptor another thread of this process owns: never closed through this object. */
+    private readonly borrowed = false,
   ) {
-    unclosed.register(this, fd, this);
+    if (!borrowed) unclosed.register(this, fd, this);
+  }
+
+  /**
+   * A directory another thread of this process opened (descriptors are shared by all
+   * threads), checked again here: the same device, inode and mount as its owner recorded.
+   */
+  static borrow(fd: number, shown: string, expected: DirIdentity): Dir {
+    const stat = fs.fstatSync(fd);
+    const mountId = mountIdOf(fd);
+    if (!stat.isDirectory() || stat.dev !== expected.dev || stat.ino !== expected.ino || mountId !== expected.mountId) {
+      throw new Error(`descriptor ${fd} is no longer ${shown}`);
+    }
+    return new Dir(fd, shown, stat, mountId, true);
+  }
+
+  /** What `borrow` checks a shared descriptor against. */
+  get identity(): DirIdentity {
+    return { dev: this.stat.dev, ino: this.stat.ino, mountId: this.mountId };
   }
 
   /** Opens an absolute path whose last component must not be a symlink. */
@@ -224,9 +244,17 @@ export class Dir {
   close(): void {
     if (!this.open) return;
     this.open = false;
+    if (this.borrowed) return;
     unclosed.unregister(this);
     fs.closeSync(this.fd);
   }
+}
+
+/** A directory's identity as its descriptor reports it. */
+export interface DirIdentity {
+  dev: number;
+  ino: number;
+  mountId: number;
 }
 
 /** A safety net for long-lived processes (tests): the descriptor of a Dir dropped unclosed. */

@@ -1,10 +1,11 @@
 import { errorMessage } from './errors.js';
 import { AREAS, Layout, type LaneMeta } from './layout.js';
 import { silentMeters, type Meters } from './progress.js';
+import type { Parallel } from './parallel-remove.js';
 import { recordedSize } from './sizes.js';
 import { journal } from './journal.js';
 import { Lock, heldFlocks } from './lease.js';
-import { dropUnder, leaseHeld, listLanes, type LaneEntry } from './lane.js';
+import { dropUnder, heldLocks, leaseHeld, listLanes, type LaneEntry } from './lane.js';
 import { removeIn, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
 import { plural, requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
@@ -26,6 +27,8 @@ export interface SweepOptions {
   background?: boolean;
   /** Progress and a summary line for each phase (scan, trash); silent when absent. */
   meters?: Meters;
+  /** Threads for each trash entry's delete; one when absent. */
+  parallel?: Parallel;
   now?: number;
 }
 
@@ -180,6 +183,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
           privileged: options.privileged,
           deadline: options.deadline,
           meters,
+          parallel: options.parallel,
         }),
       [] as TrashResult[],
     );
@@ -208,7 +212,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
 
   // Parked lanes (warm starts): evicted past max-age, and first under space pressure.
   const parked: ParkedLane[] = [];
-  const held = heldFlocks();
+  const held = heldLocks(layout);
   const parkedLanes = attempt('listing parked lanes', () => listParked(layout), [] as ParkedLane[]);
   for (const lane of parkedLanes) {
     scan.item();
@@ -370,7 +374,8 @@ function tidyStale(layout: Layout): number {
     if (temp) temps.set(temp[1], [...(temps.get(temp[1]) ?? []), layout.dir('meta').at(name)]);
     else if (name.endsWith('.json')) keys.add(name.slice(0, -'.json'.length));
   }
-  const held = heldFlocks();
+  // Files are deleted here on "not held" alone, with no lock taken first: always probed for real.
+  const held = { ...heldFlocks(), complete: false };
   const heldOrBad = (key: string) => {
     try {
       return leaseHeld(layout.lock(key), held);

@@ -17,6 +17,7 @@ import {
   type RemoveFailure,
 } from './remove.js';
 import { freeBytes } from './space.js';
+import { removeInParallel, type Parallel } from './parallel-remove.js';
 import { silentMeters, type Meters, type Tick } from './progress.js';
 
 const FAILED = '.failed.json';
@@ -108,6 +109,8 @@ export interface EmptyTrashOptions {
   deadline?: number;
   /** Progress by entries and bytes, and one summary line; silent when absent. */
   meters?: Meters;
+  /** Threads for each entry's delete (see removeInParallel); one when absent. */
+  parallel?: Parallel;
 }
 
 /**
@@ -159,6 +162,7 @@ function emptyEntry(
   try {
     if (!trash.exists(entry.name)) return undefined;
     const before = freeBytes(layout.root);
+    if (options.parallel) removeInParallel(trash, entry.name, options.parallel, tick);
     const removal = removeIn(trash, entry.name, options.privileged, tick);
     const bytes = Math.max(0, freeBytes(layout.root) - before);
     // Whatever a job planted where the failure record goes (a directory, say) makes way.

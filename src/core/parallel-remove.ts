@@ -1,0 +1,180 @@
+import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { Dir, removeIn, type DirIdentity } from './remove.js';
+import type { Tick } from './progress.js';
+
+/** How a big delete is shared out: the worker bundle, and how many threads run it. */
+export interface Parallel {
+  /** dist/delete-worker/index.js: runs `deleteWorker` in a worker thread. */
+  script: string;
+  workers: number;
+}
+
+/** What a worker thread is given: the shared directories, the work items and the counters. */
+export interface WorkerData {
+  dirs: { fd: number; path: string; identity: DirIdentity }[];
+  /** [index into dirs, entry name] */
+  items: [number, string][];
+  /** Int32 counters: next item, entries removed, workers started, workers done. */
+  counters: SharedArrayBuffer;
+}
+
+const NEXT = 0;
+const REMOVED = 1;
+const STARTED = 2;
+const DONE = 3;
+
+/** Work items wanted before the split stops descending: several per thread, for balance. */
+const ITEMS_WANTED = 64;
+/** Directories opened (one descriptor each, held until the threads finish) at most for the split. */
+const MAX_SPLIT_DIRS = 256;
+/** How long the waiting thread goes without any progress before it stops waiting for a worker. */
+const STALL_MS = 60_000;
+
+/**
+ * A first pass over a big tree with several threads: the entry `name` of `parent` is split
+ * into subtrees (descending a few levels through opened directories, never across a mount),
+ * and worker threads and this one take them from a shared queue, each removing its subtree
+ * with the same walker as removeIn, through descriptors this thread opened and they check
+ * again. Descriptors are shared by all threads of a process, so no path is ever resolved
+ * from the root. It reports nothing: the caller's removeIn runs after it, removes what is left
+ * (the split's own directories) and reports whatever resisted, exactly as it would alone.
+ */
+export function removeInParallel(parent: Dir, name: string, parallel: Parallel, tick?: Tick): void {
+  if (parallel.workers < 2 || !fs.existsSync(parallel.script)) return;
+  let top: Dir;
+  try {
+    top = parent.openChild(name);
+  } catch {
+    return; // A file, a symlink, gone: removeIn deals with it.
+  }
+  const opened: Dir[] = [top];
+  try {
+    if (!parent.sameMount(top)) return;
+    const items = split(top, opened);
+    if (items.length < parallel.workers) return;
+    const counters = new Int32Array(new SharedArrayBuffer(4 * 4));
+    const data: WorkerData = {
+      dirs: opened.map((dir) => ({ fd: dir.fd, path: dir.path, identity: dir.identity })),
+      items: items.map(([dir, entry]) => [opened.indexOf(dir), entry]),
+      counters: counters.buffer as SharedArrayBuffer,
+    };
+    const workers: Worker[] = [];
+    for (let i = 0; i < parallel.workers - 1; i++) {
+      try {
+        const worker = new Worker(parallel.script, { workerData: data, stdout: true, stderr: true });
+        worker.unref();
+        workers.push(worker);
+      } catch {
+        break; // Fewer threads (a resource limit): this one takes the rest.
+      }
+    }
+    // This thread works the queue too, then waits for the threads that started.
+    const reported = { removed: 0 };
+    const report = () => {
+      const removed = Atomics.load(counters, REMOVED);
+      tick?.(removed - reported.removed);
+      reported.removed = removed;
+    };
+    work(data, counters, (dirIndex) => opened[dirIndex], report);
+    let last = { removed: -1, at: Date.now() };
+    for (;;) {
+      // The queue is empty: a thread that starts from now on finds nothing to take.
+      const done = Atomics.load(counters, DONE);
+      if (done >= Atomics.load(counters, STARTED)) break;
+      Atomics.wait(counters, DONE, done, 250);
+      report();
+      const removed = Atomics.load(counters, REMOVED);
+      if (removed !== last.removed) last = { removed, at: Date.now() };
+      else if (Date.now() - last.at > STALL_MS) break; // A thread that never started or hung.
+    }
+    report();
+    for (const worker of workers) void worker.terminate();
+  } finally {
+    for (const dir of opened.reverse()) dir.close();
+  }
+}
+
+/** Runs in a worker thread: checks the shared descriptors, then works the queue. */
+export function deleteWorker(data: WorkerData): void {
+  const counters = new Int32Array(data.counters);
+  Atomics.add(counters, STARTED, 1);
+  try {
+    const dirs = new Map<number, Dir | null>();
+    const dirAt = (index: number): Dir | null => {
+      if (!dirs.has(index)) {
+        const { fd, path, identity } = data.dirs[index];
+        try {
+          dirs.set(index, Dir.borrow(fd, path, identity));
+        } catch {
+          dirs.set(index, null); // Not what the owner opened: left to the final pass.
+        }
+      }
+      return dirs.get(index) ?? null;
+    };
+    work(data, counters, dirAt);
+  } finally {
+    Atomics.add(counters, DONE, 1);
+    Atomics.notify(counters, DONE);
+  }
+}
+
+/** Takes items off the shared queue until it is empty; failures are left for the final pass. */
+function work(data: WorkerData, counters: Int32Array, dirAt: (index: number) => Dir | null, onItem?: () => void): void {
+  const count = (entries: number) => Atomics.add(counters, REMOVED, entries);
+  for (;;) {
+    const index = Atomics.add(counters, NEXT, 1);
+    if (index >= data.items.length) return;
+    const [dirIndex, entry] = data.items[index];
+    const dir = dirAt(dirIndex);
+    if (dir) removeIn(dir, entry, '', count);
+    onItem?.();
+  }
+}
+
+/**
+ * Splits a tree into work items, breadth first: directories are opened (kept in `opened`)
+ * and replaced by their entries until there are enough items or directories. Names that are
+ * not valid UTF-8, and anything on another mount, stay out of the split for the final pass.
+ */
+function split(top: Dir, opened: Dir[]): [Dir, string][] {
+  let items: [Dir, string, boolean][] = entriesOf(top);
+  for (let depth = 0; depth < 4; depth++) {
+    const dirs = items.filter(([, , isDir]) => isDir).length;
+    if (dirs === 0 || items.length >= ITEMS_WANTED) break;
+    const next: [Dir, string, boolean][] = [];
+    for (const item of items) {
+      const [dir, entry, isDir] = item;
+      if (!isDir || opened.length >= MAX_SPLIT_DIRS) {
+        next.push(item);
+        continue;
+      }
+      let child: Dir;
+      try {
+        child = dir.openChild(entry);
+      } catch {
+        next.push(item);
+        continue;
+      }
+      if (!top.sameMount(child)) {
+        child.close();
+        continue;
+      }
+      opened.push(child);
+      next.push(...entriesOf(child));
+    }
+    items = next;
+  }
+  return items.map(([dir, entry]) => [dir, entry]);
+}
+
+function entriesOf(dir: Dir): [Dir, string, boolean][] {
+  try {
+    return dir
+      .entries()
+      .filter((entry): entry is fs.Dirent<string> => typeof entry.name === 'string')
+      .map((entry) => [dir, entry.name, entry.isDirectory()]);
+  } catch {
+    return [];
+  }
+}
