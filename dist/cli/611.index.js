@@ -76,16 +76,19 @@ async function metricsText(root, options) {
                 return [];
             }
         };
-        const listed = part(() => (0,_core_lane_js__WEBPACK_IMPORTED_MODULE_3__/* .listLanes */ .If)(root, layout));
         let oldestLive;
-        for (const lane of listed) {
-            add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
-            if (lane.state === 'unknown')
-                problems++;
-            const created = Date.parse(lane.created ?? '');
-            if (lane.state === 'live' && !Number.isNaN(created))
-                oldestLive = Math.min(oldestLive ?? created, created);
-        }
+        // One lane at a time: 100,000 lanes are counted without holding their metadata.
+        part(() => {
+            (0,_core_lane_js__WEBPACK_IMPORTED_MODULE_3__/* .forEachLane */ .lH)(layout, (lane) => {
+                add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
+                if (lane.state === 'unknown')
+                    problems++;
+                const created = Date.parse(lane.created ?? '');
+                if (lane.state === 'live' && !Number.isNaN(created))
+                    oldestLive = Math.min(oldestLive ?? created, created);
+            });
+            return [];
+        });
         for (const lane of part(() => (0,_core_warm_js__WEBPACK_IMPORTED_MODULE_8__/* .listParked */ .wv)(layout)))
             add('parked', sizeOf(lane.meta, 'parked', [lane.slot, lane.key]));
         const trash = part(() => (0,_core_trash_js__WEBPACK_IMPORTED_MODULE_7__/* .listTrash */ .hQ)(layout));

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { SettingError, errorMessage } from '../core/errors.js';
-import { listLanes } from '../core/lane.js';
+import { forEachLane } from '../core/lane.js';
 import { Layout, isLaneName, type LaneMeta } from '../core/layout.js';
 import { recordSize, recordedSize } from '../core/sizes.js';
 import { humanBytes, type Privileged, type RemoveFailure, type TreeSize } from '../core/remove.js';
@@ -12,7 +12,9 @@ import {
   describeFailures,
   shown,
   formatTable,
-  statusTable,
+  writeTable,
+  STATUS_HEADER,
+  statusCells,
   keepFreeShort,
   sweepSummary,
   sweepTable,
@@ -114,24 +116,20 @@ function laneRow(
  * Lines under the status table: lanes by state and their known size, then the file system's
  * free space against the keep-free target the sweep works to.
  */
-function statusTotals(root: string, rows: readonly Row[], keepFree: SpaceTarget | undefined): string {
-  const states = ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'];
-  const counts = states
-    .map((state) => [state, rows.filter((row) => row.state === state).length] as const)
-    .filter(([, count]) => count > 0)
-    .map(([state, count]) => `${count} ${state}`);
-  const sized = rows.filter((row) => row.bytes !== undefined);
-  const bytes = sized.reduce((sum, row) => sum + (row.bytes ?? 0), 0);
-  const unsized = rows.length - sized.length;
+function statusTotals(root: string, tally: Tally, keepFree: SpaceTarget | undefined): string {
+  const counts = ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash']
+    .filter((state) => (tally.states.get(state) ?? 0) > 0)
+    .map((state) => `${tally.states.get(state)} ${state}`);
+  const unsized = tally.rows - tally.sized;
   const size =
     unsized === 0
-      ? humanBytes(bytes)
-      : `${humanBytes(bytes)} in the ${plural(sized.length, 'one')} measured (status --sizes measures the other ${unsized})`;
+      ? humanBytes(tally.bytes)
+      : `${humanBytes(tally.bytes)} in the ${plural(tally.sized, 'one')} measured (status --sizes measures the other ${unsized})`;
   const stats = fs.statfsSync(root);
   const free = stats.bavail * stats.bsize;
   const total = stats.blocks * stats.bsize;
   const percent = total > 0 ? ((free / total) * 100).toFixed(1) : '?';
-  const lanes = `total: ${plural(rows.length, 'lane')}${counts.length ? ` (${counts.join(', ')})` : ''}, ${size}`;
+  const lanes = `total: ${plural(tally.rows, 'lane')}${counts.length ? ` (${counts.join(', ')})` : ''}, ${size}`;
   let space = `free on the root's file system: ${humanBytes(free)} of ${humanBytes(total)} (${percent}%)`;
   if (keepFree) {
     const wanted = requiredFree(root, keepFree);
@@ -143,12 +141,33 @@ function statusTotals(root: string, rows: readonly Row[], keepFree: SpaceTarget 
   return `${lanes}\n${space}`;
 }
 
+/** Counts for the totals line, kept as rows go by (the rows themselves need not be kept). */
+class Tally {
+  rows = 0;
+  sized = 0;
+  bytes = 0;
+  readonly states = new Map<string, number>();
+
+  add(row: Row): void {
+    this.rows++;
+    this.states.set(row.state, (this.states.get(row.state) ?? 0) + 1);
+    if (row.bytes === undefined) return;
+    this.sized++;
+    this.bytes += row.bytes;
+  }
+}
+
 /**
  * The lanes, the parked lanes and the trash for `status`; what could not be read, as problems.
  * O(lanes): sizes are those recorded when a lane was kept or parked; `sizes` walks every tree
  * now (live lanes and the trash too), ticking `meter`.
  */
-function statusRows(root: string, sizes: boolean, meter: Meter): { rows: Row[]; problems: string[] } {
+function statusRows(
+  root: string,
+  sizes: boolean,
+  meter: Meter,
+  emit?: (row: Row) => void,
+): { rows: Row[]; problems: string[] } {
   const layout = new Layout(root);
   const problems: string[] = [];
   const part = <T>(what: string, body: () => T[]): T[] => {
@@ -168,39 +187,80 @@ function statusRows(root: string, sizes: boolean, meter: Meter): { rows: Row[]; 
     meter.item();
     return { ...size, measured: new Date().toISOString() };
   };
+  // Rows go to `emit` as they are made (JSON streams them: 100,000 lanes never sit in memory
+  // at once), else into the table's list.
+  const rows: Row[] = [];
+  const add = emit ?? ((row: Row) => rows.push(row));
   try {
-    const lanes = part('lanes', () => listLanes(root, layout));
-    for (const lane of lanes) if (lane.problem) problems.push(`the lane ${lane.key}: ${lane.problem}`);
     const parked = part('parked lanes', () => listParked(layout));
     const trash = part('trash', () => listTrash(layout));
-    meter.setTotal(lanes.length + parked.length + trash.length);
-    const rows = [
-      ...lanes.map((lane) =>
-        laneRow(lane.key, lane.path, lane.state, lane.meta, measure('lanes', [lane.key], lane.meta), lane.created),
-      ),
-      ...parked.map((lane) =>
-        laneRow(
-          lane.key,
-          lane.path,
-          'parked',
-          lane.meta,
-          measure('parked', [lane.slot, lane.key], lane.meta),
-          lane.parked,
-        ),
-      ),
-      ...trash.map((entry) => ({
+    if (sizes) meter.setTotal(layout.names('lanes').length + parked.length + trash.length);
+    part('lanes', () => {
+      forEachLane(layout, (lane) => {
+        if (lane.problem) problems.push(`the lane ${lane.key}: ${lane.problem}`);
+        add(laneRow(lane.key, lane.path, lane.state, lane.meta, measure('lanes', [lane.key], lane.meta), lane.created));
+      });
+      return [];
+    });
+    for (const lane of parked) {
+      const size = measure('parked', [lane.slot, lane.key], lane.meta);
+      add(laneRow(lane.key, lane.path, 'parked', lane.meta, size, lane.parked));
+    }
+    for (const entry of trash) {
+      const size = measure('trash', [entry.name]);
+      add({
         key: entry.name,
         path: entry.path,
         state: 'trash',
-        ...measure('trash', [entry.name]),
+        ...size,
         created: entry.created,
         failures: entry.failures,
-      })),
-    ];
+      });
+    }
     return { rows, problems };
   } finally {
     layout.close();
   }
+}
+
+/** Collects small writes into chunks of about 64 KiB, for output of many lines. */
+class BatchedWriter {
+  private parts: string[] = [];
+  private size = 0;
+
+  constructor(private readonly sink: (text: string) => void) {}
+
+  write(text: string): void {
+    this.parts.push(text);
+    this.size += text.length;
+    if (this.size >= 65_536) this.flush();
+  }
+
+  flush(): void {
+    if (this.parts.length > 0) this.sink(this.parts.join(''));
+    this.parts = [];
+    this.size = 0;
+  }
+}
+
+/**
+ * A JSON object on stdout, its `lists` written one element a line as they are serialised:
+ * a report on 100,000 lanes is never one string in memory.
+ */
+function writeJson(value: Record<string, unknown>, lists: readonly string[]): void {
+  const out = new BatchedWriter((text) => process.stdout.write(text));
+  const fields = Object.entries(value).filter(([, field]) => field !== undefined);
+  out.write('{');
+  fields.forEach(([name, field], index) => {
+    out.write(`${index === 0 ? '\n' : ',\n'}${JSON.stringify(name)}: `);
+    if (lists.includes(name) && Array.isArray(field)) {
+      out.write('[');
+      field.forEach((item, position) => out.write(`${position === 0 ? '\n' : ',\n'}${JSON.stringify(item)}`));
+      out.write(field.length > 0 ? '\n]' : ']');
+    } else out.write(JSON.stringify(field));
+  });
+  out.write('\n}\n');
+  out.flush();
 }
 
 /** --keep-free for sweep, status and metrics: `off` (or 0) gives null. */
@@ -310,18 +370,39 @@ export function buildCli(): Command {
     .action((options: { root?: string; json?: boolean; sizes?: boolean; keepFree: SpaceTarget | null }) => {
       const root = resolveRoot(options.root);
       const meter = stderrMeters(Boolean(options.json))('sizing', { item: ['lane', 'lanes'] });
-      const { rows, problems } = statusRows(root, Boolean(options.sizes), meter);
-      if (options.sizes) meter.done();
-      if (problems.length > 0) process.exitCode = 1;
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ root, lanes: rows, problems }, null, 2)}\n`);
+        // Streamed, one lane a line: the output of 100,000 lanes is never one string in memory.
+        const out = new BatchedWriter((text) => process.stdout.write(text));
+        out.write(`{\n"root": ${JSON.stringify(root)},\n"lanes": [`);
+        let first = true;
+        const { problems } = statusRows(root, Boolean(options.sizes), meter, (row) => {
+          out.write(`${first ? '\n' : ',\n'}${JSON.stringify(row)}`);
+          first = false;
+        });
+        out.write(`\n],\n"problems": ${JSON.stringify(problems)}\n}\n`);
+        out.flush();
+        if (problems.length > 0) process.exitCode = 1;
         return;
       }
+      // Only each row's cells are kept for the table, and counts for the totals.
+      const tally = new Tally();
+      const cells: string[][] = [STATUS_HEADER];
+      const resisting: Row[] = [];
+      const { problems } = statusRows(root, Boolean(options.sizes), meter, (row) => {
+        tally.add(row);
+        cells.push(statusCells(row));
+        if (row.failures && row.failures.length > 0) resisting.push(row);
+      });
+      if (options.sizes) meter.done();
+      if (problems.length > 0) process.exitCode = 1;
       for (const problem of problems) process.stderr.write(`runlane: ${shown(problem)}\n`);
-      const table = formatTable(statusTable(rows), terminalWidth());
-      process.stdout.write(rows.length === 0 ? `no lanes under ${root}\n` : `${table}\n`);
-      process.stdout.write(`${statusTotals(root, rows, options.keepFree ?? undefined)}\n`);
-      const resisting = rows.filter((row) => row.failures && row.failures.length > 0);
+      if (tally.rows === 0) process.stdout.write(`no lanes under ${root}\n`);
+      else {
+        const out = new BatchedWriter((text) => process.stdout.write(text));
+        writeTable(cells, terminalWidth(), (line) => out.write(`${line}\n`));
+        out.flush();
+      }
+      process.stdout.write(`${statusTotals(root, tally, options.keepFree ?? undefined)}\n`);
       for (const row of resisting)
         process.stdout.write(`\n${shown(row.path)} resists deletion:\n${describeFailures(row.failures ?? [])}\n`);
     });
@@ -363,7 +444,7 @@ export function buildCli(): Command {
           parallel: parallelWith(options.workers),
         });
         if (options.json) {
-          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+          writeJson(report as unknown as Record<string, unknown>, ['entries', 'trash']);
         } else {
           if (report.entries.length + report.trash.length > 0)
             process.stdout.write(`${formatTable(sweepTable(report), terminalWidth())}\n`);

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import { writeFileAtomic } from '../core/atomic.js';
 import { readJournal, type JournalRecord } from '../core/journal.js';
-import { listLanes } from '../core/lane.js';
+import { forEachLane } from '../core/lane.js';
 import { Layout, type LaneMeta } from '../core/layout.js';
 import { recordedSize } from '../core/sizes.js';
 import { freeBytes, requiredFree } from '../core/space.js';
@@ -64,14 +64,17 @@ export async function metricsText(root: string, options: MetricsOptions): Promis
         return [];
       }
     };
-    const listed = part(() => listLanes(root, layout));
     let oldestLive: number | undefined;
-    for (const lane of listed) {
-      add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
-      if (lane.state === 'unknown') problems++;
-      const created = Date.parse(lane.created ?? '');
-      if (lane.state === 'live' && !Number.isNaN(created)) oldestLive = Math.min(oldestLive ?? created, created);
-    }
+    // One lane at a time: 100,000 lanes are counted without holding their metadata.
+    part(() => {
+      forEachLane(layout, (lane) => {
+        add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
+        if (lane.state === 'unknown') problems++;
+        const created = Date.parse(lane.created ?? '');
+        if (lane.state === 'live' && !Number.isNaN(created)) oldestLive = Math.min(oldestLive ?? created, created);
+      });
+      return [];
+    });
     for (const lane of part(() => listParked(layout)))
       add('parked', sizeOf(lane.meta, 'parked', [lane.slot, lane.key]));
     const trash = part(() => listTrash(layout));

@@ -358,23 +358,56 @@ export interface LaneEntry {
 export function listLanes(root: string, layout?: Layout, onLane?: () => void): LaneEntry[] {
   const own = layout ?? new Layout(root);
   try {
-    const keys = own.names('lanes');
-    const held = heldLocks(own);
-    return keys.sort().map((key) => {
+    const lanes: LaneEntry[] = [];
+    forEachLane(own, (lane) => {
       onLane?.();
-      return laneEntry(own, key, held);
+      lanes.push(lane);
     });
+    return lanes;
   } finally {
     if (!layout) own.close();
   }
 }
 
+/** Every lane under the root with its state, in key order, one at a time (nothing kept). */
+export function forEachLane(layout: Layout, each: (lane: LaneEntry) => void): void {
+  const keys = layout.names('lanes').sort();
+  const held = heldLocks(layout);
+  const metaDir = layout.dirIfAny('meta');
+  const locksDir = layout.dirIfAny('locks');
+  // In chunks: each chunk's metadata is read, then its lock files are looked at, from inside
+  // their directories (names resolve from the opened directory, as through its descriptor,
+  // at half the cost of a /proc/self/fd path): a scan of 100,000 lanes is system calls.
+  for (let start = 0; start < keys.length; start += SCAN_CHUNK) {
+    const chunk = keys.slice(start, start + SCAN_CHUNK);
+    const metas = metaDir?.within(() => chunk.map((key) => layout.readMetaFile(`${key}.json`, key)));
+    const locks = locksDir?.within(() =>
+      chunk.map((key) => fs.lstatSync(`${key}.lock`, { bigint: true, throwIfNoEntry: false })),
+    );
+    chunk.forEach((key, index) =>
+      each(laneEntry(layout, key, held, metas ? { meta: metas[index], lock: locks?.[index] } : undefined)),
+    );
+  }
+}
+
+const SCAN_CHUNK = 1000;
+
 /** One lane's state; a bad lock file or metadata makes it `unknown`, never stops the listing. */
-function laneEntry(layout: Layout, key: string, held: HeldLocks): LaneEntry {
+function laneEntry(
+  layout: Layout,
+  key: string,
+  held: HeldLocks,
+  read?: { meta: LaneMeta | undefined; lock: fs.BigIntStats | undefined },
+): LaneEntry {
   const lanePath = layout.lane(key);
   try {
-    const meta = layout.readMeta(key);
-    const live = leaseHeld(layout.lock(key), held);
+    const meta = read ? read.meta : layout.readMeta(key);
+    const file = layout.lock(key);
+    const live = leaseHeld(
+      file,
+      held,
+      read ? read.lock : fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false }),
+    );
     const state: LaneState = live ? 'live' : meta?.retained ? 'kept' : 'orphan';
     return { key, path: lanePath, state, meta, created: meta?.created };
   } catch (error) {
@@ -428,6 +461,8 @@ function canaryListed(layout: Layout): boolean {
       const stat = fs.fstatSync(lock.descriptor, { bigint: true });
       return heldFlocks().ids.has(flockIdentity(stat));
     } finally {
+      // Nothing is left behind: the file goes while still locked.
+      lock.unlinkWhileHeld();
       lock.release();
     }
   } catch {
@@ -440,8 +475,11 @@ function canaryListed(layout: Layout): boolean {
  * not listed in an incomplete list is tried for real. A lock file that exists but cannot be
  * used throws (UnusableLockError): never "free".
  */
-export function leaseHeld(file: LockFile, held: HeldLocks): boolean {
-  const stat = fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false });
+export function leaseHeld(
+  file: LockFile,
+  held: HeldLocks,
+  stat = fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false }),
+): boolean {
   if (!stat) return false;
   if (held.ids.has(flockIdentity(stat))) return true;
   if (held.complete) {

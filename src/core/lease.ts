@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptionsWithStringEncoding } from 'node:child_process';
 import { errorCode, errorMessage } from './errors.js';
 import type { LockFile } from './layout.js';
 import type { HolderArgs } from './holder.js';
@@ -40,6 +40,42 @@ export class Lock {
       fs.closeSync(fd);
     }
     return undefined;
+  }
+
+  /**
+   * tryAcquire for many lock files with one process instead of one per lock: a sweep that
+   * reaps a thousand lanes spends its time deleting, not starting `flock`. Each result is the
+   * lock, undefined (held by someone else, or with `existing`, missing), or the error that
+   * tryAcquire would have thrown for that file.
+   */
+  static tryAcquireMany(files: readonly LockFile[], existing = false): (Lock | undefined | Error)[] {
+    const results: (Lock | undefined | Error)[] = files.map(() => undefined);
+    for (let start = 0; start < files.length; start += LOCK_BATCH) {
+      const batch: { index: number; fd: number }[] = [];
+      for (let index = start; index < Math.min(files.length, start + LOCK_BATCH); index++) {
+        try {
+          if (existing && !fs.lstatSync(files[index].at, { throwIfNoEntry: false })) continue;
+          batch.push({ index, fd: openLockFile(files[index], true) });
+        } catch (error) {
+          results[index] = error instanceof Error ? error : new Error(String(error));
+        }
+      }
+      if (batch.length === 0) continue;
+      const locked = flockMany(batch.map((each) => each.fd));
+      batch.forEach(({ index, fd }, position) => {
+        if (locked[position] && sameFile(fd, files[index].at)) results[index] = new Lock(files[index], fd);
+        else if (locked[position]) {
+          // Unlinked meanwhile (a reaper finished it): worthless, and tried singly as before.
+          fs.closeSync(fd);
+          try {
+            results[index] = existing ? Lock.tryAcquireExisting(files[index]) : Lock.tryAcquire(files[index]);
+          } catch (error) {
+            results[index] = error instanceof Error ? error : new Error(String(error));
+          }
+        } else fs.closeSync(fd);
+      });
+    }
+    return results;
   }
 
   /** Like tryAcquire, but only if the lock file exists already (the sweep never creates one). */
@@ -143,11 +179,20 @@ export function checkLockFile(file: LockFile, stat: fs.BigIntStats): void {
   if (stat.isSymbolicLink()) throw unusable(file, 'ELOOP');
   if (stat.isDirectory()) throw unusable(file, 'EISDIR');
   if (!stat.isFile()) throw unusable(file, 'EINVAL');
-  try {
-    fs.accessSync(file.at, fs.constants.R_OK);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw unusable(file, error);
-  }
+  if (!readable(stat)) throw new UnusableLockError(file.shown, 'EACCES', 'permission denied: this user cannot read it');
+}
+
+let ownUid: bigint | undefined;
+let ownGroups: bigint[] | undefined;
+
+/** Whether this process may open a file for reading, from its mode and owner (no system call). */
+function readable(stat: fs.BigIntStats): boolean {
+  ownUid ??= BigInt(process.getuid?.() ?? 0);
+  if (ownUid === 0n) return true;
+  if (ownUid === stat.uid) return (stat.mode & 0o400n) !== 0n;
+  ownGroups ??= [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])].map(BigInt);
+  if (ownGroups.includes(stat.gid)) return (stat.mode & 0o040n) !== 0n;
+  return (stat.mode & 0o004n) !== 0n;
 }
 
 function flockNonBlocking(fd: number): boolean {
@@ -158,6 +203,39 @@ function flockNonBlocking(fd: number): boolean {
   if (result.status === 0) return true;
   if (result.status === 1) return false;
   throw new Error(`flock failed on ${fd} (exit ${result.status}): ${result.stderr.toString().trim()}`);
+}
+
+/** flock(LOCK_EX|LOCK_NB) on each inherited descriptor: `1`, or `0 1` when it is held elsewhere. */
+const PERL_FLOCK =
+  'use Fcntl qw(:flock); $| = 1; for my $fd (@ARGV) { open(my $h, "<&=", $fd) or do { print "0 9 $!\\n"; next }; print flock($h, LOCK_EX | LOCK_NB) ? "1\\n" : ($!{EWOULDBLOCK} ? "0 1\\n" : "0 9 $!\\n"); }';
+const SH_FLOCK = 'for fd in "$@"; do if flock -x -n "$fd"; then echo 1; else echo "0 $?"; fi; done';
+
+/** Lock files opened per batch (each is a descriptor of this process and of the child). */
+const LOCK_BATCH = 200;
+
+/**
+ * flock -x -n on each descriptor, by one shell that runs `flock` for each (the locks belong to
+ * our open file descriptions, which the children share): true where the lock was taken.
+ */
+function flockMany(fds: readonly number[]): boolean[] {
+  const numbers = fds.map((_, index) => String(index + 3));
+  const options: SpawnSyncOptionsWithStringEncoding = { stdio: ['ignore', 'pipe', 'pipe', ...fds], encoding: 'utf8' };
+  // Perl (in every Debian and Ubuntu base system) takes them all in one process; without it,
+  // a shell runs `flock` for each.
+  let result = spawnSync('perl', ['-e', PERL_FLOCK, ...numbers], options);
+  if (result.error && errorCode(result.error) === 'ENOENT') {
+    result = spawnSync('sh', ['-c', SH_FLOCK, 'sh', ...numbers], options);
+  }
+  if (result.error) throw new Error(`runlane needs util-linux's flock to take leases: ${result.error.message}`);
+  const lines = result.stdout.split('\n').filter(Boolean);
+  if (lines.length !== fds.length) {
+    throw new Error(`flock gave ${lines.length} answers for ${fds.length} locks: ${result.stderr.trim()}`);
+  }
+  return lines.map((line) => {
+    if (line === '1') return true;
+    if (line === '0 1') return false;
+    throw new Error(`flock failed (${line.slice(2)}): ${result.stderr.trim()}`);
+  });
 }
 
 function sameFile(fd: number, file: string): boolean {

@@ -212,6 +212,28 @@ export class Dir {
     return `/proc/${process.pid}/fd/${this.fd}`;
   }
 
+  /**
+   * Runs `body` with this directory as the current directory (entered through its descriptor,
+   * so it is the directory opened, wherever it is now): relative names then resolve in it as
+   * they would from the descriptor, without a /proc path per call. The previous directory is
+   * restored. Where the process cannot change directory (a worker thread), `body` is not run
+   * and undefined is returned: callers then use `at()`.
+   */
+  within<T>(body: () => T): T | undefined {
+    let previous: string;
+    try {
+      previous = process.cwd();
+      process.chdir(`/proc/self/fd/${this.fd}`);
+    } catch {
+      return undefined;
+    }
+    try {
+      return body();
+    } finally {
+      process.chdir(previous);
+    }
+  }
+
   /** Where the directory is now (it may have been moved since it was opened). */
   realPath(): string {
     return fs.readlinkSync(`/proc/self/fd/${this.fd}`).replace(/ \(deleted\)$/, '');

@@ -133,17 +133,21 @@ export interface StatusRow {
 
 /** The status table: one row a lane or trash entry; `-` for a size not measured. */
 export function statusTable(rows: readonly StatusRow[]): Table {
+  return [STATUS_HEADER, ...rows.map((row) => statusCells(row))];
+}
+
+export const STATUS_HEADER = ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope'];
+
+/** One status row's cells. */
+export function statusCells(row: StatusRow, now = Date.now()): string[] {
   return [
-    ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope'],
-    ...rows.map((row) => [
-      row.key,
-      row.state,
-      row.bytes === undefined ? '-' : humanBytes(row.bytes),
-      row.files === undefined ? '-' : String(row.files),
-      ageOf(row.created),
-      row.repository ?? '',
-      row.scope ?? '',
-    ]),
+    row.key,
+    row.state,
+    row.bytes === undefined ? '-' : humanBytes(row.bytes),
+    row.files === undefined ? '-' : String(row.files),
+    ageOf(row.created, now),
+    row.repository ?? '',
+    row.scope ?? '',
   ];
 }
 
@@ -160,13 +164,26 @@ export function shortenMiddle(text: string, width: number): string {
 }
 
 /**
- * A plain-text table with aligned columns, for terminals and logs. Given a terminal `width`,
+ * A plain-text table with aligned columns, for terminals and logs (its cells escaped with
+ * shown(); the rows given are consumed). Given a terminal `width`,
  * the first column (the lane keys, whose ends tell them apart) is shortened in the middle so
  * the table fits; without one (a pipe, a log), nothing is cut, so keys can be copied and grepped.
  */
 export function formatTable(raw: Table, width?: number): string {
-  const table = raw.map((row) => row.map((cell) => shown(cell ?? '')));
-  const widths = table[0].map((_, column) => Math.max(...table.map((row) => (row[column] ?? '').length)));
+  const lines: string[] = [];
+  writeTable(raw, width, (line) => lines.push(line));
+  return lines.join('\n');
+}
+
+/**
+ * formatTable line by line into `emit`, for tables of 100,000 rows: the cells are escaped in
+ * place (the table is consumed) and no string of the whole table is made.
+ */
+export function writeTable(table: Table, width: number | undefined, emit: (line: string) => void): void {
+  for (const row of table) for (let i = 0; i < row.length; i++) row[i] = shown(row[i] ?? '');
+  const widths = table[0].map(() => 0);
+  for (const row of table)
+    for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i], (row[i] ?? '').length);
   if (width !== undefined && widths.length > 1) {
     const last = widths.length - 1;
     const others = widths.slice(1, last).reduce((sum, each) => sum + each + 2, 0) + 2;
@@ -177,12 +194,11 @@ export function formatTable(raw: Table, width?: number): string {
       for (const row of table.slice(1)) row[0] = shortenMiddle(row[0] ?? '', fitted);
     }
   }
-  return table
-    .map((row) =>
+  for (const row of table)
+    emit(
       row
         .map((cell, column) => cell.padEnd(widths[column]))
         .join('  ')
         .trimEnd(),
-    )
-    .join('\n');
+    );
 }

@@ -6,7 +6,7 @@ import { treeSizeIn, type Dir, type TreeSize } from './remove.js';
  * The size a kept or parked lane's metadata records, if it was measured: what `status`,
  * `metrics` and the sweep's report show without walking the tree.
  */
-export function recordedSize(meta: LaneMeta | undefined): TreeSize | undefined {
+export function recordedSize(meta: Pick<LaneMeta, 'bytes' | 'files' | 'measured'> | undefined): TreeSize | undefined {
   return meta?.bytes !== undefined && meta.files !== undefined && meta.measured !== undefined
     ? { bytes: meta.bytes, files: meta.files }
     : undefined;

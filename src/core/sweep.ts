@@ -5,7 +5,7 @@ import type { Parallel } from './parallel-remove.js';
 import { recordedSize } from './sizes.js';
 import { journal } from './journal.js';
 import { Lock, heldFlocks } from './lease.js';
-import { dropUnder, heldLocks, leaseHeld, listLanes, type LaneEntry } from './lane.js';
+import { dropUnder, forEachLane, heldLocks, leaseHeld, type LaneEntry } from './lane.js';
 import { removeIn, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
 import { plural, requireMarkedRoot } from './root.js';
 import { formatSpace, freeBytes, requiredFree } from './space.js';
@@ -71,6 +71,16 @@ export interface SweepReport {
 }
 
 type Taken = 'reaped' | 'evicted';
+/** What the sweep keeps of a lane's metadata. */
+type SlimMeta = Pick<LaneMeta, 'created' | 'retained' | 'bytes' | 'files' | 'measured'>;
+type Scanned = Omit<LaneEntry, 'meta'> & { meta?: SlimMeta };
+
+function slim(meta: LaneMeta): SlimMeta {
+  const { created, retained, bytes, files, measured } = meta;
+  return { created, retained, bytes, files, measured };
+}
+/** A lane's lock taken beforehand: the lock, null when it was held, an error; undefined: take it now. */
+type Taking = Lock | Error | null | undefined;
 /** dry-run: change nothing; background: move to trash only; sync: move, then empty the trash. */
 type Mode = 'dry-run' | 'background' | 'sync';
 
@@ -130,16 +140,26 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   };
   const meters = options.meters ?? silentMeters;
   const scan = meters('scan', { item: ['lane', 'lanes'] });
-  const lanes = attempt('listing lanes', () => listLanes(options.root, layout, () => scan.item()), [] as LaneEntry[]);
+  // Each lane keeps only what the sweep decides by: 100,000 lanes' full metadata is not held.
+  const lanes: Scanned[] = [];
+  attempt(
+    'listing lanes',
+    () =>
+      forEachLane(layout, (lane) => {
+        scan.item();
+        lanes.push({ ...lane, meta: lane.meta && slim(lane.meta) });
+      }),
+    undefined,
+  );
   const entries: SweepEntry[] = [];
   const trash: TrashResult[] = [];
   let timedOut = false;
   const overTime = () => options.deadline !== undefined && Date.now() >= options.deadline;
-  const take = (lane: LaneEntry, outcome: Taken, reason: string) => {
+  const take = (lane: Scanned, outcome: Taken, reason: string, lock?: Taking) => {
     const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
     const entry = attempt(
       `reaping ${lane.key}`,
-      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? '', meters),
+      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? '', meters, lock),
       { ...base, outcome: 'failed' as const, reason: `${reason}; it could not be taken (see the problems)` },
     );
     entries.push(entry);
@@ -161,7 +181,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   // What stays is reported with the size measured when it was kept or parked: the scan never
   // walks a tree it leaves alone, so it stays O(lanes) however many files they hold.
   const leftEntry = (
-    lane: { key: string; path: string; slot?: string; meta?: LaneMeta },
+    lane: { key: string; path: string; slot?: string; meta?: SlimMeta },
     reason: string,
     created?: string,
   ) => ({
@@ -190,7 +210,8 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     trash.push(...emptied);
   };
 
-  const kept: LaneEntry[] = [];
+  const kept: Scanned[] = [];
+  const toTake: { lane: Scanned; outcome: Taken; reason: string }[] = [];
   for (const lane of lanes) {
     const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
     if (lane.state === 'live') {
@@ -202,13 +223,30 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       timedOut = true;
       entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
     } else if (lane.state === 'orphan') {
-      take(lane, 'reaped', 'orphan: no job holds its lease');
+      toTake.push({ lane, outcome: 'reaped', reason: 'orphan: no job holds its lease' });
     } else if (age(lane.meta, now) > options.maxAgeMs) {
-      take(lane, 'evicted', `kept longer than max-age (${lane.meta?.retained})`);
+      toTake.push({ lane, outcome: 'evicted', reason: `kept longer than max-age (${lane.meta?.retained})` });
     } else {
       kept.push(lane);
     }
   }
+  // Only the lanes to take or to weigh against keep-free are still needed.
+  const scannedCount = lanes.length;
+  lanes.length = 0;
+  // The real locks of every lane to take, by one process for all (a dry run takes none).
+  const locks: Taking[] =
+    mode === 'dry-run'
+      ? []
+      : attempt('locking lanes', () => Lock.tryAcquireMany(toTake.map(({ lane }) => layout.lock(lane.key))), []);
+  toTake.forEach(({ lane, outcome, reason }, index) => {
+    const lock = mode === 'dry-run' ? undefined : index < locks.length ? (locks[index] ?? null) : undefined;
+    if (overTime()) {
+      if (lock instanceof Lock) lock.release();
+      timedOut = true;
+      const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
+      entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
+    } else take(lane, outcome, reason, lock);
+  });
 
   // Parked lanes (warm starts): evicted past max-age, and first under space pressure.
   const parked: ParkedLane[] = [];
@@ -255,13 +293,19 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   }
   const wanted = pressure ? requiredFree(options.root, pressure) : undefined;
   attribute(entries, trash);
-  const tidied = mode === 'dry-run' ? 0 : attempt('tidying', () => tidyStale(layout), 0);
+  // Lanes still there after this sweep: the keys tidying need not look at.
+  const remaining = new Set(
+    entries
+      .filter((entry) => entry.outcome !== 'reaped' && entry.outcome !== 'evicted' && entry.state !== 'parked')
+      .map((entry) => entry.key),
+  );
+  const tidied = mode === 'dry-run' ? 0 : attempt('tidying', () => tidyStale(layout, remaining), 0);
   if (mode !== 'dry-run') {
     journal(layout, {
       action: 'swept',
       key: '',
       seconds: (Date.now() - started) / 1000,
-      reason: `${plural(lanes.length, 'lane')} and ${plural(parkedLanes.length, 'parked lane')} scanned; ${plural(problems.length, 'problem')}`,
+      reason: `${plural(scannedCount, 'lane')} and ${plural(parkedLanes.length, 'parked lane')} scanned; ${plural(problems.length, 'problem')}`,
     });
   }
   const freed =
@@ -271,7 +315,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   return {
     root: options.root,
     dryRun: options.dryRun,
-    scanned: lanes.length,
+    scanned: scannedCount,
     scannedParked: parkedLanes.length,
     entries,
     trash,
@@ -291,7 +335,7 @@ function sumBytes(items: readonly { outcome: string; bytes?: number; trashed?: s
     .reduce((total, item) => total + (item.bytes ?? 0), 0);
 }
 
-function age(meta: LaneMeta | undefined, now: number, since?: string): number {
+function age(meta: SlimMeta | undefined, now: number, since?: string): number {
   const created = Date.parse(since ?? meta?.created ?? '');
   return Number.isNaN(created) ? Infinity : now - created;
 }
@@ -316,18 +360,20 @@ function attribute(entries: SweepEntry[], trash: TrashResult[]): void {
  */
 function reap(
   layout: Layout,
-  lane: LaneEntry,
+  lane: Scanned,
   outcome: Taken,
   reason: string,
   mode: Mode,
   privileged: Privileged,
   meters: Meters,
+  taken?: Taking,
 ): SweepEntry {
   const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
   // A dry run changes nothing, not even a lock file: the state listLanes found is its answer.
   if (mode === 'dry-run')
     return { ...base, outcome, bytes: (recordedSize(lane.meta) ?? layout.sizeOf('lanes', [lane.key])).bytes };
-  const lock = Lock.tryAcquire(layout.lock(lane.key));
+  if (taken instanceof Error) throw taken;
+  const lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
   if (!lock) return { ...base, outcome: 'left', reason: 'live: its lease was taken meanwhile' };
   try {
     const lanes = layout.dir('lanes');
@@ -364,15 +410,20 @@ function reap(
  * gone, and temporary files of interrupted metadata writes. Every metadata write happens under
  * the lane's lease, so a temporary file whose lease is free has no writer left: no clock decides.
  */
-function tidyStale(layout: Layout): number {
+function tidyStale(layout: Layout, scanned: ReadonlySet<string>): number {
   let tidied = 0;
+  // Keys the scan saw with a lane are not candidates: on a root of 100,000 lanes, only the few
+  // without one are collected and looked at (a lane made since is found by laneExists below).
   const keys = new Set<string>();
-  for (const name of layout.names('locks')) if (name.endsWith('.lock')) keys.add(name.slice(0, -'.lock'.length));
+  const candidate = (key: string) => {
+    if (!scanned.has(key)) keys.add(key);
+  };
+  for (const name of layout.names('locks')) if (name.endsWith('.lock')) candidate(name.slice(0, -'.lock'.length));
   const temps = new Map<string, string[]>();
   for (const name of layout.names('meta')) {
     const temp = /^\.tmp-(.+)\.json-[0-9a-f]+$/.exec(name);
     if (temp) temps.set(temp[1], [...(temps.get(temp[1]) ?? []), layout.dir('meta').at(name)]);
-    else if (name.endsWith('.json')) keys.add(name.slice(0, -'.json'.length));
+    else if (name.endsWith('.json')) candidate(name.slice(0, -'.json'.length));
   }
   // Files are deleted here on "not held" alone, with no lock taken first: always probed for real.
   const held = { ...heldFlocks(), complete: false };

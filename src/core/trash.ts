@@ -128,11 +128,26 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
     item: ['entry', 'entries'],
     bytes: options.dryRun ? undefined : () => Math.max(0, freeBytes(layout.root) - start),
   });
-  for (const entry of entries) {
-    if (options.deadline !== undefined && Date.now() >= options.deadline) break;
-    const result = emptyEntry(layout, entry, options, meter.tick);
-    if (result) results.push(result);
-    meter.item();
+  // Every entry's lock by one process (many entries: one `flock` each would cost more than
+  // deleting small ones); what a deadline leaves is released.
+  let locks: (Lock | undefined | Error)[] = [];
+  if (!options.dryRun) {
+    try {
+      locks = Lock.tryAcquireMany(entries.map((entry) => layout.trashLock(entry.name)));
+    } catch {
+      // Taken one by one below.
+    }
+  }
+  try {
+    entries.forEach((entry, index) => {
+      if (options.deadline !== undefined && Date.now() >= options.deadline) return;
+      const taken = index < locks.length ? (locks[index] ?? null) : undefined;
+      const result = emptyEntry(layout, entry, options, meter.tick, taken);
+      if (result) results.push(result);
+      meter.item();
+    });
+  } finally {
+    for (const lock of locks) if (lock instanceof Lock) lock.release();
   }
   meter.done();
   return results;
@@ -144,6 +159,7 @@ function emptyEntry(
   entry: TrashEntry,
   options: EmptyTrashOptions,
   tick: Tick,
+  taken?: Lock | Error | null,
 ): TrashResult | undefined {
   const base = { name: entry.name, path: entry.path };
   if (options.dryRun) {
@@ -153,7 +169,8 @@ function emptyEntry(
   const trash = layout.dir('trash');
   let lock: Lock | undefined;
   try {
-    lock = Lock.tryAcquire(layout.trashLock(entry.name));
+    if (taken instanceof Error) throw taken;
+    lock = taken === undefined ? Lock.tryAcquire(layout.trashLock(entry.name)) : (taken ?? undefined);
   } catch (error) {
     const failure = { path: `${entry.path}.lock`, code: errorCode(error) ?? 'ERROR', message: errorMessage(error) };
     return { ...base, outcome: 'failed', bytes: 0, failures: [{ ...failure, hint: 'remove it by hand' }] };
