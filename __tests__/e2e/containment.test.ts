@@ -6,7 +6,16 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { CLI, disposeJobs, laneStates, newJob, processesMentioning, within, type CliResult } from '../helpers/jobs.js';
+import {
+  CLI,
+  cliForAnyone,
+  disposeJobs,
+  laneStates,
+  newJob,
+  processesMentioning,
+  within,
+  type CliResult,
+} from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
 
@@ -407,5 +416,118 @@ describe('the threaded delete keeps every rule of the single-threaded one', () =
     expect(fs.existsSync(entry)).toBe(false);
     expect(treeHash(outside)).toBe(before);
     expect(runlane(['empty-trash', '--root', job.root, '--workers', '0']).code).toBe(2);
+  });
+});
+
+describe('review regressions: what a job can plant to break a delete or a scan', () => {
+  it('directories without search permission in a threaded delete, as an unprivileged user: all deleted, nothing outside touched, no crash', async () => {
+    const job = await usedRoot();
+    const nobodyCli = cliForAnyone();
+    const entry = path.join(job.root, 'trash', 'perms');
+    const victim = path.join(job.dir, 'victim');
+    for (const dir of ['a1', 'a2', 'a3', 'a4']) {
+      fs.mkdirSync(path.join(entry, dir), { recursive: true });
+      for (let i = 0; i < 500; i++) fs.writeFileSync(path.join(entry, dir, `f${i}`), 'x');
+    }
+    fs.mkdirSync(path.join(entry, 'b1'));
+    fs.writeFileSync(path.join(entry, 'b1', 'only'), 'x');
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(entry, `z${i}`), 'x');
+    fs.mkdirSync(victim);
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(victim, `z${i}`), 'keep');
+    expect(sh('chown', '-R', '65534:65534', job.root, victim).status).toBe(0);
+    for (const dir of ['a1', 'a2', 'a3', 'a4']) fs.chmodSync(path.join(entry, dir), 0o000);
+    fs.chmodSync(path.join(entry, 'b1'), 0o600);
+    fs.chmodSync(job.dir, 0o755);
+    const out = runlane(['empty-trash', '--root', job.root, '--workers', '4', '--json'], nobodyCli);
+    expect(out.stderr).not.toMatch(/Emitted 'error'|Error:/);
+    expect(out.code).toBe(0);
+    expect(out.json().trash).toEqual([expect.objectContaining({ name: 'perms', outcome: 'deleted' })]);
+    expect(fs.existsSync(entry)).toBe(false);
+    expect(fs.readdirSync(victim)).toHaveLength(40);
+  });
+
+  it('a name in lanes/ whose lock file name is too long: that lane is unknown, the rest are still reaped', async () => {
+    const job = await usedRoot();
+    const long = 'a'.repeat(252);
+    fs.mkdirSync(path.join(job.root, 'lanes', long));
+    for (const key of ['orphan-a', 'orphan-b']) fs.mkdirSync(path.join(job.root, 'lanes', key));
+    const status = runlane(['status', '--root', job.root, '--json']);
+    const states = Object.fromEntries(
+      status.json().lanes.map((lane: { key: string; state: string }) => [lane.key, lane.state]),
+    );
+    expect(states).toEqual({ [long]: 'unknown', 'orphan-a': 'orphan', 'orphan-b': 'orphan' });
+    const sweep = runlane(['sweep', '--root', job.root, '--json']);
+    expect(sweep.json().entries).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ key: 'orphan-a', outcome: 'reaped' }),
+        expect.objectContaining({ key: 'orphan-b', outcome: 'reaped' }),
+        expect.objectContaining({ key: long, state: 'unknown', outcome: 'left' }),
+      ]),
+    );
+  });
+
+  it('more orphans than the process may open descriptors (a reboot): every one is still reaped', async () => {
+    const job = await usedRoot();
+    const count = 300;
+    for (let i = 0; i < count; i++) {
+      const key = `orphan-${i}`;
+      fs.mkdirSync(path.join(job.root, 'lanes', key));
+      fs.writeFileSync(path.join(job.root, 'locks', `${key}.lock`), '');
+    }
+    const out = spawnSync(
+      'prlimit',
+      ['--nofile=256:256', process.execPath, CLI, 'sweep', '--root', job.root, '--json'],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, RUNLANE_ROOT: '' },
+      },
+    );
+    expect(out.stderr).toBe('');
+    expect(out.status).toBe(0);
+    const entries = JSON.parse(out.stdout).entries;
+    expect(entries.filter((entry: { outcome: string }) => entry.outcome === 'reaped')).toHaveLength(count);
+    expect(fs.readdirSync(path.join(job.root, 'lanes'))).toEqual([]);
+  });
+});
+
+describe('taking many locks at once', () => {
+  it('without perl, a shell runs flock for each lock, with the same result', async () => {
+    const job = await usedRoot();
+    const keys = ['orphan-1', 'orphan-2', 'orphan-3', 'held'];
+    for (const key of keys) {
+      fs.mkdirSync(path.join(job.root, 'lanes', key));
+      fs.writeFileSync(path.join(job.root, 'locks', `${key}.lock`), '');
+    }
+    // Another process holds one lane's lease for the whole sweep.
+    const holder = spawn('flock', ['-x', path.join(job.root, 'locks', 'held.lock'), 'sleep', '60'], {
+      stdio: 'ignore',
+    });
+    try {
+      expect(
+        await within(5_000, () => sh('flock', '-n', path.join(job.root, 'locks', 'held.lock'), 'true').status === 1),
+      ).toBeGreaterThanOrEqual(0);
+      const bin = path.join(job.dir, 'bin');
+      const log = path.join(job.dir, 'flock.log');
+      fs.mkdirSync(bin);
+      const which = (tool: string) => sh('sh', '-c', `command -v ${tool}`).stdout.trim();
+      fs.symlinkSync(which('sh'), path.join(bin, 'sh'));
+      fs.writeFileSync(path.join(bin, 'flock'), `#!${which('sh')}\necho run >> ${log}\nexec ${which('flock')} "$@"\n`, {
+        mode: 0o755,
+      });
+      const out = spawnSync(process.execPath, [CLI, 'sweep', '--root', job.root, '--json'], {
+        encoding: 'utf8',
+        env: { PATH: bin, HOME: process.env.HOME, RUNLANE_ROOT: '' },
+      });
+      expect(out.stderr).toBe('');
+      const entries = JSON.parse(out.stdout).entries;
+      for (const key of ['orphan-1', 'orphan-2', 'orphan-3'])
+        expect(entries).toContainEqual(expect.objectContaining({ key, outcome: 'reaped' }));
+      expect(entries).toContainEqual(expect.objectContaining({ key: 'held', state: 'live', outcome: 'left' }));
+      expect(fs.existsSync(path.join(job.root, 'lanes', 'held'))).toBe(true);
+      // The shell ran flock: once per lock it took or tried (lanes, then trash entries).
+      expect(fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length).toBeGreaterThanOrEqual(3);
+    } finally {
+      holder.kill('SIGKILL');
+    }
   });
 });

@@ -381,9 +381,7 @@ export function forEachLane(layout: Layout, each: (lane: LaneEntry) => void): vo
   for (let start = 0; start < keys.length; start += SCAN_CHUNK) {
     const chunk = keys.slice(start, start + SCAN_CHUNK);
     const metas = metaDir?.within(() => chunk.map((key) => layout.readMetaFile(`${key}.json`, key)));
-    const locks = locksDir?.within(() =>
-      chunk.map((key) => fs.lstatSync(`${key}.lock`, { bigint: true, throwIfNoEntry: false })),
-    );
+    const locks = locksDir?.within(() => chunk.map((key) => lstatOrError(`${key}.lock`)));
     chunk.forEach((key, index) =>
       each(laneEntry(layout, key, held, metas ? { meta: metas[index], lock: locks?.[index] } : undefined)),
     );
@@ -392,22 +390,29 @@ export function forEachLane(layout: Layout, each: (lane: LaneEntry) => void): vo
 
 const SCAN_CHUNK = 1000;
 
+/** A lock file's lstat, or the error (a name too long, a permission): that lane alone is `unknown`. */
+function lstatOrError(file: string): fs.BigIntStats | undefined | Error {
+  try {
+    return fs.lstatSync(file, { bigint: true, throwIfNoEntry: false });
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
 /** One lane's state; a bad lock file or metadata makes it `unknown`, never stops the listing. */
 function laneEntry(
   layout: Layout,
   key: string,
   held: HeldLocks,
-  read?: { meta: LaneMeta | undefined; lock: fs.BigIntStats | undefined },
+  read?: { meta: LaneMeta | undefined; lock: fs.BigIntStats | undefined | Error },
 ): LaneEntry {
   const lanePath = layout.lane(key);
   try {
     const meta = read ? read.meta : layout.readMeta(key);
     const file = layout.lock(key);
-    const live = leaseHeld(
-      file,
-      held,
-      read ? read.lock : fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false }),
-    );
+    const lock = read ? read.lock : fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false });
+    if (lock instanceof Error) throw lock;
+    const live = leaseHeld(file, held, lock);
     const state: LaneState = live ? 'live' : meta?.retained ? 'kept' : 'orphan';
     return { key, path: lanePath, state, meta, created: meta?.created };
   } catch (error) {

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { spawn, spawnSync, type SpawnSyncOptionsWithStringEncoding } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptionsWithStringEncoding, type SpawnSyncReturns } from 'node:child_process';
 import { errorCode, errorMessage } from './errors.js';
 import type { LockFile } from './layout.js';
 import type { HolderArgs } from './holder.js';
@@ -61,7 +61,17 @@ export class Lock {
         }
       }
       if (batch.length === 0) continue;
-      const locked = flockMany(batch.map((each) => each.fd));
+      let locked: boolean[];
+      try {
+        locked = flockMany(batch.map((each) => each.fd));
+      } catch (error) {
+        // Nothing of this batch is held: its descriptors go, and each file reports the error.
+        for (const { index, fd } of batch) {
+          fs.closeSync(fd);
+          results[index] = error instanceof Error ? error : new Error(String(error));
+        }
+        continue;
+      }
       batch.forEach(({ index, fd }, position) => {
         if (locked[position] && sameFile(fd, files[index].at)) results[index] = new Lock(files[index], fd);
         else if (locked[position]) {
@@ -163,6 +173,8 @@ function openLockFile(file: LockFile, create: boolean): number {
 
 function unusable(file: LockFile, cause: unknown): UnusableLockError {
   const code = typeof cause === 'string' ? cause : (errorCode(cause) ?? 'ERROR');
+  // Out of descriptors or memory says nothing about the file: not a case for an administrator.
+  if (['EMFILE', 'ENFILE', 'ENOMEM', 'EINTR', 'EAGAIN'].includes(code)) throw cause;
   const reasons: Record<string, string> = {
     ELOOP: 'it is a symlink',
     EISDIR: 'it is a directory',
@@ -211,7 +223,7 @@ const PERL_FLOCK =
 const SH_FLOCK = 'for fd in "$@"; do if flock -x -n "$fd"; then echo 1; else echo "0 $?"; fi; done';
 
 /** Lock files opened per batch (each is a descriptor of this process and of the child). */
-const LOCK_BATCH = 200;
+export const LOCK_BATCH = 200;
 
 /**
  * flock -x -n on each descriptor, by one shell that runs `flock` for each (the locks belong to
@@ -220,16 +232,26 @@ const LOCK_BATCH = 200;
 function flockMany(fds: readonly number[]): boolean[] {
   const numbers = fds.map((_, index) => String(index + 3));
   const options: SpawnSyncOptionsWithStringEncoding = { stdio: ['ignore', 'pipe', 'pipe', ...fds], encoding: 'utf8' };
-  // Perl (in every Debian and Ubuntu base system) takes them all in one process; without it,
-  // a shell runs `flock` for each.
-  let result = spawnSync('perl', ['-e', PERL_FLOCK, ...numbers], options);
-  if (result.error && errorCode(result.error) === 'ENOENT') {
-    result = spawnSync('sh', ['-c', SH_FLOCK, 'sh', ...numbers], options);
+  // Perl (in every Debian and Ubuntu base system) takes them all in one process, in a clean
+  // environment (a PERL5OPT a job exported never reaches it). Without perl, or if it gives no
+  // clear answer, a shell runs `flock` for each: locking again what is already ours is a no-op.
+  try {
+    return flockAnswers(
+      spawnSync('perl', ['-e', PERL_FLOCK, ...numbers], { ...options, env: { PATH: process.env.PATH ?? '' } }),
+      fds.length,
+    );
+  } catch {
+    const result = spawnSync('sh', ['-c', SH_FLOCK, 'sh', ...numbers], options);
+    if (result.error) throw new Error(`runlane needs util-linux's flock to take leases: ${result.error.message}`);
+    return flockAnswers(result, fds.length);
   }
-  if (result.error) throw new Error(`runlane needs util-linux's flock to take leases: ${result.error.message}`);
+}
+
+function flockAnswers(result: SpawnSyncReturns<string>, count: number): boolean[] {
+  if (result.error) throw result.error;
   const lines = result.stdout.split('\n').filter(Boolean);
-  if (lines.length !== fds.length) {
-    throw new Error(`flock gave ${lines.length} answers for ${fds.length} locks: ${result.stderr.trim()}`);
+  if (lines.length !== count) {
+    throw new Error(`flock gave ${lines.length} answers for ${count} locks: ${result.stderr.trim()}`);
   }
   return lines.map((line) => {
     if (line === '1') return true;

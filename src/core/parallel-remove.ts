@@ -49,6 +49,7 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
     return; // A file, a symlink, gone: removeIn deals with it.
   }
   const opened: Dir[] = [top];
+  let keepOpen = false;
   try {
     if (!parent.sameMount(top)) return;
     const items = split(top, opened);
@@ -63,6 +64,8 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
     for (let i = 0; i < parallel.workers - 1; i++) {
       try {
         const worker = new Worker(parallel.script, { workerData: data, stdout: true, stderr: true });
+        // A thread's failure is never the process's: what it left, the final pass reports.
+        worker.on('error', () => undefined);
         worker.unref();
         workers.push(worker);
       } catch {
@@ -86,12 +89,18 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
       report();
       const removed = Atomics.load(counters, REMOVED);
       if (removed !== last.removed) last = { removed, at: Date.now() };
-      else if (Date.now() - last.at > STALL_MS) break; // A thread that never started or hung.
+      else if (Date.now() - last.at > STALL_MS) {
+        // A thread hung inside a call: its descriptors stay open (closed, their numbers could
+        // be reused for another directory while it still works through them). The process
+        // ends soon; the final pass goes on without it.
+        keepOpen = true;
+        break;
+      }
     }
     report();
     for (const worker of workers) void worker.terminate();
   } finally {
-    for (const dir of opened.reverse()) dir.close();
+    if (!keepOpen) for (const dir of opened.reverse()) dir.close();
   }
 }
 
@@ -119,16 +128,24 @@ export function deleteWorker(data: WorkerData): void {
   }
 }
 
-/** Takes items off the shared queue until it is empty; failures are left for the final pass. */
+/**
+ * Takes items off the shared queue until it is empty. It never throws: an item's trouble is
+ * left for the final pass, and the thread that split the tree must not close the directories
+ * while another still works in them.
+ */
 function work(data: WorkerData, counters: Int32Array, dirAt: (index: number) => Dir | null, onItem?: () => void): void {
   const count = (entries: number) => Atomics.add(counters, REMOVED, entries);
   for (;;) {
     const index = Atomics.add(counters, NEXT, 1);
     if (index >= data.items.length) return;
     const [dirIndex, entry] = data.items[index];
-    const dir = dirAt(dirIndex);
-    if (dir) removeIn(dir, entry, '', count);
-    onItem?.();
+    try {
+      const dir = dirAt(dirIndex);
+      if (dir) removeIn(dir, entry, '', count);
+      onItem?.();
+    } catch {
+      // Reported by the final single-threaded pass, which meets the same obstacle.
+    }
   }
 }
 
@@ -160,12 +177,24 @@ function split(top: Dir, opened: Dir[]): [Dir, string][] {
         child.close();
         continue;
       }
+      // A directory this user may not search or change (mode 0600, another owner's) stays one
+      // item: removeIn fixes the mode through its descriptor, or reports it.
+      if (!searchable(child)) {
+        child.close();
+        next.push(item);
+        continue;
+      }
       opened.push(child);
       next.push(...entriesOf(child));
     }
     items = next;
   }
   return items.map(([dir, entry]) => [dir, entry]);
+}
+
+function searchable(dir: Dir): boolean {
+  const uid = process.getuid?.() ?? 0;
+  return uid === 0 || (dir.stat.uid === uid && (dir.stat.mode & 0o700) === 0o700);
 }
 
 function entriesOf(dir: Dir): [Dir, string, boolean][] {

@@ -220,17 +220,31 @@ export class Dir {
    * and undefined is returned: callers then use `at()`.
    */
   within<T>(body: () => T): T | undefined {
-    let previous: string;
+    // The way back is a descriptor, not a path: a directory removed or swapped meanwhile is
+    // never followed, and the process never stays inside this one.
+    let back: number;
     try {
-      previous = process.cwd();
-      process.chdir(`/proc/self/fd/${this.fd}`);
+      back = fs.openSync('.', C.O_RDONLY | C.O_DIRECTORY);
     } catch {
       return undefined;
     }
     try {
-      return body();
+      try {
+        process.chdir(`/proc/self/fd/${this.fd}`);
+      } catch {
+        return undefined;
+      }
+      try {
+        return body();
+      } finally {
+        try {
+          process.chdir(`/proc/self/fd/${back}`);
+        } catch {
+          process.chdir('/');
+        }
+      }
     } finally {
-      process.chdir(previous);
+      fs.closeSync(back);
     }
   }
 
@@ -337,7 +351,7 @@ export function removeIn(
     tick,
   };
   removeEntry(parent, name, undefined, walk, 0);
-  if (walk.failures.length > 0 && privileged === 'sudo' && parent.exists(name)) {
+  if (walk.failures.length > 0 && privileged === 'sudo' && existsOrUnknown(parent, name)) {
     const note = removeWithSudo(parent, name);
     const notes = new Map(walk.failures.map((failure) => [failure.path, note]));
     walk.failures = [];
@@ -347,7 +361,32 @@ export function removeIn(
       if (why) failure.hint = `${why}; ${failure.hint}`;
     }
   }
-  return { removed: !parent.exists(name), failures: walk.failures };
+  let removed = false;
+  try {
+    removed = !parent.exists(name);
+  } catch (error) {
+    // Cannot even be looked at (its directory lost its search permission meanwhile).
+    if (walk.failures.length === 0) record(walk, path.join(parent.path, name), error, parent.stat.uid);
+  }
+  return { removed, failures: walk.failures };
+}
+
+/** The owner of an entry, for a hint; undefined when it cannot be looked at. */
+function ownerOf(parent: Dir, name: EntryName): number | undefined {
+  try {
+    return parent.lstat(name)?.uid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether an entry exists; true when it cannot even be looked at. */
+function existsOrUnknown(parent: Dir, name: string): boolean {
+  try {
+    return parent.exists(name);
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -444,7 +483,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
     if ((code === 'ELOOP' || code === 'ENOTDIR') && isDir === true)
       return removeEntry(parent, name, false, walk, depth);
     if (code === 'EBUSY') mountFailure(walk, parent, name);
-    else record(walk, shown, error, parent.lstat(name)?.uid);
+    else record(walk, shown, error, ownerOf(parent, name));
     return;
   }
   const failuresBefore = walk.failures.length;

@@ -4,7 +4,7 @@ import { silentMeters, type Meters } from './progress.js';
 import type { Parallel } from './parallel-remove.js';
 import { recordedSize } from './sizes.js';
 import { journal } from './journal.js';
-import { Lock, heldFlocks } from './lease.js';
+import { LOCK_BATCH, Lock, heldFlocks } from './lease.js';
 import { dropUnder, forEachLane, heldLocks, leaseHeld, type LaneEntry } from './lane.js';
 import { removeIn, unlinkIfAny, type Privileged, type RemoveFailure } from './remove.js';
 import { plural, requireMarkedRoot } from './root.js';
@@ -233,20 +233,27 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   // Only the lanes to take or to weigh against keep-free are still needed.
   const scannedCount = lanes.length;
   lanes.length = 0;
-  // The real locks of every lane to take, by one process for all (a dry run takes none).
-  const locks: Taking[] =
-    mode === 'dry-run'
-      ? []
-      : attempt('locking lanes', () => Lock.tryAcquireMany(toTake.map(({ lane }) => layout.lock(lane.key))), []);
-  toTake.forEach(({ lane, outcome, reason }, index) => {
-    const lock = mode === 'dry-run' ? undefined : index < locks.length ? (locks[index] ?? null) : undefined;
-    if (overTime()) {
-      if (lock instanceof Lock) lock.release();
-      timedOut = true;
-      const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
-      entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
-    } else take(lane, outcome, reason, lock);
-  });
+  // The real locks of the lanes to take, by one process a batch (a dry run takes none); a
+  // batch at a time, so a reboot's thousands of orphans never hold thousands of descriptors.
+  for (let start = 0; start < toTake.length; start += LOCK_BATCH) {
+    const batch = toTake.slice(start, start + LOCK_BATCH);
+    const locks: Taking[] =
+      mode === 'dry-run'
+        ? []
+        : attempt('locking lanes', () => Lock.tryAcquireMany(batch.map(({ lane }) => layout.lock(lane.key))), []);
+    try {
+      batch.forEach(({ lane, outcome, reason }, index) => {
+        const lock = index < locks.length ? (locks[index] ?? null) : undefined;
+        if (overTime()) {
+          timedOut = true;
+          const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
+          entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
+        } else take(lane, outcome, reason, lock);
+      });
+    } finally {
+      for (const lock of locks) if (lock instanceof Lock) lock.release();
+    }
+  }
 
   // Parked lanes (warm starts): evicted past max-age, and first under space pressure.
   const parked: ParkedLane[] = [];

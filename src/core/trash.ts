@@ -128,30 +128,36 @@ export function emptyTrash(layout: Layout, options: EmptyTrashOptions = {}): Tra
     item: ['entry', 'entries'],
     bytes: options.dryRun ? undefined : () => Math.max(0, freeBytes(layout.root) - start),
   });
-  // Every entry's lock by one process (many entries: one `flock` each would cost more than
-  // deleting small ones); what a deadline leaves is released.
-  let locks: (Lock | undefined | Error)[] = [];
-  if (!options.dryRun) {
-    try {
-      locks = Lock.tryAcquireMany(entries.map((entry) => layout.trashLock(entry.name)));
-    } catch {
-      // Taken one by one below.
+  // The entries' locks by one process a small batch (one `flock` each would cost more than
+  // deleting small entries); small, so another deleter still shares the rest of the trash.
+  for (let start = 0; start < entries.length; start += TRASH_LOCK_BATCH) {
+    if (options.deadline !== undefined && Date.now() >= options.deadline) break;
+    const batch = entries.slice(start, start + TRASH_LOCK_BATCH);
+    let locks: (Lock | undefined | Error)[] = [];
+    if (!options.dryRun) {
+      try {
+        locks = Lock.tryAcquireMany(batch.map((entry) => layout.trashLock(entry.name)));
+      } catch {
+        // Taken one by one below.
+      }
     }
-  }
-  try {
-    entries.forEach((entry, index) => {
-      if (options.deadline !== undefined && Date.now() >= options.deadline) return;
-      const taken = index < locks.length ? (locks[index] ?? null) : undefined;
-      const result = emptyEntry(layout, entry, options, meter.tick, taken);
-      if (result) results.push(result);
-      meter.item();
-    });
-  } finally {
-    for (const lock of locks) if (lock instanceof Lock) lock.release();
+    try {
+      batch.forEach((entry, index) => {
+        if (options.deadline !== undefined && Date.now() >= options.deadline) return;
+        const taken = index < locks.length ? (locks[index] ?? null) : undefined;
+        const result = emptyEntry(layout, entry, options, meter.tick, taken);
+        if (result) results.push(result);
+        meter.item();
+      });
+    } finally {
+      for (const lock of locks) if (lock instanceof Lock) lock.release();
+    }
   }
   meter.done();
   return results;
 }
+
+const TRASH_LOCK_BATCH = 16;
 
 /** Deletes one trash entry under its lock (see emptyTrash); undefined when it is gone already. */
 function emptyEntry(
