@@ -201,3 +201,28 @@ describe('keep-free that cannot be reached', () => {
     expect(fs.existsSync(live.outputs.path)).toBe(true);
   });
 });
+
+describe('the sweep table on a root of many kept lanes', () => {
+  it('lists what it did, live lanes and problems; kept and parked lanes left in place are counted, not listed', async () => {
+    const root = newJob().root;
+    const kept = [await finishedJob(root, { cleanup: 'never' }, 1), await finishedJob(root, { cleanup: 'never' }, 1)];
+    const live = newJob({ root, inputs: { root } });
+    expect((await live.phase('main')).code).toBe(0);
+    const orphan = newJob({ root, inputs: { root } });
+    expect((await orphan.phase('main')).code).toBe(0);
+    kill([Number(orphan.state['holder-pid'])]);
+    expect(await within(10_000, () => !fs.existsSync(`/proc/${orphan.state['holder-pid']}`))).toBeGreaterThanOrEqual(0);
+    const out = cli('sweep', '--root', root);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(new RegExp(`${orphan.outputs.key}\\s+orphan\\s+reaped`));
+    expect(out.stdout).toMatch(new RegExp(`${live.outputs.key}\\s+live\\s+left`));
+    for (const job of kept) expect(out.stdout).not.toContain(job.outputs.key);
+    expect(out.stdout).toContain(
+      '(2 kept or parked lanes left in place are not listed: runlane status shows them, sweep --json lists every lane)',
+    );
+    expect(out.stdout).toMatch(/removed 1 \(1 orphan reaped\).*left 1 live, 2 kept/);
+    const json = cli('sweep', '--root', root, '--json').json();
+    for (const job of kept)
+      expect(json.entries).toContainEqual(expect.objectContaining({ key: job.outputs.key, outcome: 'left' }));
+  });
+});

@@ -1,6 +1,14 @@
 import fs from 'node:fs';
 import * as core from '@actions/core';
-import { describeFailures, formatTable, keepFreeShort, shown, sweepSummary, sweepTable } from '../core/report.js';
+import {
+  describeFailures,
+  formatTable,
+  keepFreeShort,
+  shown,
+  sweepSummary,
+  sweepTable,
+  sweepTableNote,
+} from '../core/report.js';
 import { metersTo } from '../core/progress.js';
 import { Layout } from '../core/layout.js';
 import { sweep } from '../core/sweep.js';
@@ -47,7 +55,9 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     core.info(`runlane: emptying the trash in the background (pid ${pid})`);
   }
   const table = sweepTable(report);
-  if (table.length > 1) core.info(formatTable(table));
+  if (table.length > 1) core.info(formatTable(table.map((row) => [...row])));
+  const note = sweepTableNote(report);
+  if (note) core.info(note);
   core.info(sweepSummary(report));
   core.endGroup();
   for (const item of [...report.entries, ...report.trash].filter((e) => e.outcome === 'failed')) {

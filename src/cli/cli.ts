@@ -18,6 +18,7 @@ import {
   keepFreeShort,
   sweepSummary,
   sweepTable,
+  sweepTableNote,
   type StatusRow,
 } from '../core/report.js';
 import { emptyTrash, listTrash } from '../core/trash.js';
@@ -446,8 +447,10 @@ export function buildCli(): Command {
         if (options.json) {
           writeJson(report as unknown as Record<string, unknown>, ['entries', 'trash']);
         } else {
-          if (report.entries.length + report.trash.length > 0)
-            process.stdout.write(`${formatTable(sweepTable(report), terminalWidth())}\n`);
+          const table = sweepTable(report);
+          if (table.length > 1) process.stdout.write(`${formatTable(table, terminalWidth())}\n`);
+          const note = sweepTableNote(report);
+          if (note) process.stdout.write(`${note}\n`);
           process.stdout.write(`${sweepSummary(report)}\n`);
           const short = keepFreeShort(report);
           if (short) process.stdout.write(`${short}\n`);

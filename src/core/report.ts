@@ -43,6 +43,23 @@ function resisted(failures: readonly RemoveFailure[]): string {
   return `${failures.length} paths resisted (first: ${failures[0].path}: ${failures[0].code}); retried every sweep`;
 }
 
+/**
+ * Whether the sweep's table lists an entry: everything it did or could not do, and live and
+ * unknown lanes; kept and parked lanes it left in place are only counted (a root may hold
+ * thousands, and a job summary has room for about a megabyte). `--json` lists every lane.
+ */
+function listed(entry: SweepReport['entries'][number]): boolean {
+  return !(entry.outcome === 'left' && (entry.state === 'kept' || entry.state === 'parked'));
+}
+
+/** Kept and parked lanes the table leaves out, in words; empty when it lists them all. */
+export function sweepTableNote(report: SweepReport): string {
+  const hidden = report.entries.filter((entry) => !listed(entry)).length;
+  return hidden === 0
+    ? ''
+    : `(${plural(hidden, 'kept or parked lane')} left in place ${hidden === 1 ? 'is' : 'are'} not listed: runlane status shows them, sweep --json lists every lane)`;
+}
+
 /** The sweep's table: one row a lane it looked at, then one a trash entry, with what it did and why. */
 export function sweepTable(report: SweepReport): Table {
   const verb = (outcome: string) =>
@@ -65,14 +82,16 @@ export function sweepTable(report: SweepReport): Table {
     ]);
   return [
     ['lane', 'state', 'outcome', 'size', 'age', 'why'],
-    ...report.entries.map((entry) => [
-      entry.key,
-      entry.state,
-      verb(entry.outcome),
-      entry.bytes === undefined ? '' : humanBytes(entry.bytes),
-      ageOf(entry.created),
-      entry.failures?.length ? `${entry.reason}; ${resisted(entry.failures)}` : entry.reason,
-    ]),
+    ...report.entries
+      .filter(listed)
+      .map((entry) => [
+        entry.key,
+        entry.state,
+        verb(entry.outcome),
+        entry.bytes === undefined ? '' : humanBytes(entry.bytes),
+        ageOf(entry.created),
+        entry.failures?.length ? `${entry.reason}; ${resisted(entry.failures)}` : entry.reason,
+      ]),
     ...trashRows,
   ];
 }
