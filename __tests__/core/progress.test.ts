@@ -1,6 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { Meter } from '../../src/core/progress.js';
-import { formatTable, shortenMiddle, statusTable } from '../../src/core/report.js';
+import { STATUS_HEADER, formatTable, shortenMiddle, statusCells, type StatusRow } from '../../src/core/report.js';
+
+const statusTable = (rows: StatusRow[]) => [STATUS_HEADER, ...rows.map((row) => statusCells(row))];
 
 /** A meter on a fake clock, writing into `out`. */
 function meter(tty: boolean, options: { total?: number; bytes?: () => number } = {}) {

@@ -531,3 +531,51 @@ describe('taking many locks at once', () => {
     }
   });
 });
+
+describe('the threaded delete against a process swapping directories for symlinks', () => {
+  it('races a swapper at two levels of the split for seconds: nothing outside changes', async () => {
+    const job = await usedRoot();
+    const outside = outsideTree(path.join(job.dir, 'outside-race'));
+    const before = treeHash(outside);
+    const entry = path.join(job.root, 'trash', 'race');
+    // The attacker swaps top-level and second-level directories (the ones the split opens)
+    // for symlinks to the outside and back, as fast as it can, whatever entry is current.
+    const attacker = spawn(process.execPath, [
+      '-e',
+      `const fs = require('fs');
+       const entry = ${JSON.stringify(entry)};
+       const names = ['d0', 'd1', 'd2', 'd3', 'd0/s', 'd1/s', 'd2/s', 'd3/s'];
+       for (let i = 0; ; i++) {
+         const name = entry + '/' + names[i % names.length];
+         try { fs.renameSync(name, name + '.x'); } catch {}
+         try { fs.symlinkSync(${JSON.stringify(outside)}, name); } catch {}
+         try { fs.unlinkSync(name); } catch {}
+         try { fs.renameSync(name + '.x', name); } catch {}
+       }`,
+    ]);
+    let rounds = 0;
+    try {
+      const until = Date.now() + 5000;
+      while (Date.now() < until || rounds < 8) {
+        const stage = path.join(job.root, 'stage');
+        for (let d = 0; d < 4; d++) {
+          fs.mkdirSync(path.join(stage, `d${d}`, 's'), { recursive: true });
+          for (let f = 0; f < 40; f++) {
+            fs.writeFileSync(path.join(stage, `d${d}`, `f${f}`), 'x');
+            fs.writeFileSync(path.join(stage, `d${d}`, 's', `g${f}`), 'y');
+          }
+        }
+        fs.renameSync(stage, entry);
+        for (let pass = 0; fs.existsSync(entry) && pass < 20; pass++)
+          runlane(['empty-trash', '--root', job.root, '--workers', '4', '--quiet']);
+        expect(fs.existsSync(entry)).toBe(false);
+        expect(treeHash(outside)).toBe(before);
+        rounds++;
+      }
+    } finally {
+      attacker.kill('SIGKILL');
+    }
+    expect(rounds).toBeGreaterThanOrEqual(8);
+    expect(treeHash(outside)).toBe(before);
+  });
+});

@@ -25,6 +25,18 @@ async function finishedJob(root: string, inputs: Record<string, string>, files: 
   return job;
 }
 
+/** A job whose main ran and holds its lane, and one whose lease holder was killed (an orphan). */
+async function liveAndOrphan(root: string) {
+  const live = newJob({ root, inputs: { root } });
+  expect((await live.phase('main')).code).toBe(0);
+  const orphan = newJob({ root, inputs: { root } });
+  expect((await orphan.phase('main')).code).toBe(0);
+  const holder = orphan.state['holder-pid'];
+  kill([Number(holder)]);
+  expect(await within(10_000, () => !fs.existsSync(`/proc/${holder}`))).toBeGreaterThanOrEqual(0);
+  return { live, orphan };
+}
+
 describe('status in O(lanes): sizes recorded when a lane is kept or parked', () => {
   it('post measures a kept and a parked lane in the background; status shows them without walking, --sizes walks all', async () => {
     const root = newJob().root;
@@ -109,12 +121,7 @@ describe('classifying lanes without a process per lane', () => {
   it('status and metrics take no lock per lane: /proc/locks decides, after one canary lock per root', async () => {
     const root = newJob().root;
     for (let i = 0; i < 3; i++) await finishedJob(root, { cleanup: 'never' }, 1);
-    const live = newJob({ root, inputs: { root } });
-    expect((await live.phase('main')).code).toBe(0);
-    const orphan = newJob({ root, inputs: { root } });
-    expect((await orphan.phase('main')).code).toBe(0);
-    kill([Number(orphan.state['holder-pid'])]);
-    expect(await within(10_000, () => !fs.existsSync(`/proc/${orphan.state['holder-pid']}`))).toBeGreaterThanOrEqual(0);
+    const { live, orphan } = await liveAndOrphan(root);
 
     // flock on PATH is a wrapper that counts its runs: every lock runlane takes goes through it.
     const bin = path.join(live.dir, 'bin');
@@ -206,12 +213,7 @@ describe('the sweep table on a root of many kept lanes', () => {
   it('lists what it did, live lanes and problems; kept and parked lanes left in place are counted, not listed', async () => {
     const root = newJob().root;
     const kept = [await finishedJob(root, { cleanup: 'never' }, 1), await finishedJob(root, { cleanup: 'never' }, 1)];
-    const live = newJob({ root, inputs: { root } });
-    expect((await live.phase('main')).code).toBe(0);
-    const orphan = newJob({ root, inputs: { root } });
-    expect((await orphan.phase('main')).code).toBe(0);
-    kill([Number(orphan.state['holder-pid'])]);
-    expect(await within(10_000, () => !fs.existsSync(`/proc/${orphan.state['holder-pid']}`))).toBeGreaterThanOrEqual(0);
+    const { live, orphan } = await liveAndOrphan(root);
     const out = cli('sweep', '--root', root);
     expect(out.code).toBe(0);
     expect(out.stdout).toMatch(new RegExp(`${orphan.outputs.key}\\s+orphan\\s+reaped`));

@@ -55,7 +55,7 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
     core.info(`runlane: emptying the trash in the background (pid ${pid})`);
   }
   const table = sweepTable(report);
-  if (table.length > 1) core.info(formatTable(table.map((row) => [...row])));
+  if (table.length > 1) core.info(formatTable(table));
   const note = sweepTableNote(report);
   if (note) core.info(note);
   core.info(sweepSummary(report));

@@ -150,11 +150,7 @@ export interface StatusRow {
   scope?: string;
 }
 
-/** The status table: one row a lane or trash entry; `-` for a size not measured. */
-export function statusTable(rows: readonly StatusRow[]): Table {
-  return [STATUS_HEADER, ...rows.map((row) => statusCells(row))];
-}
-
+/** The status table's header; `statusCells` gives each row (`-` for a size not measured). */
 export const STATUS_HEADER = ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope'];
 
 /** One status row's cells. */
@@ -184,13 +180,17 @@ export function shortenMiddle(text: string, width: number): string {
 
 /**
  * A plain-text table with aligned columns, for terminals and logs (its cells escaped with
- * shown(); the rows given are consumed). Given a terminal `width`,
+ * shown()). Given a terminal `width`,
  * the first column (the lane keys, whose ends tell them apart) is shortened in the middle so
  * the table fits; without one (a pipe, a log), nothing is cut, so keys can be copied and grepped.
  */
 export function formatTable(raw: Table, width?: number): string {
   const lines: string[] = [];
-  writeTable(raw, width, (line) => lines.push(line));
+  writeTable(
+    raw.map((row) => [...row]),
+    width,
+    (line) => lines.push(line),
+  );
   return lines.join('\n');
 }
 
