@@ -71,7 +71,9 @@ describe('post in O(1): rename to trash, delete in the background', () => {
     await job.phase('main');
     fill(job.outputs.path, 5_000);
     await job.phase('post');
-    for (const pid of processesMentioning('empty-trash')) process.kill(pid, 'SIGKILL');
+    // Only this job's background delete: other test files run their own at the same time.
+    for (const pid of processesMentioning('empty-trash').filter((pid) => processesMentioning(job.root).includes(pid)))
+      process.kill(pid, 'SIGKILL');
     const sweep = cli('sweep', '--root', job.root, '--json');
     expect(sweep.code).toBe(0);
     expect(trashOf(job.root)).toEqual([]);
