@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateWorkspace } from '../scripts/cargo-workspace.mjs';
-import { SimulatedJob } from '../scripts/runner-sim.mjs';
+import { SimulatedJob, awaitBackgroundDeletes } from '../scripts/runner-sim.mjs';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-e2e-'));
 fs.chmodSync(scratch, 0o755);
@@ -385,6 +385,7 @@ try {
   log(`${passed} passed, ${withHalves.length - passed} failed`);
   process.exitCode = passed === withHalves.length ? 0 : 1;
 } finally {
+  awaitBackgroundDeletes(scratch);
   spawnSync('chmod', ['-R', 'u+w', scratch]);
   fs.rmSync(scratch, { recursive: true, force: true });
 }

@@ -257,6 +257,26 @@ export class SimulatedJob {
 
   dispose() {
     this.killWorker();
+    awaitBackgroundDeletes(this.dir);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Waits (up to `timeoutMs`) for the background deletes that post and `runlane run` started on
+ * roots under `dir`: removing the directory under them races their renames in the trash.
+ */
+export function awaitBackgroundDeletes(dir, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  const running = () =>
+    fs.readdirSync('/proc').some((pid) => {
+      if (!/^\d+$/.test(pid)) return false;
+      try {
+        const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return args.includes('empty-trash') && args.some((arg) => arg.startsWith(dir + path.sep));
+      } catch {
+        return false;
+      }
+    });
+  while (running() && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
 }

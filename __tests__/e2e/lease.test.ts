@@ -46,7 +46,9 @@ describe('the start handshake', () => {
     const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-broken-'));
     try {
       fs.cpSync(path.join(ACTION_DIR, 'dist'), path.join(copy, 'dist'), { recursive: true });
+      // Both holders: perl's, and node's that stands in for it.
       fs.writeFileSync(path.join(copy, 'dist', 'holder', 'index.js'), 'process.exit(3);\n');
+      fs.writeFileSync(path.join(copy, 'dist', 'holder', 'holder.pl'), 'exit 3;\n');
       const main = await job.run(process.execPath, [path.join(copy, 'dist', 'main', 'index.js')], {
         env: job.inputEnv(),
       });
@@ -58,6 +60,54 @@ describe('the start handshake', () => {
     } finally {
       fs.rmSync(copy, { recursive: true, force: true });
     }
+  });
+});
+
+describe('which process holds the lease', () => {
+  it("is perl where there is perl: the job's environment kept, none of its PERL variables obeyed", async () => {
+    const job = newJob();
+    // A job that exported PERL5OPT and PERL5LIB would run its own code in the holder.
+    const lib = path.join(job.dir, 'perl-lib');
+    const planted = path.join(job.dir, 'planted-ran');
+    fs.mkdirSync(lib);
+    fs.writeFileSync(path.join(lib, 'Planted.pm'), `package Planted; open(my $f, '>', '${planted}'); 1;\n`);
+    const main = await job.run(process.execPath, [MAIN], {
+      env: { ...job.inputEnv(), PERL5OPT: '-MPlanted', PERL5LIB: lib },
+    });
+    expect(main.code).toBe(0);
+    const holder = Number(main.state['holder-pid']);
+    expect(path.basename(fs.readlinkSync(`/proc/${holder}/exe`))).toMatch(/^perl/);
+    expect(fs.readFileSync(`/proc/${holder}/cmdline`, 'utf8').split('\0')[0]).toBe(
+      `runlane-lease ${path.join(job.root, 'locks', `${main.outputs.key}.lock`)}`,
+    );
+    expect(fs.readFileSync(`/proc/${holder}/comm`, 'utf8').trim()).toBe('runlane-lease /');
+    const environ = fs.readFileSync(`/proc/${holder}/environ`, 'utf8').split('\0');
+    expect(environ).toContain(`RUNNER_TRACKING_ID=${job.env.RUNNER_TRACKING_ID}`);
+    expect(environ.filter((line) => line.startsWith('PERL'))).toEqual([]);
+    expect(fs.existsSync(planted)).toBe(false);
+    expect(laneStates(job.root)[main.outputs.key]).toBe('live');
+    expect((await job.phase('post')).code).toBe(0);
+    expect(laneStates(job.root)).toEqual({});
+  });
+
+  it('is node where there is no perl, with the same lease', async () => {
+    const job = newJob();
+    const bin = path.join(job.dir, 'bin');
+    fs.mkdirSync(bin);
+    for (const tool of ['flock', 'sh']) {
+      fs.symlinkSync(
+        spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim(),
+        path.join(bin, tool),
+      );
+    }
+    const main = await job.run(process.execPath, [MAIN], { env: { ...job.inputEnv(), PATH: bin } });
+    expect(main.code).toBe(0);
+    const holder = Number(main.state['holder-pid']);
+    expect(fs.readlinkSync(`/proc/${holder}/exe`)).toBe(fs.realpathSync(process.execPath));
+    expect(fs.readFileSync(`/proc/${holder}/comm`, 'utf8').trim()).toBe('runlane-lease /');
+    expect(laneStates(job.root)[main.outputs.key]).toBe('live');
+    process.kill(holder, 'SIGKILL');
+    expect(await within(10_000, () => laneStates(job.root)[main.outputs.key] === 'orphan')).toBeGreaterThanOrEqual(0);
   });
 });
 

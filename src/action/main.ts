@@ -1,5 +1,5 @@
 import path from 'node:path';
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import { dockerArgs, planExports } from '../core/env-plan.js';
 import { shown } from '../core/report.js';
 import { laneKey } from '../core/key.js';
@@ -101,7 +101,7 @@ export async function main(): Promise<void> {
   const took = Date.now() - started;
   core.info(`runlane: lane ready in ${took} ms`);
 
-  await writeSummary((summary) =>
+  writeSummary((summary) =>
     summary.addHeading('runlane: lane', 3).addTable([
       [
         { data: 'what', header: true },

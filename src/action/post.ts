@@ -1,4 +1,4 @@
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import { closeActionFor, closeLane, describeClose, startAfterClose, type CloseResult } from '../core/lane.js';
 import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
@@ -75,7 +75,7 @@ export async function post(): Promise<void> {
       `runlane: the trash entry ${shown(entry.path)} still resists deletion:\n${describeFailures(entry.failures)}`,
     );
   }
-  await writeSummary((summary) =>
+  writeSummary((summary) =>
     summary
       .addHeading('runlane: cleanup', 3)
       .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true),

@@ -1,4 +1,4 @@
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import { isMarkedRoot } from '../core/root.js';
 import { humanDuration } from '../core/units.js';
 import { getSettings } from './settings.js';

@@ -1,4 +1,4 @@
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import { errorMessage } from '../core/errors.js';
 import { setActor } from '../core/journal.js';
 
@@ -17,10 +17,11 @@ export async function runPhase(phase: 'pre' | 'main' | 'post', body: () => Promi
 }
 
 /** Writes the job summary when the runner gives us a summary file (it is optional off GitHub). */
-export async function writeSummary(build: (summary: typeof core.summary) => void): Promise<void> {
+export function writeSummary(build: (summary: core.Summary) => void): void {
   if (!process.env.GITHUB_STEP_SUMMARY) return;
-  build(core.summary);
-  await core.summary.write();
+  const summary = new core.Summary();
+  build(summary);
+  summary.write();
 }
 
 /** For text placed in the HTML of a job summary. */

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import { SettingError } from '../core/errors.js';
 import { parseKeyTemplate, parseMatrix } from '../core/key.js';
 import { parseEnvRequests, parseLinkRequests, type EnvRequest, type LinkRequest } from '../core/lane-paths.js';

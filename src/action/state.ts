@@ -1,5 +1,5 @@
 import path from 'node:path';
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import { isLaneName } from '../core/layout.js';
 import { checkLinkPlan, type LinkPlan } from '../core/links.js';
 import type { TrustClass } from '../core/warm.js';

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import * as core from '@actions/core';
+import * as core from './toolkit.js';
 import {
   describeFailures,
   formatTable,
@@ -67,7 +67,7 @@ export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', time
   const short = keepFreeShort(report);
   if (short) core.warning(`runlane sweep: ${short}`);
   if (phase === 'main' || report.trash.length > 0 || report.entries.some((entry) => entry.outcome !== 'left')) {
-    await writeSummary((summary) =>
+    writeSummary((summary) =>
       summary
         .addHeading(`runlane: sweep${dryRun ? ' (dry run)' : ''}`, 3)
         .addRaw(escapeHtml(sweepSummary(report)), true)

@@ -1,5 +1,12 @@
 import fs from 'node:fs';
-import { spawn, spawnSync, type SpawnSyncOptionsWithStringEncoding, type SpawnSyncReturns } from 'node:child_process';
+import path from 'node:path';
+import {
+  spawn,
+  spawnSync,
+  type ChildProcess,
+  type SpawnSyncOptionsWithStringEncoding,
+  type SpawnSyncReturns,
+} from 'node:child_process';
 import { errorCode, errorMessage } from './errors.js';
 import type { LockFile } from './layout.js';
 import type { HolderArgs } from './holder.js';
@@ -360,24 +367,63 @@ const HANDSHAKE_MS = 15_000;
  * closes after "ready", so the step never waits for it. Our own descriptor is closed
  * afterwards: the holder's is the only one left. If the holder fails to start or to confirm,
  * this throws and the lock is released.
+ *
+ * The holder is perl where perl can do it (`holder.pl` beside the node holder's bundle): it
+ * answers in a few milliseconds where a node holder costs a whole node start-up, which was
+ * most of main's time. Without perl, or a perl without a monotonic clock, the node holder
+ * does the same job.
  */
 export async function startHolder(options: HolderOptions): Promise<number> {
   const workerStart = options.workerPid > 1 ? (processStartTime(options.workerPid) ?? '') : '';
   const watch = options.watch.flatMap((dir) => {
-    const stat = fs.statSync(dir, { throwIfNoEntry: false });
+    const stat = fs.statSync(dir, { throwIfNoEntry: false, bigint: true });
     return stat?.isDirectory() ? [{ path: dir, dev: stat.dev, ino: stat.ino }] : [];
   });
-  const args: HolderArgs = {
-    lock: options.lock.path,
-    worker: options.workerPid > 1 ? options.workerPid : 0,
-    workerStart,
-    leaseMs: options.leaseMs,
-    watch,
-  };
-  const child = spawn(process.execPath, [options.script, JSON.stringify(args)], {
-    detached: true,
-    stdio: ['ignore', 'pipe', 'ignore', options.lock.descriptor],
-  });
+  const worker = options.workerPid > 1 ? options.workerPid : 0;
+  const title = `runlane-lease ${options.lock.path}`;
+  try {
+    // Perl reads no PERL5OPT or PERL5LIB a job exported: nothing of the job's runs in the lease.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PERL')));
+    const perlArgs = [worker, workerStart, options.leaseMs === null ? 'none' : Math.round(options.leaseMs)];
+    const perl = await handshake(
+      spawn(
+        'perl',
+        [
+          path.join(path.dirname(options.script), 'holder.pl'),
+          options.lock.path,
+          ...perlArgs.map(String),
+          ...watch.flatMap((dir) => [dir.path, String(dir.dev), String(dir.ino)]),
+        ],
+        { argv0: title, env, detached: true, stdio: ['ignore', 'pipe', 'ignore', options.lock.descriptor] },
+      ),
+    );
+    if (typeof perl === 'number') return perl;
+    // A check that failed fails the same way in node; anything else about perl (none on this
+    // host, no monotonic clock, a broken install) is a reason to use the node holder.
+    if (perl.startsWith('failed ')) throw new Error(`the lease holder did not start: ${perl.slice(7)}`);
+    const args: HolderArgs = {
+      lock: options.lock.path,
+      worker,
+      workerStart,
+      leaseMs: options.leaseMs,
+      watch: watch.map((dir) => ({ path: dir.path, dev: Number(dir.dev), ino: Number(dir.ino) })),
+    };
+    const node = await handshake(
+      spawn(process.execPath, [options.script, JSON.stringify(args)], {
+        detached: true,
+        stdio: ['ignore', 'pipe', 'ignore', options.lock.descriptor],
+      }),
+    );
+    if (typeof node === 'number') return node;
+    const perlTrouble = perl === 'spawn perl ENOENT' ? '' : ` (perl: ${perl})`;
+    throw new Error(`the lease holder did not start: ${node.replace(/^failed /, '')}${perlTrouble}`);
+  } finally {
+    options.lock.release();
+  }
+}
+
+/** Waits for a holder's first line: its pid once it said "ready", else what it said or why it ended. */
+async function handshake(child: ChildProcess): Promise<number | string> {
   try {
     const answer = await new Promise<string>((resolve) => {
       let text = '';
@@ -398,16 +444,13 @@ export async function startHolder(options: HolderOptions): Promise<number> {
         resolve(error.message);
       });
     });
-    if (answer !== 'ready' || child.pid === undefined) {
-      if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
-      throw new Error(`the lease holder did not start: ${answer.replace(/^failed /, '')}`);
-    }
-    return child.pid;
+    if (answer === 'ready' && child.pid !== undefined) return child.pid;
+    if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
+    return answer;
   } finally {
     child.stdout?.destroy();
     child.removeAllListeners();
     child.unref();
-    options.lock.release();
   }
 }
 

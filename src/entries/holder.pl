@@ -1,0 +1,70 @@
+# runlane's lease holder, for hosts with perl: the same contract as the node holder
+# (src/core/holder.ts) in a process that starts in milliseconds instead of a node start-up.
+# main starts it as `runlane-lease <lock>` (argv[0]) with the locked descriptor as fd 3 and
+# these arguments: LOCK WORKER-PID WORKER-START LEASE-MS|none [WATCH-PATH DEV INO]...
+# It prints "ready" once fd 3 is checked to be LOCK, "failed <why>" if not, and "unavailable
+# <why>" when this perl lacks what it needs (main then starts the node holder instead). It
+# holds the lock until SIGTERM (post), the worker's death, a watched directory's removal or
+# replacement, or LEASE-MS on the monotonic clock. $0 is never assigned: perl would overwrite
+# the environment's memory with it, and the runner finds the job's processes there.
+use strict;
+
+$| = 1;
+my $now = eval {
+  require Time::HiRes;
+  my $clock = Time::HiRes::CLOCK_MONOTONIC();
+  Time::HiRes::clock_gettime($clock);
+  sub { Time::HiRes::clock_gettime($clock) };
+};
+unless ($now) {
+  my $why = $@ =~ s/\s+/ /gr;
+  print "unavailable no monotonic clock: $why\n";
+  exit 3;
+}
+
+my ($lock, $worker, $worker_start, $lease_ms, @watch) = @ARGV;
+sub fail { print "failed $_[0]\n"; exit 2 }
+fail('bad arguments') unless defined $lease_ms && @watch % 3 == 0;
+open(my $held, '<&=', 3) or fail("the lock descriptor is not open: $!");
+my @held = stat($held) or fail("the lock descriptor: $!");
+my @named = lstat($lock) or fail("$lock: $!");
+fail('the lock file was replaced') unless $held[0] eq $named[0] && $held[1] eq $named[1];
+
+# Its name as ps and pkill show it (the kernel keeps 15 bytes): never 'perl' or 'node'.
+if (open(my $comm, '>', '/proc/self/comm')) { print $comm "runlane-lease $lock"; close $comm; }
+# The OOM killer should take the job's build before the lease: the lowest score allowed.
+for my $score (-1000, -500, 0) {
+  open(my $adj, '>', '/proc/self/oom_score_adj') or last;
+  last if (print $adj $score) && close($adj);
+}
+$SIG{TERM} = sub { exit 0 };
+# A cancel's SIGINT goes to the step, never to the lease.
+$SIG{$_} = 'IGNORE' for qw(INT HUP PIPE);
+
+# A process's start time (clock ticks since boot), undef once it has ended: gone, or a zombie
+# whose threads have all exited.
+sub start_time {
+  my ($pid) = @_;
+  open(my $fh, '<', "/proc/$pid/stat") or return undef;
+  my $stat = do { local $/; <$fh> };
+  my $end = rindex($stat, ')');
+  return undef if $end < 0;
+  my @fields = split / /, substr($stat, $end + 2);
+  return $fields[19] if $fields[0] ne 'Z' && $fields[0] ne 'X';
+  opendir(my $tasks, "/proc/$pid/task") or return undef;
+  my $threads = grep { !/^\./ } readdir $tasks;
+  return $threads > 1 ? $fields[19] : undef;
+}
+
+my $started = $now->();
+print "ready\n";
+close STDOUT;
+while (1) {
+  select(undef, undef, undef, 0.5);
+  exit 0 if $lease_ms ne 'none' && ($now->() - $started) * 1000 >= $lease_ms;
+  exit 0 if $worker > 0 && $worker_start ne '' && (start_time($worker) // '') ne $worker_start;
+  for (my $i = 0; $i < @watch; $i += 3) {
+    my @now = stat($watch[$i]);
+    exit 0 unless @now && $now[0] eq $watch[$i + 1] && $now[1] eq $watch[$i + 2];
+  }
+}
