@@ -64,22 +64,26 @@ describe('the start handshake', () => {
 });
 
 describe('which process holds the lease', () => {
-  it("is perl where there is perl: the job's environment kept, none of its PERL variables obeyed", async () => {
+  it("is the system's perl: the job's environment kept, none of its PERL variables or PATH obeyed", async () => {
     const job = newJob();
-    // A job that exported PERL5OPT and PERL5LIB would run its own code in the holder.
+    // A job that exported PERL5OPT and PERL5LIB would run its own code in the holder, and one
+    // that put its own `perl` first on PATH would stand in for it (say "ready", hold nothing).
     const lib = path.join(job.dir, 'perl-lib');
+    const bin = path.join(job.dir, 'planted-bin');
     const planted = path.join(job.dir, 'planted-ran');
     fs.mkdirSync(lib);
+    fs.mkdirSync(bin);
     fs.writeFileSync(path.join(lib, 'Planted.pm'), `package Planted; open(my $f, '>', '${planted}'); 1;\n`);
+    fs.writeFileSync(path.join(bin, 'perl'), `#!/bin/sh\ntouch '${planted}'\necho ready\n`, { mode: 0o755 });
     const main = await job.run(process.execPath, [MAIN], {
-      env: { ...job.inputEnv(), PERL5OPT: '-MPlanted', PERL5LIB: lib },
+      env: { ...job.inputEnv(), PERL5OPT: '-MPlanted', PERL5LIB: lib, PATH: `${bin}:${process.env.PATH}` },
     });
     expect(main.code).toBe(0);
     const holder = Number(main.state['holder-pid']);
-    expect(path.basename(fs.readlinkSync(`/proc/${holder}/exe`))).toMatch(/^perl/);
-    expect(fs.readFileSync(`/proc/${holder}/cmdline`, 'utf8').split('\0')[0]).toBe(
-      `runlane-lease ${path.join(job.root, 'locks', `${main.outputs.key}.lock`)}`,
-    );
+    expect(fs.realpathSync(`/proc/${holder}/exe`)).toBe(fs.realpathSync('/usr/bin/perl'));
+    // Its program came on stdin: the command line is its name, nothing a `pkill -f` would match.
+    const lock = path.join(job.root, 'locks', `${main.outputs.key}.lock`);
+    expect(fs.readFileSync(`/proc/${holder}/cmdline`, 'utf8')).toBe(`runlane-lease ${lock}\0-\0`);
     expect(fs.readFileSync(`/proc/${holder}/comm`, 'utf8').trim()).toBe('runlane-lease /');
     const environ = fs.readFileSync(`/proc/${holder}/environ`, 'utf8').split('\0');
     expect(environ).toContain(`RUNNER_TRACKING_ID=${job.env.RUNNER_TRACKING_ID}`);
@@ -90,24 +94,44 @@ describe('which process holds the lease', () => {
     expect(laneStates(job.root)).toEqual({});
   });
 
-  it('is node where there is no perl, with the same lease', async () => {
+  it('is node on a host without perl, with the same lease', async () => {
     const job = newJob();
-    const bin = path.join(job.dir, 'bin');
-    fs.mkdirSync(bin);
-    for (const tool of ['flock', 'sh']) {
-      fs.symlinkSync(
-        spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim(),
-        path.join(bin, tool),
-      );
-    }
-    const main = await job.run(process.execPath, [MAIN], { env: { ...job.inputEnv(), PATH: bin } });
+    const out = path.join(job.dir, 'main.out');
+    // A mount namespace where the system's perl is not a program any more.
+    const script = [
+      'for p in /usr/bin/perl /bin/perl; do [ -e "$p" ] && mount --bind /dev/null "$p"; done',
+      '[ -f /usr/bin/perl ] && exit 9',
+      'exec node "$MAIN" > "$OUT" 2>&1',
+    ].join('\n');
+    const main = await job.run('unshare', ['--mount', 'sh', '-c', script], {
+      env: { ...job.inputEnv(), MAIN, OUT: out },
+    });
     expect(main.code).toBe(0);
+    expect(fs.readFileSync(out, 'utf8')).toContain('lease: held by pid');
     const holder = Number(main.state['holder-pid']);
     expect(fs.readlinkSync(`/proc/${holder}/exe`)).toBe(fs.realpathSync(process.execPath));
     expect(fs.readFileSync(`/proc/${holder}/comm`, 'utf8').trim()).toBe('runlane-lease /');
     expect(laneStates(job.root)[main.outputs.key]).toBe('live');
     process.kill(holder, 'SIGKILL');
     expect(await within(10_000, () => laneStates(job.root)[main.outputs.key] === 'orphan')).toBeGreaterThanOrEqual(0);
+  });
+
+  it('a perl holder that cannot report "ready" does not hold on unseen', async () => {
+    const job = newJob();
+    const lock = path.join(job.dir, 'x.lock');
+    fs.writeFileSync(lock, '');
+    const program = path.join(job.dir, 'program');
+    const text = fs.readFileSync(path.join(ACTION_DIR, 'dist', 'holder', 'holder.pl'), 'utf8');
+    fs.writeFileSync(program, `${text}\n__END__\n${[lock, '0', '', 'none'].join('\0')}`);
+    // Its reader gone before it answers (main killed mid-handshake): it must exit, freeing the
+    // lock, since no pid was recorded anywhere for post to end it by.
+    const run = spawnSync(
+      'sh',
+      ['-c', 'exec 3<"$LOCK"; flock -x -n 3 || exit 8; ( sleep 0.3; exec /usr/bin/perl - ) < "$PROGRAM" | true'],
+      { env: { ...process.env, LOCK: lock, PROGRAM: program }, timeout: 20_000 },
+    );
+    expect(run.status).toBe(0);
+    expect(spawnSync('flock', ['-n', lock, 'true']).status).toBe(0);
   });
 });
 

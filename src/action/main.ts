@@ -33,7 +33,7 @@ export async function main(): Promise<void> {
   const links = planLinks(settings.workspace, settings.links, lanePath);
 
   core.startGroup(`runlane: lane ${key}`);
-  core.info(`root: ${settings.root} (from ${settings.rootSource})`);
+  core.info(`root: ${shown(settings.root)} (from ${settings.rootSource})`);
   core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}, trust: ${identity.trust}`);
   if (settings.warm) core.info(`warm slot: ${warmSlot(slotParts(identity))}`);
   const lane = await openLane({
@@ -66,7 +66,7 @@ export async function main(): Promise<void> {
     links,
     trust: identity.trust,
   });
-  core.info(`lane: ${lane.path}`);
+  core.info(`lane: ${shown(lane.path)}`);
   for (const note of notes) core.info(shown(note));
   const warmText = lane.warm
     ? describeWarm(lane.warm)
@@ -82,14 +82,14 @@ export async function main(): Promise<void> {
   core.startGroup('runlane: environment');
   for (const variable of exports) {
     core.exportVariable(variable.name, variable.value);
-    core.info(`${variable.name}=${variable.value}  (${variable.origin})`);
+    core.info(`${variable.name}=${shown(variable.value)}  (${variable.origin})`);
   }
   core.endGroup();
 
   if (links.length > 0) {
     core.startGroup('runlane: links');
     makeLinks(links);
-    for (const link of links) core.info(`${link.link} -> ${link.target} (replaced: ${link.replaces})`);
+    for (const link of links) core.info(shown(`${link.link} -> ${link.target} (replaced: ${link.replaces})`));
     core.endGroup();
   }
 

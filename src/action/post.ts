@@ -45,7 +45,7 @@ export async function post(): Promise<void> {
     outcome = describeClose(result, reason, { took: `${Date.now() - started} ms`, holderPid: lane.holderPid, pid });
     if (settings.warm && action !== 'park')
       core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
-    core.info(`${lane.lanePath}: ${outcome}`);
+    core.info(shown(`${lane.lanePath}: ${outcome}`));
   } finally {
     // Closed whatever failed: the log keeps its shape.
     core.endGroup();

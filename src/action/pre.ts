@@ -1,5 +1,6 @@
 import * as core from './toolkit.js';
 import { isMarkedRoot } from '../core/root.js';
+import { shown } from '../core/report.js';
 import { humanDuration } from '../core/units.js';
 import { getSettings } from './settings.js';
 import { sweepPhase } from './sweep.js';
@@ -13,7 +14,7 @@ export async function pre(): Promise<void> {
     return;
   }
   if (!isMarkedRoot(settings.root)) {
-    core.info(`runlane: no lanes under ${settings.root} yet; nothing to sweep`);
+    core.info(`runlane: no lanes under ${shown(settings.root)} yet; nothing to sweep`);
     return;
   }
   core.info(`runlane: sweeping orphans for at most ${humanDuration(settings.preSweepMs)}`);

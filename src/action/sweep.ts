@@ -24,7 +24,7 @@ import type { Settings } from './settings.js';
 export async function sweepPhase(settings: Settings, phase: 'pre' | 'main', timeBoundMs?: number): Promise<void> {
   const { dryRun } = settings;
   if (!fs.existsSync(settings.root)) {
-    core.info(`runlane: ${settings.root} does not exist yet: no lanes, nothing to sweep`);
+    core.info(`runlane: ${shown(settings.root)} does not exist yet: no lanes, nothing to sweep`);
     return;
   }
   core.startGroup(`runlane: sweep ${settings.root}${dryRun ? ' (dry run)' : ''}`);

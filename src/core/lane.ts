@@ -13,6 +13,8 @@ import {
   startHolder,
   stopHolder,
   type HeldLocks,
+  lstatExact,
+  type AnyStats,
 } from './lease.js';
 import { removeIn, unlinkIfAny, type Dir, type Privileged, type RemoveFailure } from './remove.js';
 import { ensureRoot } from './root.js';
@@ -391,9 +393,9 @@ export function forEachLane(layout: Layout, each: (lane: LaneEntry) => void): vo
 const SCAN_CHUNK = 1000;
 
 /** A lock file's lstat, or the error (a name too long, a permission): that lane alone is `unknown`. */
-function lstatOrError(file: string): fs.BigIntStats | undefined | Error {
+function lstatOrError(file: string): AnyStats | undefined | Error {
   try {
-    return fs.lstatSync(file, { bigint: true, throwIfNoEntry: false });
+    return lstatExact(file);
   } catch (error) {
     return error instanceof Error ? error : new Error(String(error));
   }
@@ -404,13 +406,13 @@ function laneEntry(
   layout: Layout,
   key: string,
   held: HeldLocks,
-  read?: { meta: LaneMeta | undefined; lock: fs.BigIntStats | undefined | Error },
+  read?: { meta: LaneMeta | undefined; lock: AnyStats | undefined | Error },
 ): LaneEntry {
   const lanePath = layout.lane(key);
   try {
     const meta = read ? read.meta : layout.readMeta(key);
     const file = layout.lock(key);
-    const lock = read ? read.lock : fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false });
+    const lock = read ? read.lock : lstatExact(file.at);
     if (lock instanceof Error) throw lock;
     const live = leaseHeld(file, held, lock);
     const state: LaneState = live ? 'live' : meta?.retained ? 'kept' : 'orphan';
@@ -480,11 +482,7 @@ function canaryListed(layout: Layout): boolean {
  * not listed in an incomplete list is tried for real. A lock file that exists but cannot be
  * used throws (UnusableLockError): never "free".
  */
-export function leaseHeld(
-  file: LockFile,
-  held: HeldLocks,
-  stat = fs.lstatSync(file.at, { bigint: true, throwIfNoEntry: false }),
-): boolean {
+export function leaseHeld(file: LockFile, held: HeldLocks, stat: AnyStats | undefined = lstatExact(file.at)): boolean {
   if (!stat) return false;
   if (held.ids.has(flockIdentity(stat))) return true;
   if (held.complete) {

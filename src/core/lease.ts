@@ -194,24 +194,38 @@ function unusable(file: LockFile, cause: unknown): UnusableLockError {
  * Throws what opening the lock file would (a symlink, a directory, a FIFO, another user's
  * unreadable file), from its lstat and an access check, without opening or locking it.
  */
-export function checkLockFile(file: LockFile, stat: fs.BigIntStats): void {
+export function checkLockFile(file: LockFile, stat: AnyStats): void {
   if (stat.isSymbolicLink()) throw unusable(file, 'ELOOP');
   if (stat.isDirectory()) throw unusable(file, 'EISDIR');
   if (!stat.isFile()) throw unusable(file, 'EINVAL');
   if (!readable(stat)) throw new UnusableLockError(file.shown, 'EACCES', 'permission denied: this user cannot read it');
 }
 
-let ownUid: bigint | undefined;
-let ownGroups: bigint[] | undefined;
+let ownUid: number | undefined;
+let ownGroups: number[] | undefined;
 
 /** Whether this process may open a file for reading, from its mode and owner (no system call). */
-function readable(stat: fs.BigIntStats): boolean {
-  ownUid ??= BigInt(process.getuid?.() ?? 0);
-  if (ownUid === 0n) return true;
-  if (ownUid === stat.uid) return (stat.mode & 0o400n) !== 0n;
-  ownGroups ??= [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])].map(BigInt);
-  if (ownGroups.includes(stat.gid)) return (stat.mode & 0o040n) !== 0n;
-  return (stat.mode & 0o004n) !== 0n;
+function readable(stat: AnyStats): boolean {
+  ownUid ??= process.getuid?.() ?? 0;
+  if (ownUid === 0) return true;
+  const mode = Number(stat.mode);
+  if (ownUid === Number(stat.uid)) return (mode & 0o400) !== 0;
+  ownGroups ??= [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])];
+  if (ownGroups.includes(Number(stat.gid))) return (mode & 0o040) !== 0;
+  return (mode & 0o004) !== 0;
+}
+
+/** A stat with numbers or bigints: only identities need bigints, and only when they are large. */
+export type AnyStats = fs.Stats | fs.BigIntStats;
+
+/**
+ * lstat with plain numbers (a scan of 100,000 lock files allocates no bigints), or bigints
+ * when a device or inode number is past what a double holds exactly.
+ */
+export function lstatExact(file: string): AnyStats | undefined {
+  const stat = fs.lstatSync(file, { throwIfNoEntry: false });
+  if (!stat || (stat.dev <= Number.MAX_SAFE_INTEGER && stat.ino <= Number.MAX_SAFE_INTEGER)) return stat;
+  return fs.lstatSync(file, { bigint: true, throwIfNoEntry: false });
 }
 
 function flockNonBlocking(fd: number): boolean {
@@ -319,8 +333,8 @@ export function heldFlocks(): HeldLocks {
 }
 
 /** The /proc/locks identity of a file, from its stat (glibc's major/minor split of st_dev). */
-export function flockIdentity(stat: fs.BigIntStats): string {
-  const dev = stat.dev;
+export function flockIdentity(stat: AnyStats): string {
+  const dev = BigInt(stat.dev);
   const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
   const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
   return `${major}:${minor}:${stat.ino}`;
@@ -382,25 +396,22 @@ export async function startHolder(options: HolderOptions): Promise<number> {
   const worker = options.workerPid > 1 ? options.workerPid : 0;
   const title = `runlane-lease ${options.lock.path}`;
   try {
-    // Perl reads no PERL5OPT or PERL5LIB a job exported: nothing of the job's runs in the lease.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PERL')));
-    const perlArgs = [worker, workerStart, options.leaseMs === null ? 'none' : Math.round(options.leaseMs)];
-    const perl = await handshake(
-      spawn(
-        'perl',
-        [
-          path.join(path.dirname(options.script), 'holder.pl'),
-          options.lock.path,
-          ...perlArgs.map(String),
-          ...watch.flatMap((dir) => [dir.path, String(dir.dev), String(dir.ino)]),
-        ],
-        { argv0: title, env, detached: true, stdio: ['ignore', 'pipe', 'ignore', options.lock.descriptor] },
-      ),
-    );
-    if (typeof perl === 'number') return perl;
-    // A check that failed fails the same way in node; anything else about perl (none on this
-    // host, no monotonic clock, a broken install) is a reason to use the node holder.
-    if (perl.startsWith('failed ')) throw new Error(`the lease holder did not start: ${perl.slice(7)}`);
+    let perlTrouble = '';
+    const perl = PERLS.find((file) => executable(file));
+    if (perl) {
+      const answer = await startPerlHolder(perl, title, options, [
+        options.lock.path,
+        String(worker),
+        workerStart,
+        options.leaseMs === null ? 'none' : String(Math.round(options.leaseMs)),
+        ...watch.flatMap((dir) => [dir.path, String(dir.dev), String(dir.ino)]),
+      ]);
+      if (typeof answer === 'number') return answer;
+      // A check that failed fails the same way in node; anything else about perl (no
+      // monotonic clock, a broken install) is a reason to use the node holder.
+      if (answer.startsWith('failed ')) throw new Error(`the lease holder did not start: ${answer.slice(7)}`);
+      perlTrouble = ` (perl: ${answer})`;
+    }
     const args: HolderArgs = {
       lock: options.lock.path,
       worker,
@@ -413,17 +424,71 @@ export async function startHolder(options: HolderOptions): Promise<number> {
         detached: true,
         stdio: ['ignore', 'pipe', 'ignore', options.lock.descriptor],
       }),
+      (pid) => isHolderOf(pid, options.lock.path),
     );
     if (typeof node === 'number') return node;
-    const perlTrouble = perl === 'spawn perl ENOENT' ? '' : ` (perl: ${perl})`;
     throw new Error(`the lease holder did not start: ${node.replace(/^failed /, '')}${perlTrouble}`);
   } finally {
     options.lock.release();
   }
 }
 
-/** Waits for a holder's first line: its pid once it said "ready", else what it said or why it ended. */
-async function handshake(child: ChildProcess): Promise<number | string> {
+/**
+ * Perl by absolute path, never through PATH: a job can put its own `perl` first on PATH (a
+ * shim, or a script that says "ready" and holds nothing), and a `#!` wrapper would rename
+ * the holder so post could not find it.
+ */
+const PERLS = ['/usr/bin/perl', '/bin/perl'];
+
+function executable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The perl holder, its program and arguments given on stdin (`perl -`), so its command line
+ * is `runlane-lease <lock> -` and nothing a `pkill -f` of a path or a pid would match.
+ */
+async function startPerlHolder(
+  perl: string,
+  title: string,
+  options: HolderOptions,
+  args: string[],
+): Promise<number | string> {
+  let program: string;
+  try {
+    program = fs.readFileSync(path.join(path.dirname(options.script), 'holder.pl'), 'utf8');
+  } catch (error) {
+    return `no holder.pl beside the node holder: ${errorMessage(error)}`;
+  }
+  const child = spawn(perl, ['-'], {
+    argv0: title,
+    // No PERL5OPT, PERL5LIB or PERL5DB a job exported: nothing of the job's runs in it.
+    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PERL'))),
+    detached: true,
+    stdio: ['pipe', 'pipe', 'ignore', options.lock.descriptor],
+  });
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.end(`${program}\n__END__\n${args.join('\0')}`);
+  return handshake(child, (pid) => isHolderOf(pid, options.lock.path));
+}
+
+/**
+ * Waits for a holder's first line: its pid once it said "ready" and is the process it says
+ * (named as a holder of this lock), else what it said or why it ended. A holder that fails
+ * is killed with its whole process group and waited for, so two holders never share a lock;
+ * one that cannot be ended makes this throw rather than start another.
+ */
+async function handshake(child: ChildProcess, isHolder: (pid: number) => boolean): Promise<number | string> {
+  const ended = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
   try {
     const answer = await new Promise<string>((resolve) => {
       let text = '';
@@ -444,15 +509,25 @@ async function handshake(child: ChildProcess): Promise<number | string> {
         resolve(error.message);
       });
     });
-    if (answer === 'ready' && child.pid !== undefined) return child.pid;
-    if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
-    return answer;
+    if (answer === 'ready' && child.pid !== undefined && isHolder(child.pid)) return child.pid;
+    if (child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+      const gone = await Promise.race([ended.then(() => true), delay(5000).then(() => false)]);
+      if (!gone) throw new Error(`the lease holder did not start, and its process ${child.pid} could not be ended`);
+    }
+    return answer === 'ready' ? `pid ${child.pid} said ready but is not named as the holder of this lock` : answer;
   } finally {
     child.stdout?.destroy();
     child.removeAllListeners();
     child.unref();
   }
 }
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /** True when `pid` is a lease holder of `lockPath` (guards against a reused pid). */
 export function isHolderOf(pid: number, lockPath: string): boolean {

@@ -1,5 +1,5 @@
 import { errorMessage } from './errors.js';
-import { AREAS, Layout, type LaneMeta } from './layout.js';
+import { AREAS, Layout } from './layout.js';
 import { silentMeters, type Meters } from './progress.js';
 import type { Parallel } from './parallel-remove.js';
 import { recordedSize } from './sizes.js';
@@ -71,13 +71,33 @@ export interface SweepReport {
 }
 
 type Taken = 'reaped' | 'evicted';
-/** What the sweep keeps of a lane's metadata. */
-type SlimMeta = Pick<LaneMeta, 'created' | 'retained' | 'bytes' | 'files' | 'measured'>;
-type Scanned = Omit<LaneEntry, 'meta'> & { meta?: SlimMeta };
+/**
+ * What the sweep keeps of a scanned lane: what it decides by and reports, no more (its path
+ * is the layout's, computed when reported). 100,000 lanes' full metadata is never held.
+ */
+interface Scanned {
+  key: string;
+  state: LaneEntry['state'];
+  created?: string;
+  retained?: string;
+  /** Its recorded size, if it was measured. */
+  bytes?: number;
+  problem?: string;
+}
 
-function slim(meta: LaneMeta): SlimMeta {
-  const { created, retained, bytes, files, measured } = meta;
-  return { created, retained, bytes, files, measured };
+/** `retained` says why a lane was kept: a few distinct texts, shared rather than held per lane. */
+function scanned(lane: LaneEntry, texts: Map<string, string>): Scanned {
+  const retained = lane.meta?.retained;
+  const shared =
+    retained === undefined ? undefined : (texts.get(retained) ?? texts.set(retained, retained).get(retained));
+  return {
+    key: lane.key,
+    state: lane.state,
+    created: lane.created,
+    retained: shared,
+    bytes: recordedSize(lane.meta)?.bytes,
+    problem: lane.problem,
+  };
 }
 /** A lane's lock taken beforehand: the lock, null when it was held, an error; undefined: take it now. */
 type Taking = Lock | Error | null | undefined;
@@ -140,23 +160,12 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   };
   const meters = options.meters ?? silentMeters;
   const scan = meters('scan', { item: ['lane', 'lanes'] });
-  // Each lane keeps only what the sweep decides by: 100,000 lanes' full metadata is not held.
-  const lanes: Scanned[] = [];
-  attempt(
-    'listing lanes',
-    () =>
-      forEachLane(layout, (lane) => {
-        scan.item();
-        lanes.push({ ...lane, meta: lane.meta && slim(lane.meta) });
-      }),
-    undefined,
-  );
   const entries: SweepEntry[] = [];
   const trash: TrashResult[] = [];
   let timedOut = false;
   const overTime = () => options.deadline !== undefined && Date.now() >= options.deadline;
   const take = (lane: Scanned, outcome: Taken, reason: string, lock?: Taking) => {
-    const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
+    const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, reason, created: lane.created };
     const entry = attempt(
       `reaping ${lane.key}`,
       () => reap(layout, lane, outcome, reason, mode, options.privileged ?? '', meters, lock),
@@ -181,17 +190,17 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   // What stays is reported with the size measured when it was kept or parked: the scan never
   // walks a tree it leaves alone, so it stays O(lanes) however many files they hold.
   const leftEntry = (
-    lane: { key: string; path: string; slot?: string; meta?: SlimMeta },
+    lane: { key: string; path: string; state: 'kept' | 'parked'; bytes?: number },
     reason: string,
     created?: string,
-  ) => ({
+  ): SweepEntry => ({
     key: lane.key,
     path: lane.path,
-    state: lane.slot === undefined ? ('kept' as const) : ('parked' as const),
+    state: lane.state,
     outcome: 'left' as const,
     reason,
     created,
-    bytes: recordedSize(lane.meta)?.bytes,
+    bytes: lane.bytes,
   });
   const empty = () => {
     if (mode === 'background') return;
@@ -210,10 +219,14 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     trash.push(...emptied);
   };
 
+  // Each lane is decided as it is scanned: only the lanes to take or to weigh against
+  // keep-free are kept, and only what decides them.
   const kept: Scanned[] = [];
   const toTake: { lane: Scanned; outcome: Taken; reason: string }[] = [];
-  for (const lane of lanes) {
-    const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
+  const texts = new Map<string, string>();
+  let scannedCount = 0;
+  const classify = (lane: Scanned) => {
+    const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, created: lane.created };
     if (lane.state === 'live') {
       entries.push({ ...base, outcome: 'left', reason: 'live: its lease is held' });
     } else if (lane.state === 'unknown') {
@@ -224,15 +237,22 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
     } else if (lane.state === 'orphan') {
       toTake.push({ lane, outcome: 'reaped', reason: 'orphan: no job holds its lease' });
-    } else if (age(lane.meta, now) > options.maxAgeMs) {
-      toTake.push({ lane, outcome: 'evicted', reason: `kept longer than max-age (${lane.meta?.retained})` });
+    } else if (age(lane.created, now) > options.maxAgeMs) {
+      toTake.push({ lane, outcome: 'evicted', reason: `kept longer than max-age (${lane.retained})` });
     } else {
       kept.push(lane);
     }
-  }
-  // Only the lanes to take or to weigh against keep-free are still needed.
-  const scannedCount = lanes.length;
-  lanes.length = 0;
+  };
+  attempt(
+    'listing lanes',
+    () =>
+      forEachLane(layout, (lane) => {
+        scan.item();
+        scannedCount++;
+        classify(scanned(lane, texts));
+      }),
+    undefined,
+  );
   // The real locks of the lanes to take, by one process a batch (a dry run takes none); a
   // batch at a time, so a reboot's thousands of orphans never hold thousands of descriptors.
   for (let start = 0; start < toTake.length; start += LOCK_BATCH) {
@@ -246,7 +266,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
         const lock = index < locks.length ? (locks[index] ?? null) : undefined;
         if (overTime()) {
           timedOut = true;
-          const base = { key: lane.key, path: lane.path, state: lane.state, created: lane.created };
+          const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, created: lane.created };
           entries.push({ ...base, outcome: 'left', reason: 'not reached: time bound' });
         } else take(lane, outcome, reason, lock);
       });
@@ -264,7 +284,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, created: lane.parked };
     const busy = attempt(`probing ${lane.key}`, () => leaseHeld(layout.lock(lane.key), held), true);
     if (busy) entries.push({ ...base, outcome: 'left', reason: 'parked: being claimed, or its lock is unusable' });
-    else if (age(lane.meta, now, lane.parked) > options.maxAgeMs && !overTime())
+    else if (age(lane.parked, now) > options.maxAgeMs && !overTime())
       entries.push(evict(lane, 'parked longer than max-age'));
     else parked.push(lane);
   }
@@ -290,11 +310,13 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
       }
     } else if ('parked' in candidate) {
       const lane = candidate.parked;
-      entries.push(leftEntry(lane, 'parked for the next run of its scope', lane.parked));
+      const bytes = recordedSize(lane.meta)?.bytes;
+      entries.push(leftEntry({ ...lane, state: 'parked', bytes }, 'parked for the next run of its scope', lane.parked));
     } else {
       const lane = candidate.kept;
+      const path = layout.lane(lane.key);
       entries.push(
-        leftEntry({ key: lane.key, path: lane.path, meta: lane.meta }, lane.meta?.retained ?? 'kept', lane.created),
+        leftEntry({ key: lane.key, path, state: 'kept', bytes: lane.bytes }, lane.retained ?? 'kept', lane.created),
       );
     }
   }
@@ -342,8 +364,8 @@ function sumBytes(items: readonly { outcome: string; bytes?: number; trashed?: s
     .reduce((total, item) => total + (item.bytes ?? 0), 0);
 }
 
-function age(meta: SlimMeta | undefined, now: number, since?: string): number {
-  const created = Date.parse(since ?? meta?.created ?? '');
+function age(since: string | undefined, now: number): number {
+  const created = Date.parse(since ?? '');
   return Number.isNaN(created) ? Infinity : now - created;
 }
 
@@ -375,10 +397,9 @@ function reap(
   meters: Meters,
   taken?: Taking,
 ): SweepEntry {
-  const base = { key: lane.key, path: lane.path, state: lane.state, reason, created: lane.created };
+  const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, reason, created: lane.created };
   // A dry run changes nothing, not even a lock file: the state listLanes found is its answer.
-  if (mode === 'dry-run')
-    return { ...base, outcome, bytes: (recordedSize(lane.meta) ?? layout.sizeOf('lanes', [lane.key])).bytes };
+  if (mode === 'dry-run') return { ...base, outcome, bytes: lane.bytes ?? layout.sizeOf('lanes', [lane.key]).bytes };
   if (taken instanceof Error) throw taken;
   const lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
   if (!lock) return { ...base, outcome: 'left', reason: 'live: its lease was taken meanwhile' };
@@ -425,13 +446,15 @@ function tidyStale(layout: Layout, scanned: ReadonlySet<string>): number {
   const candidate = (key: string) => {
     if (!scanned.has(key)) keys.add(key);
   };
-  for (const name of layout.names('locks')) if (name.endsWith('.lock')) candidate(name.slice(0, -'.lock'.length));
+  layout.dirIfAny('locks')?.eachName((name) => {
+    if (name.endsWith('.lock')) candidate(name.slice(0, -'.lock'.length));
+  });
   const temps = new Map<string, string[]>();
-  for (const name of layout.names('meta')) {
+  layout.dirIfAny('meta')?.eachName((name) => {
     const temp = /^\.tmp-(.+)\.json-[0-9a-f]+$/.exec(name);
     if (temp) temps.set(temp[1], [...(temps.get(temp[1]) ?? []), layout.dir('meta').at(name)]);
     else if (name.endsWith('.json')) candidate(name.slice(0, -'.json'.length));
-  }
+  });
   // Files are deleted here on "not held" alone, with no lock taken first: always probed for real.
   const held = { ...heldFlocks(), complete: false };
   const heldOrBad = (key: string) => {

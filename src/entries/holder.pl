@@ -1,19 +1,23 @@
 # runlane's lease holder, for hosts with perl: the same contract as the node holder
 # (src/core/holder.ts) in a process that starts in milliseconds instead of a node start-up.
-# main starts it as `runlane-lease <lock>` (argv[0]) with the locked descriptor as fd 3 and
-# these arguments: LOCK WORKER-PID WORKER-START LEASE-MS|none [WATCH-PATH DEV INO]...
-# It prints "ready" once fd 3 is checked to be LOCK, "failed <why>" if not, and "unavailable
-# <why>" when this perl lacks what it needs (main then starts the node holder instead). It
+# main runs it as `runlane-lease <lock> -` (argv[0], and the program read from stdin, so
+# nothing of it shows in the command line for a `pkill -f` to match) with the locked
+# descriptor as fd 3; after the program's end marker come its arguments, NUL-separated:
+# LOCK WORKER-PID WORKER-START LEASE-MS|none [WATCH-PATH DEV INO]...
+# It prints "ready" once fd 3 is checked to be LOCK and locked, "failed <why>" if not, and
+# "unavailable <why>" when this perl lacks what it needs (main then starts the node holder). It
 # holds the lock until SIGTERM (post), the worker's death, a watched directory's removal or
 # replacement, or LEASE-MS on the monotonic clock. $0 is never assigned: perl would overwrite
 # the environment's memory with it, and the runner finds the job's processes there.
 use strict;
+use Fcntl qw(:flock);
 
 $| = 1;
 my $now = eval {
   require Time::HiRes;
   my $clock = Time::HiRes::CLOCK_MONOTONIC();
-  Time::HiRes::clock_gettime($clock);
+  # clock_gettime answers -1 when the clock fails: a bound that would never come.
+  die "CLOCK_MONOTONIC fails\n" if Time::HiRes::clock_gettime($clock) < 0;
   sub { Time::HiRes::clock_gettime($clock) };
 };
 unless ($now) {
@@ -22,13 +26,18 @@ unless ($now) {
   exit 3;
 }
 
-my ($lock, $worker, $worker_start, $lease_ms, @watch) = @ARGV;
+my ($lock, $worker, $worker_start, $lease_ms, @watch) = split /\0/, do { local $/; <DATA> } // '', -1;
+close DATA;
+close STDIN;
 sub fail { print "failed $_[0]\n"; exit 2 }
 fail('bad arguments') unless defined $lease_ms && @watch % 3 == 0;
 open(my $held, '<&=', 3) or fail("the lock descriptor is not open: $!");
 my @held = stat($held) or fail("the lock descriptor: $!");
 my @named = lstat($lock) or fail("$lock: $!");
 fail('the lock file was replaced') unless $held[0] eq $named[0] && $held[1] eq $named[1];
+# Locking what this descriptor already locks is a no-op; it fails if another holds the file,
+# so "ready" always means held, whatever took the lock before us.
+flock($held, LOCK_EX | LOCK_NB) or fail("the lock is not held on its descriptor: $!");
 
 # Its name as ps and pkill show it (the kernel keeps 15 bytes): never 'perl' or 'node'.
 if (open(my $comm, '>', '/proc/self/comm')) { print $comm "runlane-lease $lock"; close $comm; }
@@ -57,8 +66,8 @@ sub start_time {
 }
 
 my $started = $now->();
-print "ready\n";
-close STDOUT;
+# Nobody read it (main gone mid-handshake, so no pid was recorded): do not hold on unseen.
+(print "ready\n") && close(STDOUT) or exit 1;
 while (1) {
   select(undef, undef, undef, 0.5);
   exit 0 if $lease_ms ne 'none' && ($now->() - $started) * 1000 >= $lease_ms;
