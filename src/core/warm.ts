@@ -131,18 +131,25 @@ export function parkLane(layout: Layout, key: string, slot: string): string {
  */
 export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
   const trimmed: string[] = [];
+  // A lock held a moment (a background measurement writing its result, a claim) is waited
+  // for: skipped, the lane would outlive every trim, one lane over warm-keep.
   for (const old of listParked(layout, slot).slice(keep))
-    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`)) trimmed.push(old.key);
+    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`, CLAIM_WAIT_MS)) trimmed.push(old.key);
   return trimmed;
 }
 
 /**
  * Moves a parked lane to the trash under its lock (so a claim and an eviction never
  * interleave), and drops its metadata and lock. Returns where it went; undefined if someone
- * holds it (a claim) or it is gone.
+ * holds it (a claim) for longer than `waitMs`, or it is gone.
  */
-export function evictParked(layout: Layout, lane: ParkedLane, why = 'parked lane made way'): string | undefined {
-  const lock = Lock.tryAcquire(layout.lock(lane.key));
+export function evictParked(
+  layout: Layout,
+  lane: ParkedLane,
+  why = 'parked lane made way',
+  waitMs = 0,
+): string | undefined {
+  const lock = waitMs > 0 ? Lock.acquire(layout.lock(lane.key), waitMs) : Lock.tryAcquire(layout.lock(lane.key));
   if (!lock) return undefined;
   let slotDir: Dir | undefined;
   try {
