@@ -46,6 +46,7 @@ describe('warm start: a successful lane handed to the next run of its scope by r
     const second = prJob(root);
     const main = await second.phase('main');
     expect(second.outputs.warm).toBe('true');
+    expect(second.outputs['warm-source']).toBe('same');
     expect(second.outputs.path).not.toBe(first.outputs.path);
     expect(fs.readFileSync(path.join(second.outputs.path, 'cargo-target', 'debug', 'state'), 'utf8')).toBe(
       'incremental\n',
@@ -64,6 +65,7 @@ describe('warm start: a successful lane handed to the next run of its scope by r
     ]) {
       await other.phase('main');
       expect(other.outputs.warm).toBe('false');
+      expect(other.outputs['warm-source']).toBe('');
     }
   });
 
@@ -159,6 +161,7 @@ describe('warm start: a successful lane handed to the next run of its scope by r
     pr.env.GITHUB_BASE_REF = 'main';
     const main = await pr.phase('main');
     expect(pr.outputs.warm).toBe('true');
+    expect(pr.outputs['warm-source']).toBe('base');
     expect(main.stdout).toMatch(new RegExp(`warm: true \\((copied|cloned \\(reflink\\)) from ${base.outputs.key}`));
     expect(fs.readFileSync(path.join(pr.outputs.path, 'cargo-target', 'artifact'), 'utf8')).toBe('from-main\n');
     expect(laneStates(root)[base.outputs.key]).toBe('parked');
@@ -168,6 +171,31 @@ describe('warm start: a successful lane handed to the next run of its scope by r
     const next = newJob({ root, ref: 'refs/heads/main', inputs: { root, presets: 'cargo', warm: 'true' } });
     await next.phase('main');
     expect(next.outputs.warm).toBe('true');
+    expect(next.outputs['warm-source']).toBe('same');
+  });
+
+  it('warm-if false parks nothing but still starts warm; a branch named in warm-from says branch', async () => {
+    const root = newJob().root;
+    const base = newJob({ root, ref: 'refs/heads/main', inputs: { root, presets: 'cargo', warm: 'true' } });
+    await runJob(base, 'success', 'mkdir -p "$CARGO_TARGET_DIR" && echo from-main > "$CARGO_TARGET_DIR/artifact"');
+    const pr = prJob(root, { 'warm-from': 'same, main', 'warm-if': 'false' });
+    expect((await pr.phase('main')).code).toBe(0);
+    expect(pr.outputs.warm).toBe('true');
+    expect(pr.outputs['warm-source']).toBe('branch');
+    expect(fs.readFileSync(path.join(pr.outputs.path, 'cargo-target', 'artifact'), 'utf8')).toBe('from-main\n');
+    pr.status = 'success';
+    const post = await pr.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.stdout).toContain('not parked, because warm-if is false');
+    // The PR's lane was removed (cleanup: always), the branch's is still parked.
+    expect(await within(20_000, () => laneStates(root)[pr.outputs.key] === undefined)).toBeGreaterThanOrEqual(0);
+    expect(laneStates(root)[base.outputs.key]).toBe('parked');
+    expect(Object.values(laneStates(root)).filter((state) => state === 'parked')).toHaveLength(1);
+    // A bad value is refused in main with the value and what is allowed.
+    const bad = prJob(root, { 'warm-if': 'yes' });
+    const refused = await bad.phase('main');
+    expect(refused.code).toBe(1);
+    expect(refused.errors.join('\n')).toMatch(/warm-if.*yes.*true \| false/);
   });
 
   it('skips a plain copy that would cost more than it saves, and says why', async () => {

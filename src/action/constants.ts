@@ -17,6 +17,7 @@ export enum Inputs {
   Warm = 'warm',
   WarmFrom = 'warm-from',
   WarmKeep = 'warm-keep',
+  WarmIf = 'warm-if',
 }
 
 export enum Outputs {
@@ -24,6 +25,7 @@ export enum Outputs {
   Key = 'key',
   DockerArgs = 'docker-args',
   Warm = 'warm',
+  WarmSource = 'warm-source',
 }
 
 export enum State {

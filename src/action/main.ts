@@ -98,6 +98,7 @@ export async function main(): Promise<void> {
   core.setOutput(Outputs.Key, key);
   core.setOutput(Outputs.DockerArgs, docker);
   core.setOutput(Outputs.Warm, lane.warm ? 'true' : 'false');
+  core.setOutput(Outputs.WarmSource, lane.warm?.source ?? '');
   const took = Date.now() - started;
   core.info(`runlane: lane ready in ${took} ms`);
 

@@ -32,9 +32,9 @@ export async function post(): Promise<void> {
       `runlane: the run's trust class was '${lane.trust}' in main and is '${identity.trust}' now (was the event file changed?); the lane is not parked`,
     );
   }
-  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, settings.warm && trustHeld);
-  const park =
-    settings.warm && trustHeld ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
+  const parking = settings.warm && trustHeld && settings.warmIf;
+  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, parking);
+  const park = parking ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
   let outcome: string;
@@ -43,7 +43,8 @@ export async function post(): Promise<void> {
     result = closeLane(lane.root, lane.key, { holderPid: lane.holderPid }, action, reason, settings.privileged, park);
     const pid = startAfterClose(bundled('cli'), lane.root, lane.key, result, settings.privileged);
     outcome = describeClose(result, reason, { took: `${Date.now() - started} ms`, holderPid: lane.holderPid, pid });
-    if (settings.warm && action !== 'park')
+    if (settings.warm && trustHeld && !settings.warmIf) core.info('runlane: not parked, because warm-if is false');
+    else if (parking && action !== 'park')
       core.info(`runlane: not parked, because the job status is '${settings.jobStatus || 'unknown'}'`);
     core.info(shown(`${lane.lanePath}: ${outcome}`));
   } finally {

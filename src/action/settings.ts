@@ -37,6 +37,8 @@ export interface Settings {
   /** Where to start warm from, in order: `same` (claim), `base` or a branch (copy). */
   warmFrom: string[];
   warmKeep: number;
+  /** Whether post may park a successful job's lane (`warm-if`); claiming is not affected. */
+  warmIf: boolean;
 }
 
 function booleanInput(input: string, fallback: boolean): boolean {
@@ -117,6 +119,7 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     warm: booleanInput(Inputs.Warm, false),
     warmFrom: parseWarmFrom(Inputs.WarmFrom, core.getInput(Inputs.WarmFrom)),
     warmKeep: parseWarmKeep(Inputs.WarmKeep, core.getInput(Inputs.WarmKeep)),
+    warmIf: booleanInput(Inputs.WarmIf, true),
     privileged: oneOf<Privileged | 'none'>(Inputs.PrivilegedCleanup, ['none', 'sudo'], 'none') === 'sudo' ? 'sudo' : '',
   };
 }

@@ -22,7 +22,7 @@ export function startWarm(
   for (const source of sources) {
     if (source === 'same') {
       const claimed = claimParked(layout, warmSlot(slotParts(identity)), key, identity.trust);
-      if (claimed) return claimed;
+      if (claimed) return { ...claimed, source: 'same' };
       notes.push(`warm: nothing parked for ${identity.scope} (${identity.trust})`);
       continue;
     }
@@ -31,7 +31,7 @@ export function startWarm(
     // A trusted run of this very branch claims its own slot with `same`: nothing to copy.
     if (identity.trust === 'trusted' && identity.scopeId === `refs/heads/${branch}`) continue;
     const copy = copyParked(layout, warmSlot(slotParts(identity, branch)), key);
-    if (copy && 'copied' in copy) return copy.copied;
+    if (copy && 'copied' in copy) return { ...copy.copied, source: source === 'base' ? 'base' : 'branch' };
     notes.push(copy ? `warm: not copied from ${branch}: ${copy.skipped}` : `warm: nothing parked for ${branch}`);
   }
   return undefined;

@@ -190,6 +190,8 @@ export interface WarmOrigin {
   slot: string;
   /** How the lane was made from it. */
   how: 'claimed' | 'reflink' | 'copy';
+  /** Which warm-from entry gave it: this scope's own slot (`same`), the PR's base branch, or a named branch. */
+  source?: 'same' | 'base' | 'branch';
   /** ISO time the source was parked. */
   parked?: string;
   /** The run that parked it. */
