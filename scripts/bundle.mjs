@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const entries = ['pre', 'main', 'post', 'holder', 'cli', 'delete-worker'];
+const entries = ['pre', 'main', 'post', 'holder', 'cli', 'delete-worker', 'remote'];
 fs.rmSync('dist', { recursive: true, force: true });
 for (const entry of entries) {
   const out = path.join('dist', entry);
@@ -28,3 +28,8 @@ for (const entry of entries) {
 fs.chmodSync('dist/cli/index.js', 0o755);
 // The perl lease holder is a script of its own, beside the node holder it stands in for.
 fs.copyFileSync('src/entries/holder.pl', 'dist/holder/holder.pl');
+// The remote tier's transfers run with this first on PATH: it checks an archive before tar extracts it.
+fs.mkdirSync('dist/remote/bin');
+fs.writeFileSync('dist/remote/bin/tar', '#!/bin/sh\nexec "$RUNLANE_NODE" "$RUNLANE_REMOTE" tar-guard "$@"\n', {
+  mode: 0o755,
+});

@@ -18,6 +18,11 @@ export enum Inputs {
   WarmFrom = 'warm-from',
   WarmKeep = 'warm-keep',
   WarmIf = 'warm-if',
+  Remote = 'remote',
+  RemoteSave = 'remote-save',
+  RemoteMaxSize = 'remote-max-size',
+  RemotePaths = 'remote-paths',
+  RemoteTimeout = 'remote-timeout',
 }
 
 export enum Outputs {

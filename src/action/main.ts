@@ -1,4 +1,10 @@
+import fs from 'node:fs';
 import path from 'node:path';
+import { errorMessage } from '../core/errors.js';
+import type { Identity } from '../core/ci-identity.js';
+import { lockFilesHash, remoteKeys, remotePaths, remoteService } from '../core/remote-plan.js';
+import { humanBytes } from '../core/remove.js';
+import { STAGING, adoptStaging, dropStaging, runRemote } from './remote.js';
 import * as core from './toolkit.js';
 import { dockerArgs, planExports } from '../core/env-plan.js';
 import { shown } from '../core/report.js';
@@ -12,7 +18,7 @@ import { describeWarm, startWarm } from '../core/warm-start.js';
 import { bundled } from './bundles.js';
 import { Outputs } from './constants.js';
 import { platformOf, runIdentity, slotParts } from './identity.js';
-import { getSettings } from './settings.js';
+import { getSettings, type Settings } from './settings.js';
 import { saveLaneState } from './state.js';
 import { escapeHtml, writeSummary } from './run.js';
 import { sweepPhase } from './sweep.js';
@@ -68,11 +74,15 @@ export async function main(): Promise<void> {
   });
   core.info(`lane: ${shown(lane.path)}`);
   for (const note of notes) core.info(shown(note));
+  // The cache service is the second tier: asked only when no local tier gave a lane.
+  const remote = lane.warm ? undefined : await remoteWarm(settings, identity, lane.path);
   const warmText = lane.warm
     ? describeWarm(lane.warm)
-    : settings.warm
-      ? 'false (no parked lane to start from: cold)'
-      : 'false (cold lane)';
+    : remote?.restored
+      ? remote.text
+      : settings.warm
+        ? `false (no parked lane to start from${remote ? `; ${remote.text}` : ''}: cold)`
+        : 'false (cold lane)';
   core.info(`warm: ${shown(warmText)}`);
   core.info(
     `lease: held by pid ${lane.holderPid} until post, the job's end${settings.leaseTimeoutMs === null ? '' : ` or ${humanDuration(settings.leaseTimeoutMs)}`}`,
@@ -97,8 +107,8 @@ export async function main(): Promise<void> {
   core.setOutput(Outputs.Path, lane.path);
   core.setOutput(Outputs.Key, key);
   core.setOutput(Outputs.DockerArgs, docker);
-  core.setOutput(Outputs.Warm, lane.warm ? 'true' : 'false');
-  core.setOutput(Outputs.WarmSource, lane.warm?.source ?? '');
+  core.setOutput(Outputs.Warm, lane.warm || remote?.restored ? 'true' : 'false');
+  core.setOutput(Outputs.WarmSource, lane.warm?.source ?? (remote?.restored ? 'remote' : ''));
   const took = Date.now() - started;
   core.info(`runlane: lane ready in ${took} ms`);
 
@@ -120,6 +130,50 @@ export async function main(): Promise<void> {
       ...links.map((link) => [`link`, `<code>${escapeHtml(link.link)}</code> → lane`]),
     ]),
   );
+}
+
+/**
+ * A warm start from the forge's cache service into the new (empty) lane. It extracts into a
+ * staging directory inside the lane and moves the result in only when the whole restore
+ * succeeded: a dead, hung or failing service, or a refused archive, leaves a clean cold lane
+ * and a warning, never a failed job. Undefined when the remote tier is not asked at all.
+ */
+async function remoteWarm(
+  settings: Settings,
+  identity: Identity,
+  lanePath: string,
+): Promise<{ restored: boolean; text: string } | undefined> {
+  const service = remoteService(process.env);
+  if (!settings.warm || settings.remote === 'off' || !service) return undefined;
+  if (!service.read) return { restored: false, text: 'the cache service is not read (ACTIONS_CACHE_MODE)' };
+  const paths = remotePaths(settings.presets, settings.remotePaths);
+  if (paths.length === 0) return { restored: false, text: 'nothing of these presets is archived (remote-paths)' };
+  const keys = remoteKeys(identity, settings.presets, paths, lockFilesHash(settings.presets, settings.workspace));
+  fs.mkdirSync(path.join(lanePath, STAGING));
+  const outcome = await runRemote(
+    { op: 'restore', dir: path.join(lanePath, STAGING), paths, key: keys.key, restoreKeys: keys.restoreKeys },
+    settings.remoteTimeoutMs,
+  );
+  if (outcome.key) {
+    try {
+      const size = adoptStaging(lanePath);
+      const rate = outcome.seconds > 0 ? ` (${(size.bytes / 1048576 / outcome.seconds).toFixed(1)} MB/s)` : '';
+      return {
+        restored: true,
+        text: `true (restored from the cache service: ${outcome.key}, ${humanBytes(size.bytes)} in ${outcome.seconds.toFixed(1)} s${rate})`,
+      };
+    } catch (error) {
+      outcome.error = `the restored files could not be moved into the lane: ${errorMessage(error)}`;
+    }
+  }
+  const left = dropStaging(lanePath);
+  if (outcome.error) {
+    core.warning(
+      `runlane: the remote warm start failed (${outcome.error}); the lane starts cold${left ? `, but ${left}` : ''}`,
+    );
+    return { restored: false, text: `the cache service failed: ${outcome.error}` };
+  }
+  return { restored: false, text: `nothing in the cache service (${outcome.note ?? 'a miss'})` };
 }
 
 /**

@@ -1,4 +1,9 @@
+import path from 'node:path';
 import * as core from './toolkit.js';
+import type { Identity } from '../core/ci-identity.js';
+import { lockFilesHash, remoteKeys, remotePaths, remoteService, saveDecision } from '../core/remote-plan.js';
+import { Dir, humanBytes, treeSizeIn } from '../core/remove.js';
+import { runRemote } from './remote.js';
 import { closeActionFor, closeLane, describeClose, startAfterClose, type CloseResult } from '../core/lane.js';
 import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
@@ -8,7 +13,7 @@ import { runIdentity, slotParts } from './identity.js';
 import { listTrash, type TrashEntry } from '../core/trash.js';
 import { bundled } from './bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
-import { getSettings } from './settings.js';
+import { getSettings, type Settings } from './settings.js';
 import { hasLaneState, loadLaneState, type LaneState } from './state.js';
 
 /**
@@ -35,6 +40,8 @@ export async function post(): Promise<void> {
   const parking = settings.warm && trustHeld && settings.warmIf;
   const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, parking);
   const park = parking ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
+  // Uploaded before the lane is parked or removed, while its lease still holds it.
+  const uploaded = settings.jobStatus === 'success' ? await remoteSave(settings, identity, lane.lanePath) : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
   let outcome: string;
@@ -79,6 +86,70 @@ export async function post(): Promise<void> {
   writeSummary((summary) =>
     summary
       .addHeading('runlane: cleanup', 3)
-      .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true),
+      .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true)
+      .addRaw(uploaded ? `<p>cache service: ${escapeHtml(uploaded)}</p>` : '', true),
   );
+}
+
+/**
+ * Uploads the lane's archived paths to the forge's cache service, when this run may (never an
+ * untrusted run; `remote-save`), the service takes writes, and the paths fit `remote-max-size`.
+ * Its cost (size, seconds) is logged. Failure is a warning: the job's result stands.
+ */
+async function remoteSave(settings: Settings, identity: Identity, lanePath: string): Promise<string | undefined> {
+  const service = remoteService(process.env);
+  if (!settings.warm || settings.remote === 'off' || !service) return undefined;
+  if (!service.write) return 'not uploaded: the cache service is not written (ACTIONS_CACHE_MODE)';
+  const decision = saveDecision(settings.remoteSave, identity, process.env);
+  if (!decision.save) {
+    core.info(`runlane: not uploaded to the cache service: ${decision.why}`);
+    return `not uploaded: ${decision.why}`;
+  }
+  const paths = remotePaths(settings.presets, settings.remotePaths);
+  if (paths.length === 0) return undefined;
+  const size = includedSize(lanePath, paths);
+  if (size > settings.remoteMaxBytes) {
+    const text = `not uploaded: the archived paths hold ${humanBytes(size)}, over remote-max-size (${humanBytes(settings.remoteMaxBytes)})`;
+    core.notice(`runlane: ${text}`);
+    return text;
+  }
+  const keys = remoteKeys(identity, settings.presets, paths, lockFilesHash(settings.presets, settings.workspace));
+  core.startGroup('runlane: upload to the cache service');
+  try {
+    const outcome = await runRemote(
+      { op: 'save', dir: lanePath, paths, key: keys.key, restoreKeys: [] },
+      settings.remoteTimeoutMs,
+    );
+    if (outcome.error) {
+      core.warning(`runlane: the upload to the cache service failed: ${outcome.error}`);
+      return `upload failed: ${outcome.error}`;
+    }
+    const text = outcome.key
+      ? `uploaded ${outcome.key} (${humanBytes(size)} before compression) in ${outcome.seconds.toFixed(1)} s`
+      : `not uploaded: ${outcome.note ?? 'nothing to upload'}`;
+    core.info(`runlane: ${text}`);
+    return text;
+  } finally {
+    core.endGroup();
+  }
+}
+
+/** Bytes under the plain paths of an archive selection (excludes and globs not subtracted: an upper bound). */
+function includedSize(lanePath: string, paths: readonly string[]): number {
+  let total = 0;
+  for (const entry of paths) {
+    if (entry.startsWith('!') || /[*?[{]/.test(entry)) continue;
+    const full = path.join(lanePath, entry);
+    try {
+      const dir = Dir.open(path.dirname(full));
+      try {
+        if (dir.exists(path.basename(full))) total += treeSizeIn(dir, path.basename(full)).bytes;
+      } finally {
+        dir.close();
+      }
+    } catch {
+      // Not there: nothing of it is archived.
+    }
+  }
+  return total;
 }

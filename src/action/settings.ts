@@ -8,6 +8,7 @@ import type { Privileged } from '../core/remove.js';
 import { checkRoot, chooseRoot } from '../core/root.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { parseWarmFrom, parseWarmKeep } from '../core/warm-start.js';
+import { parseRemote, parseRemotePaths, parseRemoteSave, type RemoteSave } from '../core/remote-plan.js';
 import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
 import { platformOf, type Platform } from './identity.js';
 
@@ -39,6 +40,21 @@ export interface Settings {
   warmKeep: number;
   /** Whether post may park a successful job's lane (`warm-if`); claiming is not affected. */
   warmIf: boolean;
+  /** The remote tier (the forge's cache service): `auto` is on with warm and a configured service. */
+  remote: 'auto' | 'off';
+  remoteSave: RemoteSave;
+  remoteMaxBytes: number;
+  /** Lane-relative paths (and !excludes) that override the presets' selection. */
+  remotePaths: string[];
+  remoteTimeoutMs: number;
+}
+
+/** A size in bytes (`4G`, `512M`; G = GiB); a percentage or `off` is refused. */
+function sizeInput(input: string, value: string): number {
+  const target = parseSpace(input, value);
+  if (!('bytes' in target) || target.bytes <= 0)
+    throw new SettingError(input, value, 'a size like 4G, 512M or 1.5T (G = GiB)');
+  return target.bytes;
 }
 
 function booleanInput(input: string, fallback: boolean): boolean {
@@ -120,6 +136,11 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     warmFrom: parseWarmFrom(Inputs.WarmFrom, core.getInput(Inputs.WarmFrom)),
     warmKeep: parseWarmKeep(Inputs.WarmKeep, core.getInput(Inputs.WarmKeep)),
     warmIf: booleanInput(Inputs.WarmIf, true),
+    remote: parseRemote(Inputs.Remote, core.getInput(Inputs.Remote)),
+    remoteSave: parseRemoteSave(Inputs.RemoteSave, core.getInput(Inputs.RemoteSave)),
+    remoteMaxBytes: sizeInput(Inputs.RemoteMaxSize, core.getInput(Inputs.RemoteMaxSize) || '4G'),
+    remotePaths: parseRemotePaths(Inputs.RemotePaths, core.getInput(Inputs.RemotePaths)),
+    remoteTimeoutMs: parseDuration(Inputs.RemoteTimeout, core.getInput(Inputs.RemoteTimeout) || '10m'),
     privileged: oneOf<Privileged | 'none'>(Inputs.PrivilegedCleanup, ['none', 'sudo'], 'none') === 'sudo' ? 'sudo' : '',
   };
 }

@@ -42,6 +42,10 @@ export function warning(message: string): void {
   logCommand('warning', message);
 }
 
+export function notice(message: string): void {
+  logCommand('notice', message);
+}
+
 export function error(message: string): void {
   logCommand('error', message);
 }

@@ -1,0 +1,117 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from '@jest/globals';
+import {
+  lockFilesHash,
+  parseRemotePaths,
+  remoteKeys,
+  remotePaths,
+  remoteService,
+  saveDecision,
+} from '../../src/core/remote-plan.js';
+import { unsafeMember } from '../../src/remote/remote.js';
+
+const identity = { repository: 'acme/widgets', workflow: 'ci.yml', job: 'build', step: 'lane', matrix: '' };
+
+describe('remote tier decisions', () => {
+  it('keys: exact over job, leg, platform, presets and paths; the restore key drops only the lock hash', () => {
+    const base = remoteKeys(identity, ['cargo'], ['cargo-target/*/*'], 'abc', 'linux-x64');
+    expect(base.key.startsWith(base.restoreKeys[0])).toBe(true);
+    expect(base.key.endsWith('-abc')).toBe(true);
+    expect(base.key.startsWith('runlane-trusted-linux-x64-build-')).toBe(true);
+    for (const other of [
+      remoteKeys({ ...identity, matrix: '{"os":"a"}' }, ['cargo'], ['cargo-target/*/*'], 'abc', 'linux-x64'),
+      remoteKeys({ ...identity, job: 'test' }, ['cargo'], ['cargo-target/*/*'], 'abc', 'linux-x64'),
+      remoteKeys({ ...identity, repository: 'acme/other' }, ['cargo'], ['cargo-target/*/*'], 'abc', 'linux-x64'),
+      remoteKeys(identity, ['cargo'], ['cargo-target/*/*'], 'abc', 'linux-arm64'),
+      remoteKeys(identity, ['cargo', 'npm'], ['cargo-target/*/*'], 'abc', 'linux-x64'),
+    ])
+      expect(other.key.startsWith(base.restoreKeys[0])).toBe(false);
+    expect(remoteKeys(identity, ['cargo'], ['cargo-target/*/*'], 'def', 'linux-x64').restoreKeys).toEqual(
+      base.restoreKeys,
+    );
+  });
+
+  it('paths per preset, never tmp, pytest or app directories; remote-paths overrides', () => {
+    expect(remotePaths(['cargo', 'tmp', 'pytest'], [])).toEqual(['cargo-target/*/*', '!cargo-target/*/incremental']);
+    expect(remotePaths(['go-cache', 'pip', 'npm'], [])).toEqual(['go-build', 'pip-cache', 'npm-cache']);
+    expect(remotePaths(['tmp', 'python'], [])).toEqual([]);
+    expect(remotePaths(['cargo'], ['state'])).toEqual(['state']);
+    expect(parseRemotePaths('remote-paths', 'a\n  !a/b  \n\n*.bin')).toEqual(['a', '!a/b', '*.bin']);
+    for (const bad of ['/etc', '../x', 'a/../../b', '!/abs', '~/x'])
+      expect(() => parseRemotePaths('remote-paths', bad)).toThrow(/remote-paths/);
+  });
+
+  it('lock files: their contents decide the hash; none without any', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-locks-'));
+    try {
+      expect(lockFilesHash(['cargo'], dir)).toBe('none');
+      fs.writeFileSync(path.join(dir, 'Cargo.lock'), 'v1');
+      const first = lockFilesHash(['cargo'], dir);
+      fs.writeFileSync(path.join(dir, 'Cargo.lock'), 'v2');
+      expect(lockFilesHash(['cargo'], dir)).not.toBe(first);
+      expect(lockFilesHash(['tmp'], dir)).toBe('none');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the service and ACTIONS_CACHE_MODE', () => {
+    expect(remoteService({})).toBeUndefined();
+    expect(remoteService({ ACTIONS_CACHE_URL: 'http://c/' })).toEqual({ url: 'http://c/', read: true, write: true });
+    expect(remoteService({ ACTIONS_RESULTS_URL: 'http://r/', ACTIONS_CACHE_MODE: 'read' })).toMatchObject({
+      read: true,
+      write: false,
+    });
+    expect(remoteService({ ACTIONS_CACHE_URL: 'http://c/', ACTIONS_CACHE_MODE: 'write' })).toMatchObject({
+      read: false,
+      write: true,
+    });
+    expect(remoteService({ ACTIONS_CACHE_URL: 'http://c/', ACTIONS_CACHE_MODE: 'none' })).toMatchObject({
+      read: false,
+      write: false,
+    });
+  });
+
+  it('save: never untrusted or privileged code; auto only on the default branch, never a PR', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-event-'));
+    try {
+      const event = path.join(dir, 'event.json');
+      fs.writeFileSync(event, JSON.stringify({ repository: { default_branch: 'trunk' } }));
+      const env = { GITHUB_EVENT_PATH: event };
+      const trusted = { trust: 'trusted' as const, scopeId: 'refs/heads/trunk' };
+      expect(saveDecision('auto', trusted, env).save).toBe(true);
+      expect(saveDecision('auto', { ...trusted, scopeId: 'refs/heads/feature' }, env).save).toBe(false);
+      expect(saveDecision('auto', { ...trusted, scopeId: 'pr:5' }, env).save).toBe(false);
+      expect(saveDecision('auto', trusted, {}).save).toBe(false);
+      expect(saveDecision('true', { ...trusted, scopeId: 'pr:5' }, env).save).toBe(true);
+      expect(saveDecision('false', trusted, env).save).toBe(false);
+      for (const trust of ['untrusted', 'privileged'] as const)
+        expect(saveDecision('true', { trust, scopeId: 'refs/heads/trunk' }, env)).toEqual({
+          save: false,
+          why: `a run of ${trust} code never uploads`,
+        });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the tar guard refuses members that could land outside, and passes ordinary ones', () => {
+    const ok = [
+      'drwxr-xr-x u/g 0 2026-01-01 00:00 "cargo-target/"',
+      '-rw-r--r-- u/g 5 2026-01-01 00:00 "cargo-target/debug/app with space"',
+      'lrwxrwxrwx u/g 0 2026-01-01 00:00 "cargo-target/debug/link" -> "deps/lib.so"',
+      'hrw-r--r-- u/g 0 2026-01-01 00:00 "cargo-target/debug/app2" link to "cargo-target/debug/app with space"',
+    ].join('\n');
+    expect(unsafeMember(ok)).toBeUndefined();
+    expect(unsafeMember('-rw-r--r-- u/g 5 2026-01-01 00:00 "/etc/passwd"')).toMatch(/absolute or climbs/);
+    expect(unsafeMember('-rw-r--r-- u/g 5 2026-01-01 00:00 "a/../../x"')).toMatch(/absolute or climbs/);
+    expect(unsafeMember('lrwxrwxrwx u/g 0 2026-01-01 00:00 "a" -> "/tmp/outside"')).toMatch(/^symlink "a"/);
+    expect(unsafeMember('lrwxrwxrwx u/g 0 2026-01-01 00:00 "a" -> "../../.."')).toMatch(/^symlink "a"/);
+    expect(unsafeMember('hrw-r--r-- u/g 0 2026-01-01 00:00 "a" link to "/etc/shadow"')).toMatch(/^hard link "a"/);
+    expect(unsafeMember('-rw-r--r-- u/g 5 2026-01-01 00:00 "a\\n..b/\\056x"')).toBeUndefined();
+    expect(unsafeMember('-rw-r--r-- u/g 5 2026-01-01 00:00 "x/\\056\\056/y"')).toMatch(/climbs/);
+    expect(unsafeMember('garbage line')).toMatch(/without a quoted name/);
+  });
+});

@@ -1,0 +1,202 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { startCacheServer } from '../../scripts/cache-server.mjs';
+import { disposeJobs, laneStates, newJob } from '../helpers/jobs.js';
+
+afterEach(disposeJobs);
+
+type Job = ReturnType<typeof newJob>;
+const servers: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) await server.close();
+});
+
+async function cacheServer() {
+  const server = await startCacheServer();
+  servers.push(server);
+  return server;
+}
+
+/** A job of acme/widgets, job `build`, on its own root (its own host), with the cache service at `url`. */
+function hostJob(
+  url: string,
+  ref: string,
+  inputs: Record<string, string> = {},
+  { fork = false, env = {} }: { fork?: boolean; env?: Record<string, string> } = {},
+): Job {
+  const pr = /^refs\/pull\/(\d+)\//.exec(ref);
+  const event = pr
+    ? {
+        name: 'pull_request',
+        payload: {
+          repository: { default_branch: 'main', full_name: 'acme/widgets' },
+          pull_request: {
+            number: Number(pr[1]),
+            head: { repo: { full_name: fork ? 'mallory/widgets' : 'acme/widgets' } },
+            base: { ref: 'main', repo: { full_name: 'acme/widgets' } },
+          },
+        },
+      }
+    : { name: 'push', payload: { repository: { default_branch: 'main' } } };
+  return newJob({
+    ref,
+    event,
+    env: { ACTIONS_CACHE_URL: url, ACTIONS_RUNTIME_TOKEN: 'token', ...env },
+    inputs: { presets: 'cargo', warm: 'true', ...inputs },
+  });
+}
+
+/** What a lane holds, as relative paths (directories end in /). */
+function contents(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (sub: string) => {
+    for (const entry of fs.readdirSync(path.join(dir, sub), { withFileTypes: true })) {
+      const rel = path.join(sub, entry.name);
+      out.push(entry.isDirectory() ? `${rel}/` : rel);
+      if (entry.isDirectory()) walk(rel);
+    }
+  };
+  walk('');
+  return out.sort();
+}
+
+/** Host A: a default-branch build that uploads its target dir. */
+async function seed(url: string): Promise<Job> {
+  const a = hostJob(url, 'refs/heads/main');
+  expect((await a.phase('main')).code).toBe(0);
+  const work = [
+    'mkdir -p "$CARGO_TARGET_DIR/debug/incremental/app-1" "$CARGO_TARGET_DIR/debug/deps" "$CARGO_TARGET_DIR/debug/.fingerprint/app-1"',
+    'echo fresh > "$CARGO_TARGET_DIR/debug/.fingerprint/app-1/bin-app"',
+    'echo binary > "$CARGO_TARGET_DIR/debug/app"',
+    'echo rlib > "$CARGO_TARGET_DIR/debug/deps/libdep.rlib"',
+    'echo machine-specific > "$CARGO_TARGET_DIR/debug/incremental/app-1/state"',
+  ].join(' && ');
+  expect((await a.run('sh', ['-c', work])).code).toBe(0);
+  a.status = 'success';
+  const post = await a.phase('post');
+  expect(post.code).toBe(0);
+  expect(post.stdout).toMatch(/runlane: uploaded runlane-trusted-/);
+  return a;
+}
+
+describe('the remote tier: warm starts through the forge cache service (protocol v1, real HTTP)', () => {
+  it("host B's PR run restores host A's default-branch upload, without incremental/, and uploads nothing", async () => {
+    const server = await cacheServer();
+    await seed(server.url);
+    expect(server.entries.filter((entry) => entry.committed)).toHaveLength(1);
+
+    const b = hostJob(server.url, 'refs/pull/7/merge');
+    const main = await b.phase('main');
+    expect(main.code).toBe(0);
+    expect(b.outputs.warm).toBe('true');
+    expect(b.outputs['warm-source']).toBe('remote');
+    expect(main.stdout).toMatch(/warm: true \(restored from the cache service: runlane-trusted-.* in [\d.]+ s/);
+    expect(contents(b.outputs.path)).toEqual([
+      'cargo-target/',
+      'cargo-target/debug/',
+      'cargo-target/debug/.fingerprint/',
+      'cargo-target/debug/.fingerprint/app-1/',
+      'cargo-target/debug/.fingerprint/app-1/bin-app',
+      'cargo-target/debug/app',
+      'cargo-target/debug/deps/',
+      'cargo-target/debug/deps/libdep.rlib',
+    ]);
+    b.status = 'success';
+    const post = await b.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.stdout).toContain('not uploaded to the cache service: pull requests do not upload');
+    expect(server.entries).toHaveLength(1);
+    // A second default-branch run with the same lock files does not upload the same key again.
+    const again = hostJob(server.url, 'refs/heads/main', { 'remote-save': 'true' });
+    expect((await again.phase('main')).code).toBe(0);
+    again.status = 'success';
+    expect((await again.phase('post')).stdout).toContain('an entry with this exact key exists already');
+    expect(server.entries).toHaveLength(1);
+  });
+
+  it("a fork's run never uploads, whatever remote-save says; ACTIONS_CACHE_MODE none asks nothing", async () => {
+    const server = await cacheServer();
+    const fork = hostJob(server.url, 'refs/pull/12/merge', { 'remote-save': 'true' }, { fork: true });
+    expect((await fork.phase('main')).code).toBe(0);
+    expect(
+      (await fork.run('sh', ['-c', 'mkdir -p "$CARGO_TARGET_DIR/debug" && echo x > "$CARGO_TARGET_DIR/debug/app"']))
+        .code,
+    ).toBe(0);
+    fork.status = 'success';
+    const post = await fork.phase('post');
+    expect(post.stdout).toContain('not uploaded to the cache service: a run of untrusted code never uploads');
+    expect(server.entries).toEqual([]);
+
+    const before = server.requests.length;
+    const off = hostJob(server.url, 'refs/heads/main', {}, { env: { ACTIONS_CACHE_MODE: 'none' } });
+    expect((await off.phase('main')).code).toBe(0);
+    off.status = 'success';
+    expect((await off.phase('post')).code).toBe(0);
+    expect(server.requests.length).toBe(before);
+    expect(server.entries).toEqual([]);
+  });
+
+  it('a corrupt archive, a dead service and a hung one: a green job, a clean cold lane, a warning, bounded time', async () => {
+    const server = await cacheServer();
+    await seed(server.url);
+    const cold = ['cargo-target/'];
+
+    server.behave('corrupt');
+    const corrupt = hostJob(server.url, 'refs/pull/8/merge');
+    const one = await corrupt.phase('main');
+    expect(one.code).toBe(0);
+    expect(corrupt.outputs.warm).toBe('false');
+    expect(corrupt.outputs['warm-source']).toBe('');
+    expect(one.warnings.join('\n')).toMatch(/restore|tar|archive/i);
+    expect(contents(corrupt.outputs.path)).toEqual(cold);
+
+    const dead = hostJob('http://127.0.0.1:9/', 'refs/pull/9/merge');
+    const two = await dead.phase('main');
+    expect(two.code).toBe(0);
+    expect(dead.outputs.warm).toBe('false');
+    expect(two.warnings.length).toBeGreaterThan(0);
+    expect(contents(dead.outputs.path)).toEqual(cold);
+
+    server.behave('hang');
+    const hung = hostJob(server.url, 'refs/pull/10/merge', { 'remote-timeout': '3s' });
+    const started = Date.now();
+    const three = await hung.phase('main');
+    expect(three.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(60_000);
+    expect(hung.outputs.warm).toBe('false');
+    expect(three.warnings.join('\n')).toContain('no result within remote-timeout (3 s)');
+    expect(contents(hung.outputs.path)).toEqual(cold);
+  });
+
+  it('an archive whose symlink leads out of the lane is refused before tar writes through it', async () => {
+    const server = await cacheServer();
+    await seed(server.url);
+    const entry = server.entries[0];
+    // Another job uploaded this under the key (Gitea's cache does not scope by ref).
+    const work = path.join(newJob().dir, 'evil');
+    fs.mkdirSync(work);
+    const outside = path.join(work, 'outside');
+    fs.mkdirSync(outside);
+    const src = path.join(work, 'src');
+    fs.mkdirSync(path.join(src, 'cargo-target'), { recursive: true });
+    fs.symlinkSync(outside, path.join(src, 'cargo-target', 'debug'));
+    const tarFile = path.join(work, 'evil.tar');
+    expect(spawnSync('tar', ['-cf', tarFile, '-C', src, 'cargo-target', 'cargo-target/debug']).status).toBe(0);
+    fs.unlinkSync(path.join(src, 'cargo-target', 'debug'));
+    fs.mkdirSync(path.join(src, 'cargo-target', 'debug'));
+    fs.writeFileSync(path.join(src, 'cargo-target', 'debug', 'planted'), 'pwned\n');
+    expect(spawnSync('tar', ['-rf', tarFile, '-C', src, 'cargo-target/debug/planted']).status).toBe(0);
+    entry.archive = spawnSync('zstd', ['-c', '--long=30', tarFile]).stdout;
+
+    const victim = hostJob(server.url, 'refs/pull/11/merge');
+    const main = await victim.phase('main');
+    expect(main.code).toBe(0);
+    expect(victim.outputs.warm).toBe('false');
+    expect(main.stderr + main.stdout).toContain('the archive is refused: symlink "cargo-target/debug"');
+    expect(fs.readdirSync(outside)).toEqual([]);
+    expect(contents(victim.outputs.path)).toEqual(['cargo-target/']);
+    expect(Object.values(laneStates(victim.root))).toEqual(['live']);
+  });
+});
