@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateWorkspace } from '../scripts/cargo-workspace.mjs';
+import { startCacheServer } from '../scripts/cache-server.mjs';
 import { SimulatedJob, awaitBackgroundDeletes } from '../scripts/runner-sim.mjs';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-e2e-'));
@@ -324,6 +325,86 @@ function runlaneRun(args, env, cwd) {
   });
 }
 
+// 5. A fleet: host A builds on the default branch and uploads to the forge's cache service
+// (protocol v1 over real HTTP); host B, another root with nothing parked, runs a PR job.
+async function remoteScenario() {
+  const name = 'cargo on a second host, warm through the cache service';
+  const ws = path.join(scratch, 'remote-ws');
+  generateWorkspace(ws, { crates: 6, functions: 20 });
+  const build = `cargo build --offline --manifest-path ${path.join(ws, 'Cargo.toml')} 2>&1`;
+  const compiled = (out) => (out.match(/^\s*Compiling /gm) ?? []).length;
+  const server = await startCacheServer();
+  try {
+    const hostJob = (host, ref, payload) => {
+      const job = newJob({
+        ref,
+        event: payload,
+        env: { ACTIONS_CACHE_URL: server.url, ACTIONS_RUNTIME_TOKEN: 'token', GITHUB_WORKSPACE: ws },
+        inputs: { root: path.join(scratch, `${host}-root`), presets: 'cargo', warm: 'true' },
+      });
+      job.workspace = ws;
+      return job;
+    };
+    const pr = {
+      name: 'pull_request',
+      payload: {
+        repository: { default_branch: 'main', full_name: 'acme/widgets' },
+        pull_request: { number: 3, head: { repo: { full_name: 'acme/widgets' } }, base: { ref: 'main' } },
+      },
+    };
+    // Without: host B has nothing parked and no second tier; the PR's first run there is cold.
+    {
+      const cold = newJob({ inputs: { root: path.join(scratch, 'cold-root'), presets: 'cargo', warm: 'true' } });
+      await cold.phase('main');
+      const out = await runStep(cold, build, ws);
+      cold.status = 'success';
+      await cold.phase('post');
+      verdict(name, 'without', true, `host B's first run of the PR compiled ${compiled(out.out)} crates from scratch`);
+    }
+    // With: host A uploads from the default branch; host B restores, and cargo finds it fresh.
+    const a = hostJob('host-a', 'refs/heads/main', {
+      name: 'push',
+      payload: { repository: { default_branch: 'main' } },
+    });
+    await a.phase('main');
+    const built = await runStep(a, build, ws);
+    a.status = 'success';
+    const aPost = await a.phase('post');
+    const b = hostJob('host-b', 'refs/pull/3/merge', pr);
+    const bMain = await b.phase('main');
+    const started = Date.now();
+    const rebuilt = await runStep(b, build, ws);
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    b.status = 'success';
+    const bPost = await b.phase('post');
+    const uploads = server.entries.filter((entry) => entry.committed).length;
+    const held =
+      built.code === 0 &&
+      /runlane: uploaded /.test(aPost.stdout) &&
+      b.outputs['warm-source'] === 'remote' &&
+      rebuilt.code === 0 &&
+      compiled(rebuilt.out) === 0 &&
+      /not uploaded to the cache service: pull requests/.test(bPost.stdout) &&
+      uploads === 1;
+    verdict(
+      name,
+      'with',
+      held,
+      held
+        ? `host A compiled ${compiled(built.out)} crates and uploaded; host B restored (warm-source ${b.outputs['warm-source']}), cargo compiled ${compiled(rebuilt.out)} in ${seconds} s, and its PR post uploaded nothing`
+        : `host A build ${built.code}, uploaded: ${/runlane: uploaded /.test(aPost.stdout)}; host B warm-source '${b.outputs['warm-source']}', ${compiled(rebuilt.out)} compiled, ${uploads} entries\n${bMain.stdout}\n${rebuilt.out}`,
+    );
+  } finally {
+    await server.close();
+  }
+}
+
+/** Runs a step's script in the job's environment (the lane's variables), in `cwd`. */
+async function runStep(job, script, cwd) {
+  const { done } = startStep({ ...process.env, ...job.exported }, script, cwd);
+  return done;
+}
+
 async function runScenario() {
   const root = path.join(scratch, 'run-root');
   {
@@ -379,6 +460,7 @@ try {
   await pytestScenario();
   await appScenario();
   await runScenario();
+  await remoteScenario();
   const withHalves = results.filter((r) => r.half === 'with');
   const passed = withHalves.filter((r) => r.held).length;
   log(`e2e finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
