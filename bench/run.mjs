@@ -2,15 +2,23 @@
 // on the same machine (bare `node` start-up, `rm -rf` of identical trees). Timings are medians of
 // repeated runs; nothing here is asserted, it is printed for a human and the closing notes.
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateWorkspace } from '../scripts/cargo-workspace.mjs';
+import { startCacheServer } from '../scripts/cache-server.mjs';
 import { ACTION_DIR, SimulatedJob } from '../scripts/runner-sim.mjs';
 
 const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-bench-'));
 const rows = [];
+// BENCH_ONLY=name,name runs only those sections (names as printed by BENCH_ONLY=list).
+const only = process.env.BENCH_ONLY?.split(',');
+const want = (name) => {
+  if (only?.includes('list')) console.log(`section: ${name}`);
+  return !only || only.includes(name);
+};
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const ms = (start) => Number(process.hrtime.bigint() - start) / 1e6;
 const now = () => process.hrtime.bigint();
@@ -36,7 +44,7 @@ function timeSync(command, args, options = {}) {
 const nodeStart = median(Array.from({ length: 9 }, () => timeSync(process.execPath, ['-e', '0'])));
 
 // Phase cost: main and post of a real lane, as a runner starts them.
-{
+if (want('phase-cost')) {
   const mains = [];
   const posts = [];
   for (let i = 0; i < 7; i++) {
@@ -57,7 +65,7 @@ const nodeStart = median(Array.from({ length: 9 }, () => timeSync(process.execPa
 }
 
 // Orphan detection latency: from SIGKILL of the job's worker to the lease being free.
-{
+if (want('orphan-detection-latency')) {
   const latencies = [];
   for (let i = 0; i < 5; i++) {
     const job = new SimulatedJob({
@@ -126,7 +134,7 @@ function fillTree(dir, files) {
 }
 
 // Scan of 10,000 live lanes: a helper holds all their leases, the sweep must touch none.
-{
+if (want('scan-of-live-lanes')) {
   const { root, keys } = makeRoot('scan-root', 10_000, 0);
   const holder = spawn(
     'python3',
@@ -178,7 +186,7 @@ function timeWithRss(args) {
 // Scale: 100,000 lanes, none with a lease held (kept, as cleanup: never leaves them, with their
 // sizes recorded), 1% of them orphans. status and metrics must not take a lock per lane, and the
 // sweep takes one only on the lanes it reaps.
-{
+if (want('scale')) {
   const count = 100_000;
   const { root } = makeRoot('scale-root', count, 0, (i) =>
     i % 100 === 0 ? {} : { retained: 'cleanup: never', bytes: 4096, files: 0, measured: new Date().toISOString() },
@@ -212,7 +220,7 @@ function timeWithRss(args) {
 
 // runlane run -- true: open, lease, run, close and the background hand-off, against one bare
 // node start-up (the goal: less than one more node start).
-{
+if (want('runlane-run-true')) {
   const root = path.join(scratch, 'run-root');
   const cwd = path.join(scratch, 'run-cwd');
   fs.mkdirSync(cwd);
@@ -227,7 +235,7 @@ function timeWithRss(args) {
 }
 
 // Reap throughput: orphans with 40,000 files in all, against rm -rf of identical trees.
-{
+if (want('reap-throughput')) {
   const lanes = 20;
   const files = 2_000;
   const reaps = [];
@@ -253,7 +261,7 @@ function timeWithRss(args) {
 
 // The safe delete itself (descriptor-relative, mount-checked walk: `runlane empty-trash`) on a
 // 100,000-file trash entry, against rm -rf of an identical tree; the order alternates by round.
-{
+if (want('the-safe-delete-itself-descrip')) {
   const files = 100_000;
   const safe = [];
   const rms = [];
@@ -289,7 +297,7 @@ function timeWithRss(args) {
 // The background delete as post starts it (4 threads, nice 10, ionice best-effort 7) on a
 // 200,000-file trash entry, against rm -rf of an identical tree, and 4 rm -rf processes over its
 // subtrees for context (what the disk gives to parallel deletes at all).
-{
+if (want('the-background-delete-as-post')) {
   const files = 200_000;
   const threaded = [];
   const rms = [];
@@ -355,7 +363,7 @@ function timeWithRss(args) {
 
 // Post on a 100,000-file lane, and the background delete that follows, against rm -rf of an
 // identical tree.
-{
+if (want('post-on-a-file-lane-and-the-ba')) {
   const files = 100_000;
   const baseline = path.join(scratch, 'rm-100k');
   fs.mkdirSync(baseline);
@@ -395,7 +403,7 @@ function timeWithRss(args) {
 
 // Warm start: a generated path-only cargo workspace built cold in a lane, parked, claimed by
 // the next run of the PR, one source file edited, rebuilt.
-{
+if (want('warm-start')) {
   const ws = path.join(scratch, 'cargo-ws');
   const workspace = generateWorkspace(ws, { crates: 24, functions: 60 });
   const root = path.join(scratch, 'warm-root');
@@ -444,6 +452,144 @@ function timeWithRss(args) {
     text: 'ratio <= 1.5',
     check: (_, ratio) => ratio <= 1.5,
   });
+}
+
+// The remote tier: a 1 GiB lane restored from a protocol v1 cache service over local HTTP,
+// through runlane's main, against the same entry restored by bare @actions/cache; then a
+// fleet's warm start on real cargo (host B restores host A's upload) against a cold build.
+if (want('the-remote-tier')) {
+  const server = await startCacheServer();
+  try {
+    const remoteJob = (name, ref, event, inputs = {}) =>
+      new SimulatedJob({
+        dir: path.join(scratch, name),
+        ref,
+        event,
+        env: { ACTIONS_CACHE_URL: server.url, ACTIONS_RUNTIME_TOKEN: 'token' },
+        inputs: { root: path.join(scratch, `${name}-root`), presets: 'cargo', warm: 'true', ...inputs },
+      });
+    const push = { name: 'push', payload: { repository: { default_branch: 'main' } } };
+    const pr = {
+      name: 'pull_request',
+      payload: {
+        repository: { default_branch: 'main', full_name: 'acme/widgets' },
+        pull_request: { number: 9, head: { repo: { full_name: 'acme/widgets' } }, base: { ref: 'main' } },
+      },
+    };
+    // 1 GiB of incompressible build output: 1024 files of 1 MiB in cargo-target/debug/deps.
+    const seed = remoteJob('remote-seed', 'refs/heads/main', push);
+    await seed.phase('main');
+    const deps = path.join(seed.exported.CARGO_TARGET_DIR, 'debug', 'deps');
+    fs.mkdirSync(deps, { recursive: true });
+    for (let i = 0; i < 1024; i++) fs.writeFileSync(path.join(deps, `lib${i}.rlib`), crypto.randomBytes(1 << 20));
+    seed.status = 'success';
+    let start = now();
+    const seeded = await seed.phase('post');
+    const upload = ms(start);
+    if (!/runlane: uploaded /.test(seeded.stdout)) throw new Error(`the upload failed:\n${seeded.stdout}`);
+    const entry = server.entries.find((e) => e.committed);
+    console.log(
+      `upload of the 1 GiB lane (post, archive ${(entry.archive.length / 1048576).toFixed(0)} MiB): ${upload.toFixed(0)} ms`,
+    );
+    const through = [];
+    const bare = [];
+    for (let round = 0; round < 2; round++) {
+      const runs = [
+        async () => {
+          const job = remoteJob(`remote-restore-${round}`, 'refs/pull/9/merge', pr);
+          const begin = now();
+          await job.phase('main');
+          through.push(ms(begin));
+          if (job.outputs['warm-source'] !== 'remote') throw new Error('runlane did not restore');
+          await job.phase('post');
+          job.dispose();
+        },
+        async () => {
+          const dir = path.join(scratch, `bare-restore-${round}`);
+          fs.mkdirSync(dir);
+          const begin = now();
+          // Not spawnSync: the cache service runs in this process and must answer meanwhile.
+          const result = await new Promise((resolve) => {
+            let out = '';
+            const child = spawn(process.execPath, [path.join(ACTION_DIR, 'bench', 'bare-restore.mjs'), entry.key], {
+              cwd: dir,
+              env: {
+                ...process.env,
+                ACTIONS_CACHE_URL: server.url,
+                ACTIONS_RUNTIME_TOKEN: 'token',
+                GITHUB_WORKSPACE: dir,
+              },
+            });
+            child.stdout.on('data', (chunk) => (out += chunk));
+            child.stderr.on('data', (chunk) => (out += chunk));
+            child.on('close', (status) => resolve({ status, stdout: out, stderr: '' }));
+          });
+          bare.push(ms(begin));
+          if (result.status !== 0 || !fs.existsSync(path.join(dir, 'cargo-target', 'debug', 'deps', 'lib0.rlib')))
+            throw new Error(`bare @actions/cache did not restore: ${result.stdout}${result.stderr}`);
+          fs.rmSync(dir, { recursive: true, force: true });
+        },
+      ];
+      if (round % 2 === 1) runs.reverse();
+      for (const run of runs) await run();
+    }
+    seed.dispose();
+    report(
+      'main restoring a 1 GiB lane from the cache service',
+      median(through),
+      'bare @actions/cache restore of the same entry',
+      median(bare),
+      {
+        text: 'ratio <= 1.1',
+        check: (_, ratio) => ratio <= 1.1,
+      },
+    );
+
+    // Real cargo: host A builds cold on the default branch and uploads; host B's PR run
+    // restores it (its own empty root) and rebuilds after one edit.
+    const ws = path.join(scratch, 'remote-cargo-ws');
+    const workspace = generateWorkspace(ws, { crates: 24, functions: 60 });
+    const cargo = async (job) => {
+      const begin = now();
+      const result = await job.run('cargo', ['build', '--offline', '--manifest-path', path.join(ws, 'Cargo.toml')], {
+        timeoutMs: 600_000,
+      });
+      if (result.code !== 0) throw new Error(`cargo build failed: ${result.stderr}`);
+      return { ms: ms(begin), compiled: (result.stderr.match(/^\s*Compiling /gm) ?? []).length };
+    };
+    server.entries.length = 0;
+    const hostA = remoteJob('remote-host-a', 'refs/heads/main', push);
+    await hostA.phase('main');
+    const cold = await cargo(hostA);
+    hostA.status = 'success';
+    await hostA.phase('post');
+    const hostB = remoteJob('remote-host-b', 'refs/pull/9/merge', pr);
+    start = now();
+    await hostB.phase('main');
+    const restoreMain = ms(start);
+    if (hostB.outputs['warm-source'] !== 'remote') throw new Error('host B did not restore from the cache service');
+    workspace.touch(1);
+    const warm = await cargo(hostB);
+    hostB.status = 'success';
+    await hostB.phase('post');
+    hostA.dispose();
+    hostB.dispose();
+    console.log(
+      `remote warm start: host B's main (restore) ${restoreMain.toFixed(0)} ms, rebuild after one edit compiled ${warm.compiled} of ${cold.compiled} crates in ${warm.ms.toFixed(0)} ms`,
+    );
+    report(
+      'remote-warm rebuild after one edit (restore + build)',
+      restoreMain + warm.ms,
+      'cold build in the same run',
+      cold.ms,
+      {
+        text: 'ratio <= 0.2',
+        check: (_, ratio) => ratio <= 0.2,
+      },
+    );
+  } finally {
+    await server.close();
+  }
 }
 
 fs.rmSync(scratch, { recursive: true, force: true });

@@ -40,10 +40,15 @@ export declare class SimulatedJob {
   run(
     command: string,
     args?: string[],
-    options?: { timeoutMs?: number; env?: Record<string, string> },
+    options?: {
+      timeoutMs?: number;
+      env?: Record<string, string>;
+      onSpawn?: (child: import('node:child_process').ChildProcess) => void;
+    },
   ): Promise<StepResult>;
   inputEnv(): Record<string, string>;
   killWorker(): void;
   stepEnv(): Record<string, string | undefined>;
   dispose(): void;
 }
+export function awaitBackgroundDeletes(dir: string, timeoutMs?: number): void;

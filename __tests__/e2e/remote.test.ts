@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { startCacheServer } from '../../scripts/cache-server.mjs';
-import { disposeJobs, laneStates, newJob } from '../helpers/jobs.js';
+import { disposeJobs, laneStates, newJob, processesMentioning, within } from '../helpers/jobs.js';
+import { ACTION_DIR } from '../../scripts/runner-sim.mjs';
 
 afterEach(disposeJobs);
 
@@ -198,5 +199,90 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     expect(fs.readdirSync(outside)).toEqual([]);
     expect(contents(victim.outputs.path)).toEqual(['cargo-target/']);
     expect(Object.values(laneStates(victim.root))).toEqual(['live']);
+  });
+
+  it('archives another job could upload are refused whole: owner names posing as names, devices, a bomb, stray directories', async () => {
+    const server = await cacheServer();
+    await seed(server.url);
+    const entry = server.entries[0];
+    const dir = path.join(newJob().dir, 'crafted');
+    const outside = path.join(dir, 'outside');
+    fs.mkdirSync(outside, { recursive: true });
+    /** An archive made by Python's tarfile from a list of members, zstd-compressed as the cache stores it. */
+    const craft = (name: string, members: string) => {
+      const tarFile = path.join(dir, `${name}.tar`);
+      const script = [
+        'import io, sys, tarfile',
+        'out = tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT)',
+        'def add(name, kind=tarfile.REGTYPE, data=b"", **extra):',
+        '    info = tarfile.TarInfo(name); info.type = kind; info.size = len(data)',
+        '    for k, v in extra.items(): setattr(info, k, v)',
+        '    out.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)',
+        'add("cargo-target/", tarfile.DIRTYPE, mode=0o755)',
+        members,
+        'out.close()',
+      ].join('\n');
+      expect(spawnSync('python3', ['-c', script, tarFile], { encoding: 'utf8' }).status).toBe(0);
+      return spawnSync('zstd', ['-c', tarFile]).stdout;
+    };
+    const cases: [string, string, Record<string, string>, RegExp][] = [
+      [
+        'owner names',
+        `add("cargo-target/debug", tarfile.SYMTYPE, linkname="${outside}", uname='"x', gname='y"')\nadd("cargo-target/debug/planted", data=b"pwned")`,
+        {},
+        /refused/,
+      ],
+      [
+        'device and setuid',
+        'add("cargo-target/app", data=b"x", mode=0o4755, uid=0)\nadd("cargo-target/disk", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o666)',
+        {},
+        /not a file, directory or link/,
+      ],
+      [
+        'bomb',
+        'add("cargo-target/zeros", data=bytes(4 << 20))',
+        { 'remote-max-size': '1M' },
+        /more than 1048576 bytes/,
+      ],
+      [
+        'stray',
+        'add("other-dir/", tarfile.DIRTYPE, mode=0o755)\nadd("other-dir/x", data=b"x")',
+        {},
+        /outside the archived paths/,
+      ],
+    ];
+    for (const [label, members, inputs, why] of cases) {
+      entry.archive = craft(label.replace(/ /g, '-'), members);
+      const victim = hostJob(server.url, 'refs/pull/13/merge', inputs);
+      const main = await victim.phase('main');
+      expect(main.code).toBe(0);
+      expect(victim.outputs.warm).toBe('false');
+      expect(main.warnings.join('\n')).toMatch(why);
+      expect(fs.readdirSync(outside)).toEqual([]);
+      expect(contents(victim.outputs.path)).toEqual(['cargo-target/']);
+    }
+  });
+
+  it('a transfer ends with the main that started it: SIGKILL of main mid-restore leaves nothing running', async () => {
+    const server = await cacheServer();
+    await seed(server.url);
+    server.behave('hang');
+    const job = hostJob(server.url, 'refs/pull/14/merge');
+    const main = path.join(ACTION_DIR, 'dist', 'main', 'index.js');
+    const tracking = job.env.RUNNER_TRACKING_ID as string;
+    const transfers = () =>
+      processesMentioning(tracking, 'environ').filter((pid) => {
+        try {
+          return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(path.join('dist', 'remote'));
+        } catch {
+          return false;
+        }
+      });
+    const run = job.run(process.execPath, [main], {
+      env: job.inputEnv(),
+      onSpawn: (child) => void within(20_000, () => transfers().length > 0).then(() => child.kill('SIGKILL')),
+    });
+    await run;
+    expect(await within(10_000, () => transfers().length === 0)).toBeGreaterThanOrEqual(0);
   });
 });

@@ -4,7 +4,7 @@ import { errorMessage } from '../core/errors.js';
 import type { Identity } from '../core/ci-identity.js';
 import { lockFilesHash, remoteKeys, remotePaths, remoteService } from '../core/remote-plan.js';
 import { humanBytes } from '../core/remove.js';
-import { STAGING, adoptStaging, dropStaging, runRemote } from './remote.js';
+import { STAGING, adoptStaging, dropStaging, runRemote, topLevelNames } from './remote.js';
 import * as core from './toolkit.js';
 import { dockerArgs, planExports } from '../core/env-plan.js';
 import { shown } from '../core/report.js';
@@ -146,17 +146,21 @@ async function remoteWarm(
   const service = remoteService(process.env);
   if (!settings.warm || settings.remote === 'off' || !service) return undefined;
   if (!service.read) return { restored: false, text: 'the cache service is not read (ACTIONS_CACHE_MODE)' };
+  // A privileged run (pull_request_target, workflow_run: secrets in reach) never builds on an
+  // entry: on Gitea and Forgejo any job that reaches the cache server can write one.
+  if (identity.trust === 'privileged')
+    return { restored: false, text: 'a privileged run does not restore from the cache service' };
   const paths = remotePaths(settings.presets, settings.remotePaths);
   if (paths.length === 0) return { restored: false, text: 'nothing of these presets is archived (remote-paths)' };
   const keys = remoteKeys(identity, settings.presets, paths, lockFilesHash(settings.presets, settings.workspace));
   fs.mkdirSync(path.join(lanePath, STAGING));
   const outcome = await runRemote(
     { op: 'restore', dir: path.join(lanePath, STAGING), paths, key: keys.key, restoreKeys: keys.restoreKeys },
-    settings.remoteTimeoutMs,
+    { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
   );
   if (outcome.key) {
     try {
-      const size = adoptStaging(lanePath);
+      const size = adoptStaging(lanePath, topLevelNames(paths));
       const rate = outcome.seconds > 0 ? ` (${(size.bytes / 1048576 / outcome.seconds).toFixed(1)} MB/s)` : '';
       return {
         restored: true,

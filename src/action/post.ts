@@ -118,7 +118,7 @@ async function remoteSave(settings: Settings, identity: Identity, lanePath: stri
   try {
     const outcome = await runRemote(
       { op: 'save', dir: lanePath, paths, key: keys.key, restoreKeys: [] },
-      settings.remoteTimeoutMs,
+      { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
     );
     if (outcome.error) {
       core.warning(`runlane: the upload to the cache service failed: ${outcome.error}`);
@@ -134,11 +134,22 @@ async function remoteSave(settings: Settings, identity: Identity, lanePath: stri
   }
 }
 
-/** Bytes under the plain paths of an archive selection (excludes and globs not subtracted: an upper bound). */
+/**
+ * Bytes under an archive selection, an upper bound: a glob counts the whole directory above
+ * its first wildcard (`cargo-target/*\/*` counts `cargo-target`), and excludes are not subtracted.
+ */
 function includedSize(lanePath: string, paths: readonly string[]): number {
   let total = 0;
-  for (const entry of paths) {
-    if (entry.startsWith('!') || /[*?[{]/.test(entry)) continue;
+  const roots = new Set(
+    paths
+      .filter((entry) => !entry.startsWith('!'))
+      .map((entry) => {
+        const parts = entry.split('/');
+        const wild = parts.findIndex((part) => /[*?[{]/.test(part));
+        return (wild < 0 ? parts : parts.slice(0, wild)).join('/') || '.';
+      }),
+  );
+  for (const entry of roots) {
     const full = path.join(lanePath, entry);
     try {
       const dir = Dir.open(path.dirname(full));

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { Dir, removeIn, treeSizeIn } from '../core/remove.js';
@@ -20,12 +21,39 @@ export interface RemoteOutcome {
  * Runs one transfer in a child process of its own process group, bounded by `timeoutMs`:
  * past it, the whole group (node, tar, zstd) is killed, so a hung service cannot hold the job.
  */
-export async function runRemote(request: RemoteRequest, timeoutMs: number): Promise<RemoteOutcome> {
+export async function runRemote(
+  request: RemoteRequest,
+  limits: { timeoutMs: number; maxBytes: number },
+): Promise<RemoteOutcome> {
+  // Node's timers hold 2^31 - 1 ms at most (24.8 days); a longer bound would fire at once.
+  const timeoutMs = Math.min(limits.timeoutMs, 2 ** 31 - 1);
   const started = Date.now();
-  const seconds = () => (Date.now() - started) / 1000;
   const script = bundled('remote');
   const tar = onPath('tar');
   if (!tar) return { key: '', error: 'no tar on PATH', seconds: 0 };
+  // A private temporary directory for the archive and the guard's verdict, removed afterwards
+  // whatever happened (a download cut off at the timeout leaves a partial archive there).
+  const temp = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-transfer-'));
+  try {
+    return await transfer(request, { script, tar, temp, timeoutMs, maxBytes: limits.maxBytes, started });
+  } finally {
+    fs.rmSync(temp, { recursive: true, force: true });
+  }
+}
+
+async function transfer(
+  request: RemoteRequest,
+  {
+    script,
+    tar,
+    temp,
+    timeoutMs,
+    maxBytes,
+    started,
+  }: Record<'script' | 'tar' | 'temp', string> & Record<'timeoutMs' | 'maxBytes' | 'started', number>,
+): Promise<RemoteOutcome> {
+  const seconds = () => (Date.now() - started) / 1000;
+  const report = path.join(temp, 'guard-report');
   const child = spawn(process.execPath, [script], {
     detached: true,
     stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
@@ -35,6 +63,11 @@ export async function runRemote(request: RemoteRequest, timeoutMs: number): Prom
       RUNLANE_NODE: process.execPath,
       RUNLANE_REMOTE: script,
       RUNLANE_REAL_TAR: tar,
+      RUNLANE_TRANSFER_MS: String(timeoutMs),
+      RUNLANE_PARENT_PID: String(process.pid),
+      RUNLANE_MAX_BYTES: String(maxBytes),
+      RUNLANE_GUARD_REPORT: report,
+      RUNNER_TEMP: temp,
     },
   });
   child.stdin?.on('error', () => undefined);
@@ -69,7 +102,7 @@ export async function runRemote(request: RemoteRequest, timeoutMs: number): Prom
   }
   try {
     const answer = JSON.parse(text.trim().split('\n')[0] ?? '') as RemoteAnswer;
-    return { key: answer.key, note: answer.note, seconds: seconds() };
+    return { key: answer.key, note: answer.note, error: answer.error, seconds: seconds() };
   } catch {
     return {
       key: '',
@@ -96,21 +129,42 @@ function onPath(tool: string): string | undefined {
 /** The staging directory a restore extracts into, inside the lane (removed with it, whatever happens). */
 export const STAGING = '.runlane-remote';
 
+/** The top-level lane entries an archive of `paths` may hold (their first components). */
+export function topLevelNames(paths: readonly string[]): Set<string> {
+  return new Set(paths.filter((entry) => !entry.startsWith('!')).map((entry) => entry.split('/')[0]));
+}
+
 /**
  * Moves what a restore put in the staging directory into the lane (renames within one file
  * system; the lane's own empty directories are replaced), then removes the staging directory.
+ * Only the top-level names the archived paths allow are taken; anything else (another
+ * preset's directory, the staging directory's own name) refuses the whole restore. A move
+ * that fails midway takes back what was moved, so the lane is as cold and clean as before.
  */
-export function adoptStaging(lanePath: string): { bytes: number; files: number } {
+export function adoptStaging(lanePath: string, allowed: ReadonlySet<string>): { bytes: number; files: number } {
   const lane = Dir.open(lanePath);
   try {
     const staging = lane.openChild(STAGING);
+    const moved: { name: string; wasEmptyDir: boolean }[] = [];
     try {
-      for (const name of staging.names()) {
-        const from = staging.at(name);
-        const to = lane.at(name);
-        const there = lane.lstat(name);
-        if (there?.isDirectory() && fs.readdirSync(to).length === 0) fs.rmdirSync(to);
-        fs.renameSync(from, to);
+      const names = staging.names();
+      const stray = names.find((name) => !allowed.has(name));
+      if (stray !== undefined)
+        throw new Error(`the archive holds ${JSON.stringify(stray)}, outside the archived paths`);
+      try {
+        for (const name of names) {
+          const there = lane.lstat(name);
+          const wasEmptyDir = Boolean(there?.isDirectory() && fs.readdirSync(lane.at(name)).length === 0);
+          if (wasEmptyDir) fs.rmdirSync(lane.at(name));
+          fs.renameSync(staging.at(name), lane.at(name));
+          moved.push({ name, wasEmptyDir });
+        }
+      } catch (error) {
+        for (const { name, wasEmptyDir } of moved) {
+          removeIn(lane, name, '');
+          if (wasEmptyDir) fs.mkdirSync(lane.at(name));
+        }
+        throw error;
       }
     } finally {
       staging.close();
