@@ -595,6 +595,6 @@ if (want('the-remote-tier')) {
 fs.rmSync(scratch, { recursive: true, force: true });
 fs.mkdirSync(path.join(ACTION_DIR, 'bench', 'results'), { recursive: true });
 fs.writeFileSync(
-  path.join(ACTION_DIR, 'bench', 'results', 'latest.json'),
+  path.join(ACTION_DIR, 'bench', 'results', only ? 'partial.json' : 'latest.json'),
   `${JSON.stringify({ node: process.version, cpus: os.cpus().length, rows }, null, 2)}\n`,
 );
