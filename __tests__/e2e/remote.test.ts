@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { startCacheServer } from '../../scripts/cache-server.mjs';
-import { disposeJobs, laneStates, newJob, processesMentioning, within } from '../helpers/jobs.js';
+import { cli, disposeJobs, laneStates, newJob, processesMentioning, within } from '../helpers/jobs.js';
 import { ACTION_DIR } from '../../scripts/runner-sim.mjs';
 
 afterEach(disposeJobs);
@@ -94,6 +94,11 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     expect(b.outputs.warm).toBe('true');
     expect(b.outputs['warm-source']).toBe('remote');
     expect(main.stdout).toMatch(/warm: true \(restored from the cache service: runlane-trusted-.* in [\d.]+ s/);
+    // runlane status says where the lane's warm start came from and what the restore cost.
+    const status = cli('status', '--root', b.root, '--json').json();
+    expect(status.lanes[0].warmFrom).toMatch(
+      /^runlane-trusted-\S+ \(remote, [\d.]+ \w+ in [\d.]+ s \([\d.]+ MB\/s\)\)$/,
+    );
     expect(contents(b.outputs.path)).toEqual([
       'cargo-target/',
       'cargo-target/debug/',

@@ -75,7 +75,7 @@ export async function main(): Promise<void> {
   core.info(`lane: ${shown(lane.path)}`);
   for (const note of notes) core.info(shown(note));
   // The cache service is the second tier: asked only when no local tier gave a lane.
-  const remote = lane.warm ? undefined : await remoteWarm(settings, identity, lane.path);
+  const remote = lane.warm ? undefined : await remoteWarm(settings, identity, lane.path, key);
   const warmText = lane.warm
     ? describeWarm(lane.warm)
     : remote?.restored
@@ -142,6 +142,7 @@ async function remoteWarm(
   settings: Settings,
   identity: Identity,
   lanePath: string,
+  key: string,
 ): Promise<{ restored: boolean; text: string } | undefined> {
   const service = remoteService(process.env);
   if (!settings.warm || settings.remote === 'off' || !service) return undefined;
@@ -162,6 +163,12 @@ async function remoteWarm(
     try {
       const size = adoptStaging(lanePath, topLevelNames(paths));
       const rate = outcome.seconds > 0 ? ` (${(size.bytes / 1048576 / outcome.seconds).toFixed(1)} MB/s)` : '';
+      // Where it came from and what it cost, for `runlane status` (written under the lease).
+      recordOrigin(
+        settings.root,
+        key,
+        `${outcome.key} (remote, ${humanBytes(size.bytes)} in ${outcome.seconds.toFixed(1)} s${rate})`,
+      );
       return {
         restored: true,
         text: `true (restored from the cache service: ${outcome.key}, ${humanBytes(size.bytes)} in ${outcome.seconds.toFixed(1)} s${rate})`,
@@ -178,6 +185,16 @@ async function remoteWarm(
     return { restored: false, text: `the cache service failed: ${outcome.error}` };
   }
   return { restored: false, text: `nothing in the cache service (${outcome.note ?? 'a miss'})` };
+}
+
+function recordOrigin(root: string, key: string, warmFrom: string): void {
+  const layout = new Layout(root);
+  try {
+    const meta = layout.readMeta(key);
+    if (meta) layout.writeMeta({ ...meta, warmFrom });
+  } finally {
+    layout.close();
+  }
 }
 
 /**
