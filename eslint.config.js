@@ -3,7 +3,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'build/', 'coverage/'] },
+  { ignores: ['dist/', 'dist.building/', 'node_modules/', 'build/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
