@@ -18,6 +18,8 @@ export enum Inputs {
   WarmFrom = 'warm-from',
   WarmKeep = 'warm-keep',
   WarmIf = 'warm-if',
+  WarmKey = 'warm-key',
+  WarmMaxSize = 'warm-max-size',
   Remote = 'remote',
   RemoteSave = 'remote-save',
   RemoteMaxSize = 'remote-max-size',
@@ -40,6 +42,7 @@ export enum State {
   HolderPid = 'holder-pid',
   Links = 'links',
   Trust = 'trust',
+  WarmKey = 'warm-key',
 }
 
 export const CLEANUPS = ['always', 'on-success', 'never', 'defer'] as const;

@@ -15,6 +15,7 @@ import { makeLinks, planLinks } from '../core/links.js';
 import { humanDuration } from '../core/units.js';
 import { warmSlot } from '../core/warm.js';
 import { describeWarm, startWarm } from '../core/warm-start.js';
+import { resolveWarmKey } from '../core/warm-key.js';
 import { bundled } from './bundles.js';
 import { Outputs } from './constants.js';
 import { platformOf, runIdentity, slotParts } from './identity.js';
@@ -31,6 +32,10 @@ export async function main(): Promise<void> {
     return;
   }
   const identity = runIdentity(process.env, settings.matrix);
+  const warmKey = settings.warm
+    ? resolveWarmKey(settings.warmKey, { env: process.env, workspace: settings.workspace })
+    : undefined;
+  if (warmKey?.hash) identity.warmKey = warmKey.hash;
   const key = laneKey(settings.keyTemplate, identity);
   const lanePath = new Layout(settings.root).lane(key);
   const notes: string[] = [];
@@ -42,6 +47,7 @@ export async function main(): Promise<void> {
   core.info(`root: ${shown(settings.root)} (from ${settings.rootSource})`);
   core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}, trust: ${identity.trust}`);
   if (settings.warm) core.info(`warm slot: ${warmSlot(slotParts(identity))}`);
+  if (warmKey?.hash) core.info(shown(`warm key: ${warmKey.described}`));
   const lane = await openLane({
     holderScript: bundled('holder'),
     root: settings.root,
@@ -71,6 +77,7 @@ export async function main(): Promise<void> {
     holderPid: lane.holderPid,
     links,
     trust: identity.trust,
+    warmKey: identity.warmKey ?? '',
   });
   core.info(`lane: ${shown(lane.path)}`);
   for (const note of notes) core.info(shown(note));

@@ -10,6 +10,8 @@ import { removeLinks } from '../core/links.js';
 import { describeFailures, shown } from '../core/report.js';
 import { warmSlot } from '../core/warm.js';
 import { runIdentity, slotParts } from './identity.js';
+import { describeTrim, trimForPark } from '../core/trim.js';
+import { errorMessage } from '../core/errors.js';
 import { listTrash, type TrashEntry } from '../core/trash.js';
 import { bundled } from './bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
@@ -31,6 +33,7 @@ export async function post(): Promise<void> {
   // The slot is derived again from the run, never read back from state; a trust class that
   // changed since main (an event file rewritten by a step) parks nothing.
   const identity = runIdentity(process.env, settings.matrix);
+  if (lane.warmKey) identity.warmKey = lane.warmKey;
   const trustHeld = identity.trust === lane.trust;
   if (settings.warm && !trustHeld) {
     core.warning(
@@ -40,8 +43,10 @@ export async function post(): Promise<void> {
   const parking = settings.warm && trustHeld && settings.warmIf;
   const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, parking);
   const park = parking ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
-  // Uploaded before the lane is parked or removed, while its lease still holds it.
-  const uploaded = settings.jobStatus === 'success' ? await remoteSave(settings, identity, lane.lanePath) : undefined;
+  // Trimmed, then uploaded, before the lane is parked or removed, while its lease still holds it.
+  const upload = settings.jobStatus === 'success' ? uploadPlan(settings, identity) : undefined;
+  const trimmed = action === 'park' || upload?.paths ? trimWarm(settings.warmMaxBytes, lane.root, lane.key) : undefined;
+  const uploaded = upload ? await remoteSave(settings, identity, lane.lanePath, upload) : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
   let outcome: string;
@@ -87,8 +92,40 @@ export async function post(): Promise<void> {
     summary
       .addHeading('runlane: cleanup', 3)
       .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true)
+      .addRaw(trimmed ? `<p>warm size: ${escapeHtml(trimmed)}</p>` : '', true)
       .addRaw(uploaded ? `<p>cache service: ${escapeHtml(uploaded)}</p>` : '', true),
   );
+}
+
+/**
+ * Trims the lane to `warm-max-size` (see trim.ts) before it is parked or uploaded. Its result
+ * is logged; a failure is a warning and the lane is parked as it is.
+ */
+function trimWarm(maxBytes: number | undefined, root: string, key: string): string | undefined {
+  if (maxBytes === undefined) return undefined;
+  try {
+    const result = trimForPark(root, key, maxBytes);
+    const text = describeTrim(result, maxBytes);
+    if (result.removedUsed > 0) core.notice(`runlane: the warm lane was ${text}`);
+    else core.info(`runlane: warm lane ${text}`);
+    return text;
+  } catch (error) {
+    core.warning(`runlane: the lane could not be trimmed to warm-max-size: ${errorMessage(error)}`);
+    return undefined;
+  }
+}
+
+/** What post would upload: the paths, or why nothing (undefined: the remote tier is not on). */
+type UploadPlan = { paths: string[]; why?: undefined } | { paths?: undefined; why: string };
+
+function uploadPlan(settings: Settings, identity: Identity): UploadPlan | undefined {
+  const service = remoteService(process.env);
+  if (!settings.warm || settings.remote === 'off' || !service) return undefined;
+  if (!service.write) return { why: 'the cache service is not written (ACTIONS_CACHE_MODE)' };
+  const decision = saveDecision(settings.remoteSave, identity, process.env);
+  if (!decision.save) return { why: decision.why };
+  const paths = remotePaths(settings.presets, settings.remotePaths);
+  return paths.length === 0 ? undefined : { paths };
 }
 
 /**
@@ -96,17 +133,17 @@ export async function post(): Promise<void> {
  * untrusted run; `remote-save`), the service takes writes, and the paths fit `remote-max-size`.
  * Its cost (size, seconds) is logged. Failure is a warning: the job's result stands.
  */
-async function remoteSave(settings: Settings, identity: Identity, lanePath: string): Promise<string | undefined> {
-  const service = remoteService(process.env);
-  if (!settings.warm || settings.remote === 'off' || !service) return undefined;
-  if (!service.write) return 'not uploaded: the cache service is not written (ACTIONS_CACHE_MODE)';
-  const decision = saveDecision(settings.remoteSave, identity, process.env);
-  if (!decision.save) {
-    core.info(`runlane: not uploaded to the cache service: ${decision.why}`);
-    return `not uploaded: ${decision.why}`;
+async function remoteSave(
+  settings: Settings,
+  identity: Identity,
+  lanePath: string,
+  plan: UploadPlan,
+): Promise<string | undefined> {
+  if (!plan.paths) {
+    core.info(`runlane: not uploaded to the cache service: ${plan.why}`);
+    return `not uploaded: ${plan.why}`;
   }
-  const paths = remotePaths(settings.presets, settings.remotePaths);
-  if (paths.length === 0) return undefined;
+  const paths = plan.paths;
   const size = includedSize(lanePath, paths);
   if (size > settings.remoteMaxBytes) {
     const text = `not uploaded: the archived paths hold ${humanBytes(size)}, over remote-max-size (${humanBytes(settings.remoteMaxBytes)})`;

@@ -8,6 +8,8 @@ import type { Privileged } from '../core/remove.js';
 import { checkRoot, chooseRoot } from '../core/root.js';
 import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
 import { parseWarmFrom, parseWarmKeep } from '../core/warm-start.js';
+import { parseWarmKey, type WarmKeyTemplate } from '../core/warm-key.js';
+import { parseWarmMaxSize } from '../core/trim.js';
 import { parseRemote, parseRemotePaths, parseRemoteSave, type RemoteSave } from '../core/remote-plan.js';
 import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
 import { platformOf, type Platform } from './identity.js';
@@ -40,6 +42,10 @@ export interface Settings {
   warmKeep: number;
   /** Whether post may park a successful job's lane (`warm-if`); claiming is not affected. */
   warmIf: boolean;
+  /** What `warm-key` adds to the slot (resolved in main). */
+  warmKey: WarmKeyTemplate;
+  /** `warm-max-size`: a parked or uploaded lane is trimmed to this; undefined for `off`. */
+  warmMaxBytes?: number;
   /** The remote tier (the forge's cache service): `auto` is on with warm and a configured service. */
   remote: 'auto' | 'off';
   remoteSave: RemoteSave;
@@ -136,6 +142,8 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     warmFrom: parseWarmFrom(Inputs.WarmFrom, core.getInput(Inputs.WarmFrom)),
     warmKeep: parseWarmKeep(Inputs.WarmKeep, core.getInput(Inputs.WarmKeep)),
     warmIf: booleanInput(Inputs.WarmIf, true),
+    warmKey: parseWarmKey(Inputs.WarmKey, core.getInput(Inputs.WarmKey)),
+    warmMaxBytes: parseWarmMaxSize(Inputs.WarmMaxSize, core.getInput(Inputs.WarmMaxSize)),
     remote: parseRemote(Inputs.Remote, core.getInput(Inputs.Remote)),
     remoteSave: parseRemoteSave(Inputs.RemoteSave, core.getInput(Inputs.RemoteSave)),
     remoteMaxBytes: sizeInput(Inputs.RemoteMaxSize, core.getInput(Inputs.RemoteMaxSize) || '4G'),

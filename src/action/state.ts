@@ -2,6 +2,7 @@ import path from 'node:path';
 import * as core from './toolkit.js';
 import { isLaneName } from '../core/layout.js';
 import { checkLinkPlan, type LinkPlan } from '../core/links.js';
+import { isWarmKeyHash } from '../core/warm-key.js';
 import type { TrustClass } from '../core/warm.js';
 import { State } from './constants.js';
 
@@ -16,6 +17,8 @@ export interface LaneState {
   links: LinkPlan[];
   /** The run's trust class as main saw it; post parks only if it sees the same. */
   trust: TrustClass;
+  /** The resolved warm-key's hash (empty without one): post parks into the slot main claimed from. */
+  warmKey: string;
 }
 
 export function saveLaneState(state: LaneState): void {
@@ -25,6 +28,7 @@ export function saveLaneState(state: LaneState): void {
   core.saveState(State.HolderPid, String(state.holderPid));
   core.saveState(State.Links, JSON.stringify(state.links));
   core.saveState(State.Trust, state.trust);
+  core.saveState(State.WarmKey, state.warmKey);
 }
 
 /** Whether main saved a lane at all (it made none when it failed early, or ran a sweep). */
@@ -73,5 +77,9 @@ export function loadLaneState(root: string, workspace: string | undefined): Lane
   }
   const trust = core.getState(State.Trust);
   if (!TRUST_CLASSES.includes(trust as TrustClass)) throw new StateError('trust', trust, 'not a trust class');
-  return { root, key, lanePath, holderPid, links: links as LinkPlan[], trust: trust as TrustClass };
+  // A changed hash can only move this run's lane to another slot of the same ref and trust
+  // class: the slot's other parts are derived again from the run.
+  const warmKey = core.getState(State.WarmKey);
+  if (!isWarmKeyHash(warmKey)) throw new StateError('warm key', warmKey, 'not a hash runlane makes');
+  return { root, key, lanePath, holderPid, links: links as LinkPlan[], trust: trust as TrustClass, warmKey };
 }

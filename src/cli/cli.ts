@@ -692,6 +692,12 @@ function laneOptions(command: Command): Command {
       'same,base',
     )
     .option('--warm-keep <n>', 'parked lanes kept per slot', '1')
+    .option('--warm-key <text>', 'added to the warm slot: text, {rustc}, {env:NAME}, {hash:GLOB}')
+    .option(
+      '--warm-max-size <size>',
+      'trim a lane to this before it is parked (least recently used first), or off',
+      '20G',
+    )
     .option('--cleanup <when>', 'always | on-success | never | defer', 'always')
     .option('--scope <scope>', 'override the detected pull request or branch')
     .option('--run <id>', 'override the detected run id')

@@ -28,6 +28,8 @@ import { parseDuration } from '../core/units.js';
 import { warmSlot } from '../core/warm.js';
 import { describeWarm, parseWarmFrom, parseWarmKeep, startWarm } from '../core/warm-start.js';
 import { CLEANUPS } from '../action/constants.js';
+import { parseWarmKey, resolveWarmKey } from '../core/warm-key.js';
+import { describeTrim, parseWarmMaxSize, trimForPark } from '../core/trim.js';
 
 /** Exit status of `runlane run` and `runlane env` when runlane itself fails (as `env` and `timeout` use). */
 export const RUNLANE_FAILED = 125;
@@ -41,6 +43,8 @@ export interface LaneOptions {
   warm?: boolean;
   warmFrom?: string;
   warmKeep?: string;
+  warmKey?: string;
+  warmMaxSize?: string;
   cleanup: string;
   scope?: string;
   run?: string;
@@ -63,6 +67,8 @@ interface Plan {
   links: LinkPlan[];
   warmFrom: string[];
   warmKeep: number;
+  /** `--warm-max-size`: a parked lane is trimmed to this; undefined for `off`. */
+  warmMaxBytes?: number;
   cleanup: string;
   leaseMs: number | null;
 }
@@ -101,6 +107,12 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
   const links = planLinks(tree ?? cwd, parseLinkRequests(options.link.join('\n')), lanePath);
   const warmFrom = parseWarmFrom('--warm-from', options.warmFrom ?? '');
   const warmKeep = parseWarmKeep('--warm-keep', options.warmKeep ?? '');
+  const warmKey = parseWarmKey('--warm-key', options.warmKey ?? '');
+  const warmMaxBytes = parseWarmMaxSize('--warm-max-size', options.warmMaxSize ?? '');
+  if (options.warm) {
+    const resolved = resolveWarmKey(warmKey, { env, workspace: tree ?? cwd });
+    if (resolved.hash) identity.warmKey = resolved.hash;
+  }
   const lease = options.leaseTimeout ?? defaultLease;
   const leaseMs = lease === 'none' ? null : parseDuration('--lease-timeout', lease);
   return {
@@ -113,6 +125,7 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
     links,
     warmFrom,
     warmKeep,
+    warmMaxBytes,
     cleanup: options.cleanup,
     leaseMs,
   };
@@ -161,6 +174,13 @@ function closePlanned(plan: Plan, options: LaneOptions, lane: OpenedLane, succes
   for (const problem of removeLinks(plan.links)) say(options, `link ${problem}`);
   const { action, reason } = closeActionFor(plan.cleanup, success ? 'success' : 'failure', options.warm ?? false);
   const park = options.warm ? { slot: warmSlot(slotParts(plan.identity)), keep: plan.warmKeep } : undefined;
+  if (action === 'park' && plan.warmMaxBytes !== undefined) {
+    try {
+      say(options, `warm lane ${describeTrim(trimForPark(plan.root, plan.key, plan.warmMaxBytes), plan.warmMaxBytes)}`);
+    } catch (error) {
+      say(options, `the lane could not be trimmed to --warm-max-size: ${errorMessage(error)}`);
+    }
+  }
   const lease = lane.lock ? { lock: lane.lock } : { holderPid: lane.holderPid };
   const result = closeLane(plan.root, plan.key, lease, action, reason, options.privileged ?? '', park);
   const pid = startAfterClose(bundled('cli'), plan.root, plan.key, result, options.privileged ?? '');

@@ -13,6 +13,8 @@ export interface Identity extends RunIdentity {
   scopeId: string;
   workflow: string;
   step: string;
+  /** The resolved `warm-key` (see warm-key.ts): part of the warm slot and the remote keys. */
+  warmKey?: string;
   /** A pull request's base branch, for `warm-from: base`. */
   baseBranch?: string;
 }
@@ -317,6 +319,7 @@ export function slotParts(identity: Identity, branch?: string): SlotParts {
     job: identity.job,
     step: identity.step,
     matrix: identity.matrix,
+    warmKey: identity.warmKey,
   };
   return branch === undefined
     ? { ...base, scopeId: identity.scopeId, trust: identity.trust }

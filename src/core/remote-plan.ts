@@ -85,7 +85,7 @@ export interface RemoteKeys {
  * The readable parts are decoration; the hash covers every raw value exactly.
  */
 export function remoteKeys(
-  identity: Pick<Identity, 'repository' | 'workflow' | 'job' | 'step' | 'matrix'>,
+  identity: Pick<Identity, 'repository' | 'workflow' | 'job' | 'step' | 'matrix' | 'warmKey'>,
   presets: readonly string[],
   paths: readonly string[],
   lockHash: string,
@@ -103,6 +103,7 @@ export function remoteKeys(
         platform,
         [...presets].sort(),
         paths,
+        ...(identity.warmKey ? [identity.warmKey] : []),
       ]),
     )
     .digest('hex')

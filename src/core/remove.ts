@@ -29,7 +29,7 @@ const C = fs.constants;
 const O_PATH = 0o10000000;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 /** Deeper than this, a tree is reported rather than walked (each level holds a descriptor open). */
-const MAX_DEPTH = 400;
+export const MAX_DEPTH = 400;
 
 /** A path that could not be removed, and why (EACCES: another owner; EPERM: immutable; EBUSY: a mount). */
 export interface RemoveFailure {

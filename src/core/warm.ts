@@ -25,6 +25,8 @@ export interface SlotParts {
   /** The step's identity in its job (GITHUB_ACTION), so two runlane steps never share a slot. */
   step: string;
   matrix: string;
+  /** The resolved `warm-key` (a hash), when the user adds one: it only ever narrows the slot. */
+  warmKey?: string;
 }
 
 /**
@@ -48,6 +50,8 @@ export function warmSlot(parts: SlotParts): string {
     parts.job,
     parts.step,
     parts.matrix.trim(),
+    // Appended only when set, so the slots of runs without a warm-key stay what they were.
+    ...(parts.warmKey ? [parts.warmKey] : []),
   ]);
   return `${readable.join('.')}-${parts.trust === 'trusted' ? '' : `${parts.trust}-`}${shortHash(raw, 16)}`;
 }
