@@ -1,6 +1,13 @@
 import { describe, expect, it } from '@jest/globals';
 import { Meter } from '../../src/core/progress.js';
-import { STATUS_HEADER, formatTable, shortenMiddle, statusCells, type StatusRow } from '../../src/core/report.js';
+import {
+  STATUS_HEADER,
+  formatTable,
+  shortenMiddle,
+  statusCells,
+  warmCell,
+  type StatusRow,
+} from '../../src/core/report.js';
 
 const statusTable = (rows: StatusRow[]) => [STATUS_HEADER, ...rows.map((row) => statusCells(row))];
 
@@ -87,5 +94,16 @@ describe('tables fitted to a terminal', () => {
     expect(full[1].startsWith(`${key}  live`)).toBe(true);
     // Never narrower than a useful key, however narrow the terminal.
     expect(formatTable(statusTable(rows), 20).split('\n')[1]).toMatch(/^\S{24} {2}live/);
+  });
+
+  it("the warm column says how each lane started: claimed, copied, or restored from the cache service and what it cost", () => {
+    expect(warmCell(undefined)).toBe('');
+    expect(warmCell('acme.pr-1.12-1.build.none (claimed)')).toBe('claimed');
+    expect(warmCell('acme.main.3-1.build.none (reflink)')).toBe('reflink');
+    expect(warmCell('runlane-trusted-linux-x64-build-abc-def (remote, 1.2 GiB in 3.1 s (396.4 MB/s))')).toBe(
+      'remote 1.2 GiB in 3.1 s (396.4 MB/s)',
+    );
+    const row = statusCells({ key: 'k', path: '/r/lanes/k', state: 'live', warmFrom: 'x (copy)' });
+    expect(row[STATUS_HEADER.indexOf('warm')]).toBe('copy');
   });
 });

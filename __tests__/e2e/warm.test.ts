@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
@@ -218,11 +218,78 @@ describe('warm start: a successful lane handed to the next run of its scope by r
   });
 });
 
+describe('warm lanes users shape and bound', () => {
+  it('warm-key narrows the slot; post parks into the slot main resolved, whatever the environment says then', async () => {
+    const root = newJob().root;
+    const keyed = (toolchain: string) =>
+      newJob({
+        root,
+        ref: 'refs/pull/5/merge',
+        env: { TOOLCHAIN: toolchain },
+        inputs: { root, presets: 'cargo', warm: 'true', 'warm-key': 'ci-{env:TOOLCHAIN}' },
+      });
+    const first = keyed('1.80');
+    const main = await first.phase('main');
+    expect(main.stdout).toMatch(/warm key: ci-\{env:TOOLCHAIN: [0-9a-f]{8}\}/);
+    expect(main.stdout).not.toContain('1.80');
+    // A step changes the variable: the lane still parks where main's key says.
+    first.env.TOOLCHAIN = '9.99';
+    first.status = 'success';
+    expect((await first.phase('post')).code).toBe(0);
+    // Another toolchain, or no warm-key at all, is another slot.
+    for (const other of [keyed('1.81'), prJob(root)]) {
+      await other.phase('main');
+      expect(other.outputs.warm).toBe('false');
+    }
+    const same = keyed('1.80');
+    await same.phase('main');
+    expect(same.outputs.warm).toBe('true');
+    expect(same.outputs['warm-source']).toBe('same');
+  });
+
+  it('warm-max-size: a lane over it is parked within it; what this job did not use goes first, what it used stays', async () => {
+    const root = newJob().root;
+    const first = prJob(root, { 'warm-max-size': 'off' });
+    await runJob(
+      first,
+      'success',
+      [
+        'cd "$CARGO_TARGET_DIR" && mkdir -p debug/deps',
+        // Left by older runs: 3 x 512 KiB not touched for days.
+        'for n in 1 2 3; do head -c 524288 /dev/zero > debug/deps/old-$n.rlib; touch -d "$((n + 3)) days ago" debug/deps/old-$n.rlib; done',
+      ].join(' && '),
+    );
+    const second = prJob(root, { 'warm-max-size': '1M' });
+    await second.phase('main');
+    expect(second.outputs.warm).toBe('true');
+    // This job reads one old file and writes a new one.
+    const deps = path.join(second.outputs.path, 'cargo-target', 'debug', 'deps');
+    const work = await second.run('sh', [
+      '-c',
+      `cat "${deps}/old-1.rlib" > /dev/null && head -c 262144 /dev/zero > "${deps}/new.rlib"`,
+    ]);
+    expect(work.code).toBe(0);
+    second.status = 'success';
+    const post = await second.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.stdout).toMatch(/warm lane trimmed from [\d.]+ MiB to [\d.]+ KiB \(warm-max-size 1\.0 MiB\): removed 2 files/);
+    expect(second.summary).toContain('warm size: trimmed');
+    const third = prJob(root, { 'warm-max-size': '1M' });
+    await third.phase('main');
+    const kept = fs.readdirSync(path.join(third.outputs.path, 'cargo-target', 'debug', 'deps')).sort();
+    expect(kept).toEqual(['new.rlib', 'old-1.rlib']);
+    const du = spawnSync('du', ['-s', '-B1', third.outputs.path], { encoding: 'utf8' });
+    expect(Number(du.stdout.split('\t')[0])).toBeLessThanOrEqual(1024 * 1024);
+  });
+});
+
 describe('warm inputs are validated', () => {
   it.each([
     [{ warm: 'yes' }, /Input 'warm' has an invalid value "yes"\. Accepted: true \| false/],
     [{ 'warm-keep': '0' }, /Input 'warm-keep' has an invalid value "0"\. Accepted: a whole number from 1 to 100/],
     [{ 'warm-from': 'same, ../x y' }, /Input 'warm-from' .*'\.\.\/x y' is not a branch name/],
+    [{ warm: 'true', 'warm-key': 'v-{rust}' }, /Input 'warm-key' .*'\{rust\}' is not a placeholder/],
+    [{ 'warm-max-size': '50%' }, /Input 'warm-max-size' has an invalid value "50%"/],
   ])('%j', async (inputs, message) => {
     const job = newJob({ inputs });
     const main = await job.phase('main');

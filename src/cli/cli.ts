@@ -79,7 +79,6 @@ type Row = StatusRow & {
   failures?: RemoveFailure[];
   holderPid?: number;
   leaseUntil?: string;
-  warmFrom?: string;
   trust?: string;
 };
 

@@ -148,10 +148,12 @@ export interface StatusRow {
   created?: string;
   repository?: string;
   scope?: string;
+  /** Where a warm lane came from (its metadata's warmFrom): `<key> (claimed)`, `<key> (remote, ...)`. */
+  warmFrom?: string;
 }
 
 /** The status table's header; `statusCells` gives each row (`-` for a size not measured). */
-export const STATUS_HEADER = ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope'];
+export const STATUS_HEADER = ['lane', 'state', 'size', 'files', 'age', 'repository', 'scope', 'warm'];
 
 /** One status row's cells. */
 export function statusCells(row: StatusRow, now = Date.now()): string[] {
@@ -163,7 +165,20 @@ export function statusCells(row: StatusRow, now = Date.now()): string[] {
     ageOf(row.created, now),
     row.repository ?? '',
     row.scope ?? '',
+    warmCell(row.warmFrom),
   ];
+}
+
+/**
+ * How a lane started, in a few words: `claimed`, `copy` or `reflink` (from a parked lane of
+ * this host), `remote 1.2 GiB in 3.1 s (390.2 MB/s)` (from the cache service); empty when cold.
+ * `status --json` has the whole record, the source entry's key included.
+ */
+export function warmCell(warmFrom: string | undefined): string {
+  if (!warmFrom) return '';
+  const remote = /\(remote, (.*)\)$/.exec(warmFrom);
+  if (remote) return `remote ${remote[1]}`;
+  return /\((claimed|reflink|copy)\)$/.exec(warmFrom)?.[1] ?? 'warm';
 }
 
 /** The shortest a shortened first column gets: enough to tell most keys apart. */
