@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const entries = ['remote', 'cli', 'main', 'post', 'pre', 'holder', 'delete-worker'];
+const entries = ['remote', 'cli', 'main', 'post', 'pre', 'holder', 'delete-worker', 'tar-guard'];
 const staging = 'dist.building';
 fs.rmSync(staging, { recursive: true, force: true });
 
@@ -58,7 +58,7 @@ fs.copyFileSync('src/entries/holder.pl', path.join(staging, 'holder', 'holder.pl
 fs.mkdirSync(path.join(staging, 'remote', 'bin'));
 fs.writeFileSync(
   path.join(staging, 'remote', 'bin', 'tar'),
-  '#!/bin/sh\nexec "$RUNLANE_NODE" "$RUNLANE_REMOTE" tar-guard "$@"\n',
+  '#!/bin/sh\nexec "$RUNLANE_NODE" "$RUNLANE_TAR_GUARD" "$@"\n',
   { mode: 0o755 },
 );
 fs.rmSync('dist', { recursive: true, force: true });

@@ -96,7 +96,7 @@ describe('tables fitted to a terminal', () => {
     expect(formatTable(statusTable(rows), 20).split('\n')[1]).toMatch(/^\S{24} {2}live/);
   });
 
-  it("the warm column says how each lane started: claimed, copied, or restored from the cache service and what it cost", () => {
+  it('the warm column says how each lane started: claimed, copied, or restored from the cache service and what it cost', () => {
     expect(warmCell(undefined)).toBe('');
     expect(warmCell('acme.pr-1.12-1.build.none (claimed)')).toBe('claimed');
     expect(warmCell('acme.main.3-1.build.none (reflink)')).toBe('reflink');

@@ -134,6 +134,31 @@ describe('warm-max-size trimming', () => {
     expect(fs.lstatSync(path.join(lane, 'link-file')).isSymbolicLink()).toBe(true);
   });
 
+  it('a mount on the lane itself is refused whole; a trim out of time stops and says so', () => {
+    const { lanes, lane } = lanesDir();
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-trim-outside-'));
+    made.push(outside);
+    file(path.join(outside, 'precious'), 64, 30 * DAY);
+    execFileSync('mount', ['--bind', outside, lane]);
+    try {
+      expect(() => trim(lanes, 0, Date.now())).toThrow(/mount point/);
+    } finally {
+      spawnSync('umount', [lane]);
+    }
+    expect(fs.existsSync(path.join(outside, 'precious'))).toBe(true);
+    file(path.join(lane, 'old'), 64, 30 * DAY);
+    const dir = Dir.open(lanes);
+    try {
+      const result = trimLane(dir, 'l', 0, Date.now(), -1);
+      expect(result.timedOut).toBe(true);
+      expect(result.removed).toBe(0);
+      expect(describeTrim(result, 0)).toMatch(/not trimmed: measuring it took longer than/);
+    } finally {
+      dir.close();
+    }
+    expect(fs.existsSync(path.join(lane, 'old'))).toBe(true);
+  });
+
   it('warm-max-size: a size, 20G by default, off for none; percentages refused with the value', () => {
     expect(parseWarmMaxSize('warm-max-size', '')).toBe(20 * 1024 ** 3);
     expect(parseWarmMaxSize('warm-max-size', '500M')).toBe(500 * 1024 ** 2);

@@ -75,6 +75,7 @@ describe('warm-key', () => {
     const set = resolve('{env:FEATURES}', { FEATURES: 'secret-value' });
     expect(new Set([unset.hash, empty.hash, set.hash]).size).toBe(3);
     expect(set.described).not.toContain('secret-value');
+    expect(set.described).toBe('{env:FEATURES: set}');
     expect(unset.described).toContain('unset');
   });
 
@@ -94,8 +95,39 @@ describe('warm-key', () => {
     spawnSync('mkfifo', [path.join(dir, 'crates/pipe.lock')]);
     fs.symlinkSync('/etc/hostname', path.join(dir, 'crates/host.lock'));
     expect(hashFiles(dir, 'crates/*.lock').count).toBe(0);
+    // A trailing ** matches every file below.
+    expect(hashFiles(dir, 'crates/**').count).toBe(2);
+    expect(hashFiles(dir, '**').count).toBe(4);
+    // Framing: two files and one file whose content spells both never hash alike.
+    const two = workspace({ 'a.lock': 'x', 'b.lock': 'y' });
+    const one = workspace({ 'a.lock': 'x\u0000b.lock\u0000y' });
+    expect(hashFiles(two, '*.lock').hash).not.toBe(hashFiles(one, '*.lock').hash);
     const described = resolve('k-{hash:**/Cargo.toml}', {}, dir).described;
     expect(described).toMatch(/2 files/);
+  });
+
+  it("{rustc} never hands the run's tokens to a toolchain; a privileged run never runs one its workspace names", () => {
+    const dir = workspace({});
+    fs.mkdirSync(path.join(dir, 'tc/bin'), { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, 'tc/bin/rustc'),
+      `#!/bin/sh\necho "rustc 9.9.9 (planted)"; env > '${path.join(dir, 'seen')}'\n`,
+    );
+    fs.chmodSync(path.join(dir, 'tc/bin/rustc'), 0o755);
+    fs.writeFileSync(path.join(dir, 'rust-toolchain.toml'), `[toolchain]\npath = "${path.join(dir, 'tc')}"\n`);
+    const env = { PATH: process.env.PATH, HOME: process.env.HOME, ACTIONS_RUNTIME_TOKEN: 'tok', INPUT_KEY: 'x' };
+    const template = parseWarmKey('warm-key', '{rustc}');
+    const trusted = resolveWarmKey(template, { env, workspace: dir, trust: 'trusted' });
+    // rustup (installed here) honours the workspace's toolchain for a trusted run: it saw nothing of the run.
+    expect(trusted.described).toContain('planted');
+    const seen = fs.readFileSync(path.join(dir, 'seen'), 'utf8');
+    expect(seen).toContain('PATH=');
+    expect(seen).not.toContain('ACTIONS_RUNTIME_TOKEN');
+    expect(seen).not.toContain('INPUT_KEY');
+    fs.rmSync(path.join(dir, 'seen'));
+    const privileged = resolveWarmKey(template, { env, workspace: dir, trust: 'privileged' });
+    expect(privileged.described).not.toContain('planted');
+    expect(fs.existsSync(path.join(dir, 'seen'))).toBe(false);
   });
 
   it('{rustc}: a hash of rustc -vV in the workspace, or a marker when rustc cannot run', () => {

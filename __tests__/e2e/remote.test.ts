@@ -241,7 +241,7 @@ describe('the remote tier: warm starts through the forge cache service (protocol
         'device and setuid',
         'add("cargo-target/app", data=b"x", mode=0o4755, uid=0)\nadd("cargo-target/disk", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o666)',
         {},
-        /not a file, directory or link/,
+        /member "cargo-target\/disk" is a block device/,
       ],
       [
         'bomb',

@@ -33,7 +33,7 @@ export async function main(): Promise<void> {
   }
   const identity = runIdentity(process.env, settings.matrix);
   const warmKey = settings.warm
-    ? resolveWarmKey(settings.warmKey, { env: process.env, workspace: settings.workspace })
+    ? resolveWarmKey(settings.warmKey, { env: process.env, workspace: settings.workspace, trust: identity.trust })
     : undefined;
   if (warmKey?.hash) identity.warmKey = warmKey.hash;
   const key = laneKey(settings.keyTemplate, identity);

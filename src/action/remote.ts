@@ -61,7 +61,7 @@ async function transfer(
       ...process.env,
       PATH: `${path.join(path.dirname(script), 'bin')}${path.delimiter}${process.env.PATH ?? ''}`,
       RUNLANE_NODE: process.execPath,
-      RUNLANE_REMOTE: script,
+      RUNLANE_TAR_GUARD: bundled('tar-guard'),
       RUNLANE_REAL_TAR: tar,
       RUNLANE_TRANSFER_MS: String(timeoutMs),
       RUNLANE_PARENT_PID: String(process.pid),

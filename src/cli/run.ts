@@ -110,7 +110,7 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
   const warmKey = parseWarmKey('--warm-key', options.warmKey ?? '');
   const warmMaxBytes = parseWarmMaxSize('--warm-max-size', options.warmMaxSize ?? '');
   if (options.warm) {
-    const resolved = resolveWarmKey(warmKey, { env, workspace: tree ?? cwd });
+    const resolved = resolveWarmKey(warmKey, { env, workspace: tree ?? cwd, trust: identity.trust });
     if (resolved.hash) identity.warmKey = resolved.hash;
   }
   const lease = options.leaseTimeout ?? defaultLease;

@@ -31,6 +31,8 @@ export interface TrimResult {
   removedUsed: number;
   /** Files that could not be removed (a mount on them, a changed entry, no permission). */
   failed: number;
+  /** The trim ran out of its time budget: what it had removed by then stays removed. */
+  timedOut?: boolean;
 }
 
 /** `warm-max-size`: a size (`20G`, G = GiB), or `off` for no limit (undefined). */
@@ -41,9 +43,8 @@ export function parseWarmMaxSize(setting: string, value: string): number | undef
   return target.bytes === 0 ? undefined : target.bytes;
 }
 
+/** A file found by the walk: what is known of its inode (one per inode, whatever its names). */
 interface Candidate {
-  /** Each name of the file in the lane: its directory (an index into the walk's list) and name. */
-  names: { dir: number; name: EntryName }[];
   ino: number;
   bytes: number;
   /** Latest of access and modification time, in ms. */
@@ -51,59 +52,55 @@ interface Candidate {
   used: boolean;
 }
 
+/** How long a trim may take before it stops and reports, so post never hangs on a huge lane. */
+export const TRIM_BUDGET_MS = 120_000;
+
+class OutOfTime extends Error {}
+
 /**
  * Trims the lane `key` (a directory inside `lanes`) to `maxBytes`, removing files not used
  * since `stamp` (ms) first. Walked like a delete: through opened directories, never following
- * a symlink, never entering another mount; only regular files are removed, each by name
- * inside its opened directory. The caller holds the lane's lease.
+ * a symlink, never entering another mount (a mount on the lane itself is refused), never
+ * entering a directory twice; only regular files are removed, each by name inside its opened
+ * directory, and only if it is still the inode the first walk measured. The caller holds the
+ * lane's lease. Past `budgetMs` it stops where it is and says so.
  */
-export function trimLane(lanes: Dir, key: string, maxBytes: number, stamp: number): TrimResult {
+export function trimLane(
+  lanes: Dir,
+  key: string,
+  maxBytes: number,
+  stamp: number,
+  budgetMs = TRIM_BUDGET_MS,
+): TrimResult {
   const lane = lanes.openChild(key);
   try {
-    return trimIn(lane, maxBytes, stamp);
+    if (!lanes.sameMount(lane)) {
+      throw Object.assign(new Error(`${lane.path} is a mount point: a lane on another mount is not trimmed`), {
+        code: 'EBUSY',
+      });
+    }
+    return trimIn(lane, maxBytes, stamp, Date.now() + budgetMs);
   } finally {
     lane.close();
   }
 }
 
-function trimIn(lane: Dir, maxBytes: number, stamp: number): TrimResult {
-  // Directories as paths of names from the lane, so a file is found again without holding
-  // thousands of descriptors open.
-  const dirs: EntryName[][] = [[]];
-  const candidates: Candidate[] = [];
-  const byInode = new Map<string, Candidate>();
-  const seen = new Set<string>();
-  // The lane directory itself counts, as du counts it.
-  let before = lane.stat.blocks * 512;
-  const visit = (dir: Dir, dirIndex: number, depth: number) => {
+/**
+ * Walks the lane depth first, once per directory (a directory met again, moved there by a
+ * process racing the walk, is skipped), calling `each` for every non-directory entry.
+ */
+function walk(lane: Dir, deadline: number, each: (dir: Dir, name: EntryName, stat: fs.Stats) => void): void {
+  const seen = new Set<number>([lane.stat.ino]);
+  const visit = (dir: Dir, depth: number) => {
     for (const entry of dir.entries()) {
+      if (Date.now() > deadline) throw new OutOfTime();
       const stat = dir.lstat(entry.name);
       if (!stat) continue;
-      const inode = `${stat.dev}:${stat.ino}`;
-      if (stat.nlink > 1 && !stat.isDirectory()) {
-        // Hard links (cargo uplifts binaries this way): the inode counts once, and is freed
-        // only when every name of it in the lane is removed.
-        const known = byInode.get(inode);
-        if (known) {
-          known.names.push({ dir: dirIndex, name: entry.name });
-          continue;
-        }
-      }
-      if (!seen.has(inode)) before += stat.blocks * 512;
-      if (stat.isFile()) {
-        const time = Math.max(stat.atimeMs, stat.mtimeMs);
-        const candidate: Candidate = {
-          names: [{ dir: dirIndex, name: entry.name }],
-          ino: stat.ino,
-          bytes: stat.blocks * 512,
-          time,
-          used: time >= stamp,
-        };
-        candidates.push(candidate);
-        if (stat.nlink > 1) byInode.set(inode, candidate);
+      if (!stat.isDirectory()) {
+        each(dir, entry.name, stat);
         continue;
       }
-      if (!stat.isDirectory() || depth >= MAX_DEPTH) continue;
+      if (depth >= MAX_DEPTH || seen.has(stat.ino)) continue;
       let child: Dir;
       try {
         child = dir.openChild(entry.name);
@@ -111,49 +108,70 @@ function trimIn(lane: Dir, maxBytes: number, stamp: number): TrimResult {
         continue;
       }
       try {
-        if (!lane.sameMount(child)) continue;
-        seen.add(inode);
-        dirs.push([...dirs[dirIndex], entry.name]);
-        visit(child, dirs.length - 1, depth + 1);
-      } catch {
+        // The directory opened must be the one measured, on the lane's own mount.
+        if (!lane.sameMount(child) || child.stat.ino !== stat.ino || seen.has(child.stat.ino)) continue;
+        seen.add(child.stat.ino);
+        each(dir, entry.name, child.stat);
+        visit(child, depth + 1);
+      } catch (error) {
+        if (error instanceof OutOfTime) throw error;
         // An unreadable directory keeps what it holds.
       } finally {
         child.close();
       }
     }
   };
-  visit(lane, 0, 0);
-  const result: TrimResult = { before, after: before, removed: 0, removedBytes: 0, removedUsed: 0, failed: 0 };
+  visit(lane, 0);
+}
+
+function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): TrimResult {
+  // The lane directory itself counts, as du counts it.
+  let before = lane.stat.blocks * 512;
+  const byInode = new Map<number, Candidate>();
+  try {
+    walk(lane, deadline, (_dir, _name, stat) => {
+      // Hard links (cargo uplifts binaries this way): the inode counts once, and is freed
+      // only when every name of it in the lane is removed.
+      if (stat.nlink > 1 && byInode.has(stat.ino)) return;
+      before += stat.blocks * 512;
+      if (!stat.isFile()) return;
+      const time = Math.max(stat.atimeMs, stat.mtimeMs);
+      byInode.set(stat.ino, { ino: stat.ino, bytes: stat.blocks * 512, time, used: time >= stamp });
+    });
+  } catch (error) {
+    if (error instanceof OutOfTime) return { ...emptyResult(before), timedOut: true };
+    throw error;
+  }
+  const result = emptyResult(before);
   if (before <= maxBytes) return result;
 
-  candidates.sort((a, b) => Number(a.used) - Number(b.used) || a.time - b.time);
-  const victims: Candidate[] = [];
+  const candidates = [...byInode.values()].sort((a, b) => Number(a.used) - Number(b.used) || a.time - b.time);
+  byInode.clear();
+  const victims = new Map<number, Candidate>();
   let over = before - maxBytes;
   for (const candidate of candidates) {
     if (over <= 0) break;
-    victims.push(candidate);
+    victims.set(candidate.ino, candidate);
     over -= candidate.bytes;
   }
-  // Every name of every victim, directory by directory: each directory is opened once.
-  const names = victims.flatMap((victim) => victim.names.map((name) => ({ victim, ...name })));
-  names.sort((a, b) => a.dir - b.dir);
-  const failed = new Set<Candidate>();
-  for (let i = 0; i < names.length;) {
-    const dirIndex = names[i].dir;
-    let end = i;
-    while (end < names.length && names[end].dir === dirIndex) end++;
-    const dir = dirIndex === 0 ? lane : openPath(lane, dirs[dirIndex]);
-    try {
-      for (; i < end; i++) {
-        const { victim, name } = names[i];
-        if (!dir || !removeName(dir, name, victim.ino)) failed.add(victim);
-      }
-    } finally {
-      if (dir && dir !== lane) dir.close();
-    }
+  // The second walk removes every name of each victim where it finds it: a directory is
+  // opened once, through its parent, never again from the top.
+  const failed = new Set<number>();
+  const unlinked = new Set<number>();
+  try {
+    walk(lane, deadline, (dir, name, stat) => {
+      if (!stat.isFile() || !victims.has(stat.ino)) return;
+      if (removeName(dir, name, stat.ino)) unlinked.add(stat.ino);
+      else failed.add(stat.ino);
+    });
+  } catch (error) {
+    if (!(error instanceof OutOfTime)) throw error;
+    result.timedOut = true;
   }
-  for (const victim of victims) {
-    if (failed.has(victim)) {
+  for (const victim of victims.values()) {
+    // A victim not met again is gone already; after a walk cut short, only what it unlinked counts.
+    const gone = !failed.has(victim.ino) && (unlinked.has(victim.ino) || !result.timedOut);
+    if (!gone) {
       result.failed++;
       continue;
     }
@@ -163,6 +181,10 @@ function trimIn(lane: Dir, maxBytes: number, stamp: number): TrimResult {
     if (victim.used) result.removedUsed++;
   }
   return result;
+}
+
+function emptyResult(before: number): TrimResult {
+  return { before, after: before, removed: 0, removedBytes: 0, removedUsed: 0, failed: 0 };
 }
 
 /**
@@ -183,36 +205,19 @@ function removeName(dir: Dir, name: EntryName, ino: number): boolean {
   }
 }
 
-/** Opens a directory of the lane by its names, refusing symlinks and other mounts on the way. */
-function openPath(lane: Dir, names: readonly EntryName[]): Dir | undefined {
-  let current: Dir | undefined;
-  try {
-    for (const name of names) {
-      const next = (current ?? lane).openChild(name);
-      current?.close();
-      current = next;
-      if (!lane.sameMount(current)) {
-        current.close();
-        return undefined;
-      }
-    }
-    return current;
-  } catch {
-    current?.close();
-    return undefined;
-  }
-}
-
 /** How a trim reads in a log. */
 export function describeTrim(result: TrimResult, maxBytes: number): string {
   const limit = `warm-max-size ${humanBytes(maxBytes)}`;
+  if (result.timedOut && result.removed === 0)
+    return `not trimmed: measuring it took longer than ${TRIM_BUDGET_MS / 1000} s (${humanBytes(result.before)} counted by then)`;
   if (result.removed === 0 && result.failed === 0) return `${humanBytes(result.before)}, within ${limit}`;
   const used =
     result.removedUsed > 0
       ? `; ${result.removedUsed} of them used by this job (one run needs more than ${limit}: raise it)`
       : '';
   const failed = result.failed > 0 ? `; ${result.failed} could not be removed` : '';
-  return `trimmed from ${humanBytes(result.before)} to ${humanBytes(result.after)} (${limit}): removed ${result.removed} file${result.removed === 1 ? '' : 's'} (${humanBytes(result.removedBytes)}), least recently used first${used}${failed}`;
+  const cut = result.timedOut ? `; stopped after ${TRIM_BUDGET_MS / 1000} s` : '';
+  return `trimmed from ${humanBytes(result.before)} to ${humanBytes(result.after)} (${limit}): removed ${result.removed} file${result.removed === 1 ? '' : 's'} (${humanBytes(result.removedBytes)}), least recently used first${used}${failed}${cut}`;
 }
 
 /**

@@ -1,8 +1,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { errorMessage, SettingError } from './errors.js';
+import { errorCode, errorMessage, SettingError } from './errors.js';
+import { Dir } from './remove.js';
+import type { TrustClass } from './warm.js';
 
 /**
  * `warm-key`: what a user adds to the warm slot, like rust-cache's `key`: free text with
@@ -83,6 +84,8 @@ export interface WarmKeyContext {
   env: Readonly<Record<string, string | undefined>>;
   /** Where `{hash:...}` globs and `rustc` run; the working directory when not set. */
   workspace?: string;
+  /** The run's trust class: a privileged run never runs a toolchain its workspace names. */
+  trust?: TrustClass;
 }
 
 /** Resolves a template once, in main (post reuses main's result, as rust-cache reuses its key). */
@@ -98,9 +101,9 @@ export function resolveWarmKey(template: WarmKeyTemplate, context: WarmKeyContex
     } else if (part.kind === 'env') {
       const set = context.env[part.name];
       resolved.push(`env:${part.name}=${set === undefined ? '\u0000unset' : set}`);
-      described.push(`{env:${part.name}: ${set === undefined ? 'unset' : `${digest(set, 8)}`}}`);
+      described.push(`{env:${part.name}: ${set === undefined ? 'unset' : set === '' ? 'empty' : 'set'}}`);
     } else if (part.kind === 'rustc') {
-      const rustc = rustcVersion(dir, context.env);
+      const rustc = rustcVersion(dir, context.env, context.trust !== 'privileged');
       resolved.push(`rustc:${rustc}`);
       described.push(`{rustc: ${rustc.startsWith('rustc ') ? rustc.split('\n')[0] : rustc}}`);
     } else {
@@ -116,11 +119,22 @@ function digest(value: string, length: number): string {
   return crypto.createHash('sha256').update(value).digest('hex').slice(0, length);
 }
 
-/** `rustc -vV`'s output (version, commit, host, LLVM), or a marker when rustc cannot run. */
-function rustcVersion(dir: string, env: Readonly<Record<string, string | undefined>>): string {
+/** What `rustc -vV` may see of the environment: the toolchain's own variables, nothing of the run's. */
+const RUSTC_ENV = ['PATH', 'HOME', 'RUSTUP_HOME', 'CARGO_HOME', 'RUSTUP_TOOLCHAIN', 'LANG', 'LC_ALL'];
+
+/**
+ * `rustc -vV`'s output (version, commit, host, LLVM), or a marker when rustc cannot run. It
+ * runs with the toolchain's variables only (never the runner's tokens or the action's inputs).
+ * rustup lets a workspace's `rust-toolchain.toml` name any binary as the toolchain (`path =`),
+ * so a privileged run (secrets in reach, code from elsewhere) asks from `/`, where no
+ * workspace's file is read.
+ */
+function rustcVersion(dir: string, env: Readonly<Record<string, string | undefined>>, trusted: boolean): string {
+  const allowed: Record<string, string> = {};
+  for (const name of RUSTC_ENV) if (env[name] !== undefined) allowed[name] = env[name] as string;
   const out = spawnSync('rustc', ['-vV'], {
-    cwd: dir,
-    env: env as NodeJS.ProcessEnv,
+    cwd: trusted ? dir : '/',
+    env: allowed,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
     timeout: 60_000,
@@ -132,22 +146,56 @@ function rustcVersion(dir: string, env: Readonly<Record<string, string | undefin
 
 /** Entries a glob may visit before it is refused: a `**` over a huge tree is a mistake to say. */
 const MAX_VISITED = 200_000;
+/** Bytes a glob's files may hold in all: lock files and manifests, not build outputs. */
+const MAX_HASHED = 256 * 1024 * 1024;
+const GLOB_DEPTH = 64;
 
 /**
  * Hashes the regular files under `dir` that `glob` matches (`*` and `?` within one name,
- * `**` any number of directories, dotfiles included), in name order, names and contents.
- * Symlinked directories are not entered and symlinks, FIFOs and devices are not read.
+ * `**` any number of directories, dotfiles included), names and contents, in name order.
+ * Walked through opened directories: a symlinked directory is never entered, a symlink, FIFO
+ * or device never read (each file is checked after it is opened), and reads are bounded.
  */
 export function hashFiles(dir: string, glob: string): { hash: string; count: number } {
   const segments = glob.split('/').filter((segment) => segment !== '' && segment !== '.');
-  const matched: string[] = [];
+  const files: [string, string][] = [];
   let visited = 0;
-  const walk = (relative: string, index: number) => {
-    if (index >= segments.length) return;
+  let hashed = 0;
+  const buffer = Buffer.alloc(65_536);
+  const hashOne = (parent: Dir, name: string): string => {
+    let fd: number;
+    try {
+      fd = fs.openSync(parent.at(name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (error) {
+      return `unreadable: ${errorCode(error) ?? errorMessage(error)}`;
+    }
+    try {
+      const stat = fs.fstatSync(fd);
+      if (!stat.isFile()) return 'not a regular file';
+      const hash = crypto.createHash('sha256');
+      for (let left = stat.size; left > 0;) {
+        const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, left), null);
+        if (n <= 0) break;
+        hashed += n;
+        if (hashed > MAX_HASHED) {
+          throw new Error(
+            `{hash:${glob}} matches more than ${MAX_HASHED / 1048576} MiB of files; name them more narrowly`,
+          );
+        }
+        hash.update(buffer.subarray(0, n));
+        left -= n;
+      }
+      return hash.digest('hex');
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  const walk = (at: Dir, relative: string, index: number, depth: number) => {
+    if (index >= segments.length || depth > GLOB_DEPTH) return;
     const segment = segments[index];
     let entries: fs.Dirent[];
     try {
-      entries = fs.readdirSync(path.join(dir, relative), { withFileTypes: true });
+      entries = at.entries() as fs.Dirent[];
     } catch {
       return;
     }
@@ -157,42 +205,46 @@ export function hashFiles(dir: string, glob: string): { hash: string; count: num
         `{hash:${glob}} visits more than ${MAX_VISITED} entries under ${dir}; name the files more narrowly`,
       );
     }
-    if (segment === '**') {
-      walk(relative, index + 1);
-      for (const entry of entries) if (entry.isDirectory()) walk(path.join(relative, entry.name), index);
-      return;
-    }
-    const pattern = globSegment(segment);
     const last = index === segments.length - 1;
+    const recursive = segment === '**';
+    const pattern = recursive ? undefined : globSegment(segment);
+    if (recursive && !last) walk(at, relative, index + 1, depth);
     for (const entry of entries) {
-      if (!pattern.test(entry.name)) continue;
-      const child = path.join(relative, entry.name);
-      if (last && entry.isFile()) matched.push(child);
-      else if (!last && entry.isDirectory()) walk(child, index + 1);
+      const name = String(entry.name);
+      const child = relative ? `${relative}/${name}` : name;
+      if (entry.isFile()) {
+        if ((recursive && last) || (last && pattern?.test(name))) files.push([child, hashOne(at, name)]);
+        continue;
+      }
+      if (!entry.isDirectory() || (!recursive && (last || !pattern?.test(name)))) continue;
+      let sub: Dir;
+      try {
+        sub = at.openChild(name);
+      } catch {
+        continue;
+      }
+      try {
+        walk(sub, child, recursive ? index : index + 1, depth + 1);
+      } finally {
+        sub.close();
+      }
     }
   };
-  walk('', 0);
-  const files = [...new Set(matched)].sort();
-  const hash = crypto.createHash('sha256');
-  for (const file of files) {
-    hash.update(file).update('\0');
-    try {
-      // Swapped for a symlink or a FIFO since it was listed: refused or read empty, never waited on.
-      const fd = fs.openSync(
-        path.join(dir, file),
-        fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-      );
-      try {
-        hash.update(fs.readFileSync(fd));
-      } finally {
-        fs.closeSync(fd);
-      }
-    } catch (error) {
-      hash.update(`unreadable: ${errorMessage(error)}`);
-    }
-    hash.update('\0');
+  let top: Dir;
+  try {
+    top = Dir.open(fs.realpathSync(dir));
+  } catch {
+    return { hash: 'none', count: 0 };
   }
-  return { hash: files.length === 0 ? 'none' : hash.digest('hex').slice(0, 16), count: files.length };
+  try {
+    walk(top, '', 0, 0);
+  } finally {
+    top.close();
+  }
+  if (files.length === 0) return { hash: 'none', count: 0 };
+  files.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  // Names and per-file digests as JSON: no two different sets of files frame the same.
+  return { hash: digest(JSON.stringify(files), 16), count: files.length };
 }
 
 function globSegment(segment: string): RegExp {

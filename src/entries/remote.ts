@@ -1,3 +1,3 @@
 import { remoteMain } from '../remote/remote.js';
 
-await remoteMain(process.argv.slice(2));
+await remoteMain();

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import * as cache from '@actions/cache';
 
@@ -27,10 +26,7 @@ export interface RemoteAnswer {
   error?: string;
 }
 
-export async function remoteMain(argv: readonly string[]): Promise<void> {
-  if (argv[0] === 'tar-guard') {
-    process.exit(tarGuard(argv.slice(1)));
-  }
+export async function remoteMain(): Promise<void> {
   watchOwnEnd();
   const request = JSON.parse(fs.readFileSync(0, 'utf8')) as RemoteRequest;
   // Archives hold paths relative to the lane, so an entry restores into any lane on any host.
@@ -88,88 +84,4 @@ async function save(request: RemoteRequest): Promise<RemoteAnswer> {
   return id === -1
     ? { key: '', error: 'the cache service did not take it (see the warning above)' }
     : { key: request.key };
-}
-
-/**
- * Stands in for `tar` on the transfer's PATH. An extraction first lists the archive and
- * refuses it unless every member is a plain file, directory, symlink or hard link whose name
- * (and link target) stays inside the directory, and the total fits RUNLANE_MAX_BYTES (no
- * decompression bomb). GNU tar with `-P`, as the cache library runs it, writes through a
- * symlink the archive itself made, so the extraction then runs without `-P` (a leading `/` is
- * stripped, `..` refused), without the archive's owners and permission bits (no setuid file,
- * no foreign owner), and without any TAR_OPTIONS from the environment.
- */
-function tarGuard(args: string[]): number {
-  const real = process.env.RUNLANE_REAL_TAR ?? '';
-  const env = { ...process.env };
-  delete env.TAR_OPTIONS;
-  const extract = args.indexOf('-xf');
-  if (extract < 0) return spawnSync(real, args, { stdio: 'inherit', env }).status ?? 2;
-  const refuse = (why: string) => {
-    process.stderr.write(`runlane: the archive is refused: ${why}\n`);
-    try {
-      fs.writeFileSync(process.env.RUNLANE_GUARD_REPORT ?? '', `the archive is refused: ${why}\n`);
-    } catch {
-      // Reported on stderr all the same.
-    }
-    return 2;
-  };
-  const withoutDir = args.filter((arg) => arg !== '-P');
-  const at = withoutDir.indexOf('-C');
-  const listing = withoutDir.map((arg) => (arg === '-xf' ? '-tvf' : arg));
-  if (at >= 0) listing.splice(at, 2);
-  const listed = spawnSync(real, [...listing, '--quoting-style=c', '--numeric-owner'], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 30,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env,
-  });
-  if (listed.status !== 0) return refuse(`it could not be listed (tar exit ${listed.status}): ${listed.stderr.trim()}`);
-  const bad = unsafeMember(listed.stdout, Number(process.env.RUNLANE_MAX_BYTES ?? Infinity));
-  if (bad) return refuse(bad);
-  const extraction = [...withoutDir, '--no-same-owner', '--no-same-permissions'];
-  return spawnSync(real, extraction, { stdio: 'inherit', env }).status ?? 2;
-}
-
-/** One line of `tar -tv --quoting-style=c --numeric-owner`: type, mode, uid/gid, size, date, time, name, link. */
-const LISTED =
-  /^([-dlh])[-rwxsStT]{9} \d+\/\d+ +(\d+) \S+ \S+ "((?:[^"\\]|\\.)*)"(?: (->|link to) "((?:[^"\\]|\\.)*)")?$/;
-
-/**
- * The first reason to refuse a listing, or undefined: a line that is not a plain file,
- * directory, symlink or hard link in the expected form (devices, fifos, anything tar prints
- * differently), a name that is absolute or climbs, a link whose target does, or more than
- * `maxBytes` in all.
- */
-export function unsafeMember(listing: string, maxBytes = Infinity): string | undefined {
-  let total = 0;
-  for (const line of listing.split('\n')) {
-    if (line === '') continue;
-    const match = LISTED.exec(line);
-    if (!match) return `a member that is not a file, directory or link, or not listed as one: ${JSON.stringify(line)}`;
-    const [, type, size, rawName, how, rawTarget] = match;
-    const name = unescapeC(rawName);
-    total += Number(size);
-    if (total > maxBytes) return `it holds more than ${maxBytes} bytes (remote-max-size)`;
-    if (escapes(name)) return `member ${JSON.stringify(name)} is absolute or climbs out`;
-    if (how !== undefined) {
-      const target = unescapeC(rawTarget ?? '');
-      const link = type === 'l' ? 'symlink' : 'hard link';
-      if (escapes(target)) return `${link} ${JSON.stringify(name)} points to ${JSON.stringify(target)}`;
-    }
-  }
-  return undefined;
-}
-
-function escapes(name: string): boolean {
-  return name.startsWith('/') || name.split('/').includes('..');
-}
-
-function unescapeC(text: string): string {
-  return text.replace(/\\([0-7]{3}|.)/g, (_, code: string) => {
-    if (/^[0-7]{3}$/.test(code)) return String.fromCharCode(parseInt(code, 8));
-    return (
-      ({ n: '\n', t: '\t', r: '\r', f: '\f', v: '\v', b: '\b', a: '\x07' } as Record<string, string>)[code] ?? code
-    );
-  });
 }
