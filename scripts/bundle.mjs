@@ -61,5 +61,18 @@ fs.writeFileSync(
   '#!/bin/sh\nexec "$RUNLANE_NODE" "$RUNLANE_TAR_GUARD" "$@"\n',
   { mode: 0o755 },
 );
+// tar's decompressor in a restore: the stream is cut at a byte bound, so no archive fills the
+// disk; a failed decompression (not a broken pipe: tar stops reading at the end marker) is
+// recorded, since a pipeline's status is head's.
+fs.writeFileSync(
+  path.join(staging, 'remote', 'bin', 'runlane-decompress'),
+  [
+    '#!/bin/sh',
+    '{ "$@" -c; status=$?; [ "$status" -eq 0 ] || [ "$status" -eq 141 ] || echo "$status" > "$RUNLANE_DECOMPRESS_FAILED"; } |',
+    '  head -c "$RUNLANE_STREAM_CAP"',
+    '',
+  ].join('\n'),
+  { mode: 0o755 },
+);
 fs.rmSync('dist', { recursive: true, force: true });
 fs.renameSync(staging, 'dist');

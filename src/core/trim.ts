@@ -92,9 +92,14 @@ export function trimLane(
 function walk(lane: Dir, deadline: number, each: (dir: Dir, name: EntryName, stat: fs.Stats) => void): void {
   const seen = new Set<number>([lane.stat.ino]);
   const visit = (dir: Dir, depth: number) => {
-    for (const entry of dir.entries()) {
-      if (Date.now() > deadline) throw new OutOfTime();
-      const stat = dir.lstat(entry.name);
+    if (Date.now() > deadline) throw new OutOfTime();
+    const entries = dir.entries();
+    // Names resolved inside the opened directory (as openat would), a directory at a time.
+    const lstat = (name: EntryName) => fs.lstatSync(name, { throwIfNoEntry: false });
+    const stats = dir.within(() => entries.map((entry) => lstat(entry.name))) ?? entries.map((e) => dir.lstat(e.name));
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i];
+      const stat = stats[i];
       if (!stat) continue;
       if (!stat.isDirectory()) {
         each(dir, entry.name, stat);

@@ -61,12 +61,13 @@ function watchOwnEnd(): void {
 }
 
 async function restore(request: RemoteRequest): Promise<RemoteAnswer> {
-  // Looked up first, so an entry that exists but cannot be restored (refused by the guard,
-  // corrupt, cut off) is reported as the failure it is, not as a miss.
-  const found = await cache.restoreCache([...request.paths], request.key, request.restoreKeys, { lookupOnly: true });
-  if (!found) return { key: '', note: 'no entry for this job' };
   const key = await cache.restoreCache([...request.paths], request.key, request.restoreKeys);
   if (key) return { key };
+  // Nothing restored: a miss, or an entry that exists but could not be restored (refused by
+  // the guard, corrupt, cut off), which is reported as the failure it is. Asked only now, so
+  // a hit costs one lookup.
+  const found = await cache.restoreCache([...request.paths], request.key, request.restoreKeys, { lookupOnly: true });
+  if (!found) return { key: '', note: 'no entry for this job' };
   let why = 'see the warning above';
   try {
     why = fs.readFileSync(process.env.RUNLANE_GUARD_REPORT ?? '', 'utf8').trim() || why;

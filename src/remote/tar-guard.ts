@@ -1,21 +1,26 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { TarChecker, TarRefusal } from './tar-check.js';
+import os from 'node:os';
+import path from 'node:path';
+import { errorMessage } from '../core/errors.js';
+import { Dir, MAX_DEPTH, nameText } from '../core/remove.js';
 
 /**
  * Stands in for `tar` on a transfer's PATH (`dist/remote/bin/tar` runs it; its own small
- * bundle, so it starts in node's time, not the cache library's). An extraction runs GNU tar
- * straight from the archive, as the cache library would, but without `-P`: GNU tar then strips
- * a leading `/`, refuses a name with `..`, and makes a symlink whose target is absolute or
- * climbs a placeholder until the end, so nothing it writes while it runs lands outside the
- * directory (a file through such a symlink fails). It runs without the archive's owners and
- * permission bits (no setuid file, no foreign owner) and without any TAR_OPTIONS. Meanwhile a
- * second decompression of the same archive feeds a TarChecker (tar-check.ts), which reads every
- * header: at the first member that is not a plain file, directory or link, whose name or link
- * target is absolute or climbs, or past remote-max-size (RUNLANE_MAX_BYTES), tar is killed and
- * the archive refused; the caller then drops the staging directory whole. Both decompress at
- * once on two cores, so checking costs next to nothing. Other uses (listing, creating) pass
- * through to the real tar.
+ * bundle, so it starts in node's time, not the cache library's). Three things keep an
+ * extraction inside its directory and the lane clean, none relying on a parse of the archive:
+ *
+ * - GNU tar runs without `-P`: it strips a leading `/`, refuses a name with `..`, and keeps a
+ *   symlink whose target is absolute or climbs a placeholder while it runs, so nothing is
+ *   written through it and nothing lands outside the directory. It runs without the
+ *   archive's owners and permission bits (no setuid file, no foreign owner) and without
+ *   TAR_OPTIONS.
+ * - Its decompressor (`runlane-decompress`, beside this shim) cuts the stream at a byte
+ *   bound, so no archive fills the disk, whatever its headers say.
+ * - After tar, the extracted tree itself is checked (checkTree): what is on disk decides.
+ *
+ * The archive is decompressed once, by tar's own pipeline. Other uses of tar (listing,
+ * creating) pass through.
  */
 export async function tarGuard(args: readonly string[]): Promise<number> {
   const real = process.env.RUNLANE_REAL_TAR ?? '';
@@ -27,41 +32,122 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
   const version = spawnSync(real, ['--version'], { encoding: 'utf8', env });
   if (!/GNU tar/.test(version.stdout ?? ''))
     return refuse(`${real} is not GNU tar, whose extraction the guard relies on`);
+  const maxBytes = Number(process.env.RUNLANE_MAX_BYTES ?? Infinity);
+  // Headers, padding and pax records on top of the files' bytes: generous, still a bound.
+  const streamCap = Number.isFinite(maxBytes) ? maxBytes * 2 + 256 * 1048576 : Number.MAX_SAFE_INTEGER;
+  const marks = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-guard-'));
+  const failedMark = path.join(marks, 'decompress-failed');
   const tar = spawn(
     real,
-    ['-x', '-f', plan.archive, '-C', plan.dir, ...plan.tarArgs, '--no-same-owner', '--no-same-permissions'],
-    { stdio: ['ignore', 'inherit', 'inherit'], env },
+    [
+      '-x',
+      '-f',
+      plan.archive,
+      '-C',
+      plan.dir,
+      `--use-compress-program=runlane-decompress ${plan.program}`,
+      '--no-same-owner',
+      '--no-same-permissions',
+    ],
+    {
+      stdio: ['ignore', 'inherit', 'pipe'],
+      env: { ...env, RUNLANE_STREAM_CAP: String(streamCap), RUNLANE_DECOMPRESS_FAILED: failedMark },
+    },
   );
-  const source = spawn(plan.program, plan.programArgs, { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const checker = new TarChecker(Number(process.env.RUNLANE_MAX_BYTES ?? Infinity));
-  let refusal: string | undefined;
-  let sourceError = '';
-  source.stderr.on('data', (chunk: Buffer) => {
-    if (sourceError.length < 4096) sourceError += chunk.toString();
+  let tarError = '';
+  tar.stderr.on('data', (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    if (tarError.length < 4096) tarError += chunk.toString();
   });
-  source.stdout.on('data', (chunk: Buffer) => {
-    if (refusal) return;
-    try {
-      checker.push(chunk);
-    } catch (error) {
-      refusal = error instanceof TarRefusal ? error.message : String(error);
+  // This process stopped alone (not its group): tar goes with it.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
+    process.once(signal, () => {
       tar.kill('SIGKILL');
-      source.kill('SIGKILL');
-    }
+      process.exit(2);
+    });
+  const code = await new Promise<number | null>((resolve) => {
+    tar.once('error', () => resolve(null));
+    tar.once('close', (status) => resolve(status));
   });
-  const [sourceCode, tarCode] = await Promise.all([exited(source), exited(tar)]);
-  if (refusal) return refuse(refusal);
-  if (sourceCode !== 0)
-    return refuse(`it could not be decompressed (${plan.program} exit ${sourceCode}): ${sourceError.trim()}`);
-  if (!checker.complete) return refuse('it is cut off (no end-of-archive marker)');
-  return tarCode ?? 2;
+  let failed = '';
+  try {
+    failed = fs.readFileSync(failedMark, 'utf8').trim();
+  } catch {
+    // No mark: the decompressor succeeded (or only saw tar stop reading).
+  } finally {
+    fs.rmSync(marks, { recursive: true, force: true });
+  }
+  if (failed) return refuse(`it could not be decompressed (${plan.program} exit ${failed})`);
+  // What is on disk names the cause best (a symlink that leads out, a device), even when tar
+  // failed on it (a file written through such a symlink fails).
+  const problem = checkTree(plan.dir, maxBytes);
+  if (problem) return refuse(problem);
+  if (code !== 0) {
+    const first = tarError.trim().split('\n')[0] ?? '';
+    return refuse(`tar could not extract it (exit ${code ?? 'by a signal'}${first ? `: ${first}` : ''})`);
+  }
+  return 0;
 }
 
-function exited(child: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => {
-    child.once('error', () => resolve(null));
-    child.once('close', (code) => resolve(code));
-  });
+/**
+ * The extracted tree as it is on disk, walked without following anything: only regular files
+ * (no setuid or setgid bit), directories and symlinks whose target is relative and never
+ * climbs (`..`), adding up to at most `maxBytes`. A parse of the archive that tar read another
+ * way cannot get anything past this.
+ */
+export function checkTree(top: string, maxBytes: number): string | undefined {
+  let root: Dir;
+  try {
+    root = Dir.open(top);
+  } catch (error) {
+    return `the extracted directory cannot be opened: ${errorMessage(error)}`;
+  }
+  // A member "." sets the directory's own mode (tar applies it last): set back, so it stays usable.
+  try {
+    fs.fchmodSync(root.fd, 0o755);
+  } catch (error) {
+    root.close();
+    return `the extracted directory cannot be restored to mode 755: ${errorMessage(error)}`;
+  }
+  let total = 0;
+  const visit = (dir: Dir, relative: string, depth: number): string | undefined => {
+    if (depth > MAX_DEPTH) return `${JSON.stringify(relative)} is nested too deep`;
+    for (const entry of dir.entries()) {
+      const name = nameText(entry.name);
+      const shown = JSON.stringify(relative ? `${relative}/${name}` : name);
+      const stat = dir.lstat(entry.name);
+      if (!stat) continue;
+      total += stat.size;
+      if (total > maxBytes) return `it holds more than ${maxBytes} bytes (remote-max-size)`;
+      if (stat.isSymbolicLink()) {
+        const target = fs.readlinkSync(dir.at(entry.name)).toString();
+        if (target === '' || target.startsWith('/') || target.split('/').includes('..'))
+          return `symlink ${shown} points to ${JSON.stringify(target)}`;
+        continue;
+      }
+      if (stat.isFile()) {
+        if (stat.mode & 0o6000) return `member ${shown} is setuid or setgid`;
+        continue;
+      }
+      if (!stat.isDirectory()) return `member ${shown} is ${kindOf(stat)}`;
+      const child = dir.openChild(entry.name);
+      try {
+        if (!root.sameMount(child)) return `member ${shown} is a mount point`;
+        const problem = visit(child, relative ? `${relative}/${name}` : name, depth + 1);
+        if (problem) return problem;
+      } finally {
+        child.close();
+      }
+    }
+    return undefined;
+  };
+  try {
+    return visit(root, '', 0);
+  } catch (error) {
+    return `the extracted tree cannot be checked: ${errorMessage(error)}`;
+  } finally {
+    root.close();
+  }
 }
 
 function refuse(why: string): number {
@@ -77,11 +163,8 @@ function refuse(why: string): number {
 interface ExtractionPlan {
   archive: string;
   dir: string;
-  /** How tar decompresses (`-z`, `--use-compress-program=unzstd`). */
-  tarArgs: string[];
-  /** The same decompression, to stdout, for the checker. */
+  /** The decompressor tar runs (through runlane-decompress): `unzstd` or `gzip`. */
   program: string;
-  programArgs: string[];
 }
 
 /**
@@ -108,12 +191,14 @@ export function extractionPlan(args: readonly string[]): ExtractionPlan | string
     } else return unknown;
   }
   if (!archive || !dir || !program) return unknown;
-  if (program === 'gzip') return { archive, dir, tarArgs: ['-z'], program, programArgs: ['-d', '-c', '--', archive] };
-  return {
-    archive,
-    dir,
-    tarArgs: [`--use-compress-program=${['unzstd', ...extra].join(' ')}`],
-    program,
-    programArgs: ['-c', ...extra, '--', archive],
-  };
+  dir = path.resolve(dir);
+  return { archive, dir, program: [program, ...extra].join(' ') };
+}
+
+function kindOf(stat: fs.Stats): string {
+  if (stat.isBlockDevice()) return 'a block device';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isFIFO()) return 'a FIFO';
+  if (stat.isSocket()) return 'a socket';
+  return 'not a file, directory or symlink';
 }
