@@ -518,7 +518,6 @@ if (want('warm-trim')) {
     median(on),
     'du -s of the same lane',
     median(dus),
-    { text: 'ratio <= 2', check: (_, ratio) => ratio <= 2 },
   );
   console.log(`post parking the same lane with warm-max-size off: ${median(off).toFixed(0)} ms`);
 }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { ACTION_DIR, parseFileCommands } from '../../scripts/runner-sim.mjs';
+import { ACTION_DIR, awaitBackgroundDeletes, parseFileCommands } from '../../scripts/runner-sim.mjs';
 import { cli, cliForAnyone, disposeJobs, laneStates, newJob, within } from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
@@ -91,6 +91,8 @@ describe('which process holds the lease', () => {
     expect(fs.existsSync(planted)).toBe(false);
     expect(laneStates(job.root)[main.outputs.key]).toBe('live');
     expect((await job.phase('post')).code).toBe(0);
+    // Post renamed it into the trash; its background delete empties that.
+    awaitBackgroundDeletes(path.dirname(job.root));
     expect(laneStates(job.root)).toEqual({});
   });
 

@@ -255,7 +255,7 @@ describe('the sweep', () => {
     const root = newJob().root;
     const [job] = await liveJobs(root, 1);
     const status = cli('status', '--root', root);
-    expect(status.stdout.split('\n')[0]).toMatch(/^lane\s+state\s+size\s+files\s+age\s+repository\s+scope$/);
+    expect(status.stdout.split('\n')[0]).toMatch(/^lane\s+state\s+size\s+files\s+age\s+repository\s+scope\s+warm$/);
     expect(status.stdout).toContain(`${job.outputs.key}  live`);
     expect(cli('--help').stdout).toMatch(/status[\s\S]*sweep/);
     expect(cli('sweep', '--help').stdout).toMatch(/--dry-run[\s\S]*--max-age[\s\S]*--keep-free[\s\S]*--json/);

@@ -105,6 +105,7 @@ function trimWarm(maxBytes: number | undefined, root: string, key: string): stri
   if (maxBytes === undefined) return undefined;
   try {
     const result = trimForPark(root, key, maxBytes);
+    if (!result) return undefined;
     const text = describeTrim(result, maxBytes);
     if (result.removedUsed > 0) core.notice(`runlane: the warm lane was ${text}`);
     else core.info(`runlane: warm lane ${text}`);

@@ -176,7 +176,8 @@ function closePlanned(plan: Plan, options: LaneOptions, lane: OpenedLane, succes
   const park = options.warm ? { slot: warmSlot(slotParts(plan.identity)), keep: plan.warmKeep } : undefined;
   if (action === 'park' && plan.warmMaxBytes !== undefined) {
     try {
-      say(options, `warm lane ${describeTrim(trimForPark(plan.root, plan.key, plan.warmMaxBytes), plan.warmMaxBytes)}`);
+      const trimmed = trimForPark(plan.root, plan.key, plan.warmMaxBytes);
+      if (trimmed) say(options, `warm lane ${describeTrim(trimmed, plan.warmMaxBytes)}`);
     } catch (error) {
       say(options, `the lane could not be trimmed to --warm-max-size: ${errorMessage(error)}`);
     }

@@ -226,13 +226,15 @@ export function describeTrim(result: TrimResult, maxBytes: number): string {
 }
 
 /**
- * Trims the lane `key` under `root` before it is parked or uploaded: "used" means since the
- * lane was opened (its metadata's creation time, written by main under the lease; a second
+ * Trims the lane `key` under `root` before it is parked or uploaded (undefined when there is
+ * no such lane any more): "used" means since the lane was opened (its metadata's creation time, written by main under the lease; a second
  * of slack for clocks that round). Without that time every file counts as unused.
  */
-export function trimForPark(root: string, key: string, maxBytes: number): TrimResult {
+export function trimForPark(root: string, key: string, maxBytes: number): TrimResult | undefined {
   const layout = new Layout(root);
   try {
+    // Gone already (a step removed it): post says so; there is nothing to trim.
+    if (!layout.dir('lanes').exists(key)) return undefined;
     const created = Date.parse(layout.readMeta(key)?.created ?? '');
     const stamp = Number.isFinite(created) ? created - 1000 : Number.POSITIVE_INFINITY;
     return trimLane(layout.dir('lanes'), key, maxBytes, stamp);
