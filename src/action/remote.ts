@@ -6,6 +6,7 @@ import { errorMessage } from '../core/errors.js';
 import { Dir, removeIn, treeSizeIn } from '../core/remove.js';
 import type { RemoteAnswer, RemoteRequest } from '../remote/remote.js';
 import { bundled } from './bundles.js';
+import { executable } from '../core/lease.js';
 
 export interface RemoteOutcome {
   /** The entry's key restored or saved; empty when nothing was transferred. */
@@ -116,12 +117,7 @@ function onPath(tool: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir || !path.isAbsolute(dir)) continue;
     const file = path.join(dir, tool);
-    try {
-      fs.accessSync(file, fs.constants.X_OK);
-      if (fs.statSync(file).isFile()) return file;
-    } catch {
-      // Not here.
-    }
+    if (executable(file)) return file;
   }
   return undefined;
 }

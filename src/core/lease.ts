@@ -440,7 +440,8 @@ export async function startHolder(options: HolderOptions): Promise<number> {
  */
 const PERLS = ['/usr/bin/perl', '/bin/perl'];
 
-function executable(file: string): boolean {
+/** Whether `file` is a regular file this process may execute. */
+export function executable(file: string): boolean {
   try {
     fs.accessSync(file, fs.constants.X_OK);
     return fs.statSync(file).isFile();
