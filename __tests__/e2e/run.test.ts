@@ -134,6 +134,81 @@ describe('runlane run: the lane and its lease', () => {
     }
   });
 
+  it.each([
+    [
+      'GitLab',
+      {
+        GITLAB_CI: 'true',
+        CI_PROJECT_PATH: 'acme/w',
+        CI_PIPELINE_ID: '7',
+        CI_JOB_ID: '77',
+        CI_JOB_NAME: 'test',
+        CI_COMMIT_BRANCH: 'main',
+      },
+    ],
+    [
+      'GitHub',
+      {
+        GITHUB_ACTIONS: 'true',
+        GITHUB_REPOSITORY: 'acme/w',
+        GITHUB_RUN_ID: '9',
+        GITHUB_RUN_ATTEMPT: '1',
+        GITHUB_JOB: 'test',
+        GITHUB_REF: 'refs/heads/main',
+        RUNNER_TRACKING_ID: 'github_1',
+        GITHUB_ACTION: '__run',
+      },
+    ],
+  ])('two runs at once in one %s job (the same job id) get two lanes, at the same time', async (_system, ciEnv) => {
+    const where = place();
+    const outs = await Promise.all(
+      [1, 2].map(
+        () =>
+          new Promise<{ out: string; status: number | null }>((resolve) => {
+            const child = spawn(
+              process.execPath,
+              [
+                CLI,
+                'run',
+                '--root',
+                where.root,
+                '--',
+                'sh',
+                '-c',
+                'echo "$RUNLANE_DIR $(date +%s%N)"; sleep 2; date +%s%N',
+              ],
+              { cwd: where.cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...ciEnv } },
+            );
+            let out = '';
+            child.stdout.on('data', (chunk) => (out += chunk));
+            child.on('close', (status) => resolve({ out: out.trim(), status }));
+          }),
+      ),
+    );
+    expect(outs.map((o) => o.status)).toEqual([0, 0]);
+    const [a, b] = outs.map((o) => o.out.split(/\s+/));
+    expect(a[0]).not.toBe(b[0]);
+    // They overlapped: each started before the other ended.
+    expect(Number(a[1])).toBeLessThan(Number(b[2]));
+    expect(Number(b[1])).toBeLessThan(Number(a[2]));
+  });
+
+  it("--lease-timeout is refused for run (its lease ends with runlane); --scope main is the branch main's slot", () => {
+    const where = place();
+    const refused = run(where, ['--lease-timeout', '30m', '--', 'true']);
+    expect(refused.status).toBe(125);
+    expect(refused.stderr).toMatch(/option '--lease-timeout' has an invalid value "30m".*timeout\(1\)/i);
+    expect(run(where, ['--lease-timeout', 'none', '--', 'true']).status).toBe(0);
+    // A run with --scope main parks where a shell on branch main claims (and the other way round).
+    fs.writeFileSync(path.join(where.cwd, 'f'), '');
+    spawnSync('git', ['init', '-q', '-b', 'main'], { cwd: where.cwd });
+    const parked = run(where, ['--warm', '--scope', 'main', '--', 'sh', '-c', 'echo state > "$RUNLANE_DIR/s"']);
+    expect(parked.status).toBe(0);
+    const claimed = run(where, ['--warm', '--', 'sh', '-c', 'cat "$RUNLANE_DIR/s"']);
+    expect(claimed.status).toBe(0);
+    expect(claimed.stdout.trim()).toBe('state');
+  });
+
   it("SIGTERM to runlane reaches COMMAND's grandchild; runlane exits with COMMAND's status and closes the lane", async () => {
     const where = place();
     const started = path.join(where.cwd, 'started');

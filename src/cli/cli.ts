@@ -698,12 +698,12 @@ function laneOptions(command: Command): Command {
       '20G',
     )
     .option('--cleanup <when>', 'always | on-success | never | defer', 'always')
-    .option('--scope <scope>', 'override the detected pull request or branch')
+    .option('--scope <scope>', 'override the detected scope: a branch name, refs/..., or pr:N')
     .option('--run <id>', 'override the detected run id')
     .option('--job <name>', 'override the detected job name')
     .option('--key <template>', 'the key template ({repo}, {scope}, {run}, {attempt}, {job}, {matrix})')
     .option('--matrix <json>', "this leg's matrix values as JSON")
-    .option('--lease-timeout <duration>', 'a last bound of the lease (30m, 6h), or none')
+    .option('--lease-timeout <duration>', 'env: a last bound of the lease (30m, 6h), or none; run: none only (its lease ends with runlane)')
     .addOption(privilegedOption())
     .option('--quiet', 'print nothing of its own');
 }

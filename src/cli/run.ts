@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -96,6 +97,8 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
   const matrix = options.matrix ?? '';
   parseMatrix(matrix);
   const identity = detectIdentity(env, cwd, { scope: options.scope, run: options.run, job: options.job, matrix });
+  // Two `runlane run` in one CI job (the same job id) are two invocations: each gets a lane.
+  identity.invocation = `${identity.invocation}/${randomBytes(8).toString('hex')}`;
   const key = laneKey(parseKeyTemplate(options.key ?? DEFAULT_KEY_TEMPLATE), identity);
   const lanePath = new Layout(root).lane(key);
   const exports = planExports(
@@ -114,6 +117,14 @@ export function planLane(options: LaneOptions, env: NodeJS.ProcessEnv, cwd: stri
     if (resolved.hash) identity.warmKey = resolved.hash;
   }
   const lease = options.leaseTimeout ?? defaultLease;
+  if (defaultLease === 'none' && lease !== 'none') {
+    throw new SettingError(
+      '--lease-timeout',
+      lease,
+      'none, for runlane run',
+      "runlane run's lease ends with runlane itself; bound COMMAND with timeout(1) instead",
+    );
+  }
   const leaseMs = lease === 'none' ? null : parseDuration('--lease-timeout', lease);
   return {
     root,

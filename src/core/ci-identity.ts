@@ -179,11 +179,20 @@ export interface IdentityOverrides {
  * repository and branch of `cwd`, a fresh run id). Every value stays raw here: the key and
  * the slot sanitise and hash them.
  */
+/**
+ * `--scope` as a detected scope would read: `pr:N` and `refs/...` as given, a bare name as the
+ * branch it names (`main` is `refs/heads/main`), so a run with `--scope main` shares the warm
+ * slot of a run that detected branch main, and `warm-from` finds it.
+ */
+export function canonicalScope(scope: string): string {
+  return /^pr:\d+$/.test(scope) || scope.startsWith('refs/') ? scope : `refs/heads/${scope}`;
+}
+
 export function detectIdentity(env: Env, cwd: string, overrides: IdentityOverrides = {}, only?: string): Identity {
   const system = SYSTEMS.find((candidate) => (only ? candidate.name === only : candidate.detect(env))) as CiSystem;
   const reading = system.read(env, cwd);
   const scopeId = overrides.scope
-    ? overrides.scope
+    ? canonicalScope(overrides.scope)
     : reading.pr
       ? `pr:${reading.pr}`
       : reading.tag
