@@ -703,7 +703,10 @@ function laneOptions(command: Command): Command {
     .option('--job <name>', 'override the detected job name')
     .option('--key <template>', 'the key template ({repo}, {scope}, {run}, {attempt}, {job}, {matrix})')
     .option('--matrix <json>', "this leg's matrix values as JSON")
-    .option('--lease-timeout <duration>', 'env: a last bound of the lease (30m, 6h), or none; run: none only (its lease ends with runlane)')
+    .option(
+      '--lease-timeout <duration>',
+      'env: a last bound of the lease (30m, 6h), or none; run: none only (its lease ends with runlane)',
+    )
     .addOption(privilegedOption())
     .option('--quiet', 'print nothing of its own');
 }
