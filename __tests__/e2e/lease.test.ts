@@ -341,6 +341,30 @@ describe('post and the lease', () => {
     expect(status.json().lanes).toEqual([expect.objectContaining({ key: job.outputs.key, state: 'orphan' })]);
   });
 
+  it('post that throws before it closes (an upload on a full disk) still releases the lease and warns', async () => {
+    const job = newJob({ inputs: { warm: 'true', presets: 'cargo', 'remote-save': 'true' } });
+    expect((await job.phase('main')).code).toBe(0);
+    // A cache service for post only (main would spend its retries on a dead one).
+    Object.assign(job.env, { ACTIONS_CACHE_URL: 'http://127.0.0.1:9/', ACTIONS_RUNTIME_TOKEN: 'token' });
+    const holder = Number(job.state['holder-pid']);
+    fs.mkdirSync(path.join(job.outputs.path, 'cargo-target', 'debug'), { recursive: true });
+    // The upload's temporary directory cannot be made: TMPDIR is a file.
+    const notADir = path.join(job.dir, 'tmp-is-a-file');
+    fs.writeFileSync(notADir, '');
+    job.env.TMPDIR = notADir;
+    job.status = 'success';
+    const post = await job.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.warnings.join('\n')).toMatch(/ENOTDIR.*its lease is released, so the sweep reaps the lane/);
+    const groups = post.stdout.split('\n').filter((line) => /^::(end)?group::/.test(line));
+    expect(groups.filter((line) => line.startsWith('::group::')).length).toBe(
+      groups.filter((line) => line.startsWith('::endgroup::')).length,
+    );
+    const cmdline = fs.existsSync(`/proc/${holder}/cmdline`) ? fs.readFileSync(`/proc/${holder}/cmdline`, 'utf8') : '';
+    expect(cmdline).not.toContain('runlane-lease');
+    expect(laneStates(job.root)).toEqual({ [job.outputs.key]: 'orphan' });
+  });
+
   it('says what it knows when the holder was killed and a sweep reaped the lane', async () => {
     const job = newJob();
     expect((await job.phase('main')).code).toBe(0);

@@ -5,6 +5,7 @@ import { lockFilesHash, remoteKeys, remotePaths, remoteService, saveDecision } f
 import { Dir, humanBytes, treeSizeIn } from '../core/remove.js';
 import { runRemote } from './remote.js';
 import { closeActionFor, closeLane, describeClose, startAfterClose, type CloseResult } from '../core/lane.js';
+import { stopHolder } from '../core/lease.js';
 import { Layout } from '../core/layout.js';
 import { removeLinks } from '../core/links.js';
 import { describeFailures, shown } from '../core/report.js';
@@ -30,6 +31,21 @@ export async function post(): Promise<void> {
   }
   const settings = getSettings();
   const lane = loadLaneState(settings.root, settings.workspace) as LaneState;
+  try {
+    await closeLaneOfJob(settings, lane, started);
+  } catch (error) {
+    // Whatever failed (an upload's temporary directory on a full disk, a refused layout), the
+    // lease ends with post: the lane is then an orphan the sweep reaps, not a "live" lane on
+    // the very disk that is full.
+    const released = stopHolder(lane.holderPid, path.join(lane.root, 'locks', `${lane.key}.lock`));
+    throw new Error(
+      `${errorMessage(error)}; ${released ? 'its lease is released, so the sweep reaps the lane' : `the lease holder ${lane.holderPid} did not stop; the lease ends with the job`}`,
+    );
+  }
+}
+
+/** Post's work once the lane's state is loaded: trim, upload, then close (park, remove, keep, defer). */
+async function closeLaneOfJob(settings: Settings, lane: LaneState, started: number): Promise<void> {
   // The slot is derived again from the run, never read back from state; a trust class that
   // changed since main (an event file rewritten by a step) parks nothing.
   const identity = runIdentity(process.env, settings.matrix);
