@@ -176,7 +176,8 @@ describe('a holder a step cannot kill by accident', () => {
     const job = newJob();
     const mark = path.join(job.dir, 'done');
     // pid 1 of a new pid namespace with its own /proc: pkill and killall see only its processes.
-    // A later step runs in a session of its own, as a runner starts it, and kills its own group.
+    // A later step runs in a session of its own, as a runner starts it, and signals the group
+    // main ran in, then its own.
     const step = [
       // A decoy shows that pkill would have killed a node process.
       'node -e "setInterval(() => {}, 1000)" & decoy=$!',
@@ -184,6 +185,9 @@ describe('a holder a step cannot kill by accident', () => {
       'pkill node; killall node',
       'sleep 0.5',
       'if kill -0 $decoy 2>/dev/null; then echo decoy-alive; else echo decoy-dead; fi > "$MARK.decoy"',
+      // The process group main ran in (pid 1's, which ignores them): a holder left in it would die.
+      'pg=$(ps -o pgid= -p 1 | tr -d " ")',
+      'kill -HUP -- -$pg; kill -INT -- -$pg; kill -TERM -- -$pg',
       'kill -TERM -- -$$',
     ].join('\n');
     const script = [
@@ -296,10 +300,23 @@ describe('probing locks another user made', () => {
       const lock = path.join(root, 'locks', `${job.outputs.key}.lock`);
       expect(fs.statSync(lock).uid).toBe(0);
       expect(fs.statSync(lock).mode & 0o777).toBe(0o644);
+      // In a pid namespace of its own, /proc/locks shows none of the leases, so the CLI must
+      // open each lock file and try it: read-only, which a 0644 file allows (read-write fails).
       const asNobody = (...args: string[]) =>
         spawnSync(
-          'setpriv',
-          ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cliForAnyone(), ...args],
+          'unshare',
+          [
+            '--pid',
+            '--fork',
+            '--mount-proc',
+            'setpriv',
+            '--reuid=65534',
+            '--regid=65534',
+            '--clear-groups',
+            process.execPath,
+            cliForAnyone(),
+            ...args,
+          ],
           { encoding: 'utf8' },
         );
       const status = asNobody('status', '--root', root, '--json');
