@@ -80,6 +80,26 @@ describe('post in O(1): rename to trash, delete in the background', () => {
     expect(trashOf(job.root)).toEqual([]);
   });
 
+  it('files a job planted in lanes/ or in the trash are deleted, not kept forever (a disk filler)', async () => {
+    const job = newJob();
+    await job.phase('main');
+    await job.phase('post');
+    awaitBackgroundDeletes(path.dirname(job.root));
+    const outside = path.join(job.dir, 'outside-target');
+    fs.writeFileSync(outside, 'precious');
+    // A big file named like a lane, a symlink and a file planted straight into the trash.
+    fs.writeFileSync(path.join(job.root, 'lanes', 'acme.main.1-1.build.single-0123456789ab'), Buffer.alloc(1 << 20));
+    fs.symlinkSync(outside, path.join(job.root, 'lanes', 'acme.main.2-1.build.single-0123456789ab'));
+    fs.writeFileSync(path.join(job.root, 'trash', 'planted'), Buffer.alloc(1 << 20));
+    const first = cli('sweep', '--root', job.root, '--json');
+    expect(first.code).toBe(0);
+    const second = cli('sweep', '--root', job.root, '--json');
+    expect(second.code).toBe(0);
+    expect(fs.readdirSync(path.join(job.root, 'lanes'))).toEqual([]);
+    expect(fs.readdirSync(path.join(job.root, 'trash')).filter((name) => !name.endsWith('.lock'))).toEqual([]);
+    expect(fs.readFileSync(outside, 'utf8')).toBe('precious');
+  });
+
   it('removes links, never what they point at, inside or outside the root', async () => {
     const job = newJob();
     const outside = path.join(job.dir, 'precious');

@@ -60,7 +60,11 @@ export interface TrashEntry {
   created?: string;
 }
 
-/** The trash's entries (directories), with what earlier attempts could not delete. */
+/**
+ * The trash's entries, with what earlier attempts could not delete: directories (lanes), and
+ * anything else that is neither an entry's lock nor its failure record (a file a job planted
+ * in `lanes/` and a sweep moved here, or one planted here): all of it is deleted.
+ */
 export function listTrash(layout: Layout): TrashEntry[] {
   const trash = layout.dirIfAny('trash');
   if (!trash) return [];
@@ -69,7 +73,7 @@ export function listTrash(layout: Layout): TrashEntry[] {
     // Beside each entry (a directory) lie its lock and failure record: never entries themselves.
     if (name.endsWith('.lock') || name.endsWith(FAILED)) continue;
     const stat = trash.lstat(name);
-    if (!stat?.isDirectory()) continue;
+    if (!stat) continue;
     const record = readJsonNoFollow(trash.at(`${name}${FAILED}`)) as { failures?: unknown } | undefined;
     entries.push({
       name,
@@ -185,7 +189,8 @@ function emptyEntry(
   try {
     if (!trash.exists(entry.name)) return undefined;
     const before = freeBytes(layout.root);
-    if (options.parallel) removeInParallel(trash, entry.name, options.parallel, tick);
+    if (options.parallel && trash.lstat(entry.name)?.isDirectory())
+      removeInParallel(trash, entry.name, options.parallel, tick);
     const removal = removeIn(trash, entry.name, options.privileged, tick);
     const bytes = Math.max(0, freeBytes(layout.root) - before);
     // Whatever a job planted where the failure record goes (a directory, say) makes way.
