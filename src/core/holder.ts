@@ -60,14 +60,33 @@ export function holdLease(argv: readonly string[]): void {
   process.stdout.write('ready\n', () => fs.closeSync(1));
 }
 
-/** The OOM killer should take the job's build before the lease: -1000 if allowed, else the lowest we may set. */
+/**
+ * The OOM killer should take the job's build before the lease: the lowest score this process
+ * may set, never above the one it inherited. -1000 when privileged; else a few writes find the
+ * lowest the kernel allows (oom_score_adj_min, which cannot be read), searching down from the
+ * inherited value.
+ */
 function lowerOomScore(): void {
-  for (const score of ['-1000', '-500', '0']) {
+  const file = '/proc/self/oom_score_adj';
+  const set = (score: number) => {
     try {
-      fs.writeFileSync('/proc/self/oom_score_adj', score);
-      return;
+      fs.writeFileSync(file, String(score));
+      return true;
     } catch {
-      // Not privileged enough for this one: try a higher value.
+      return false;
     }
+  };
+  let allowed: number;
+  try {
+    allowed = Number(fs.readFileSync(file, 'utf8').trim());
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(allowed) || allowed <= -1000 || set(-1000)) return;
+  let refused = -1000;
+  while (allowed - refused > 1) {
+    const middle = Math.floor((allowed + refused) / 2);
+    if (set(middle)) allowed = middle;
+    else refused = middle;
   }
 }

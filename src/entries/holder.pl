@@ -41,10 +41,26 @@ flock($held, LOCK_EX | LOCK_NB) or fail("the lock is not held on its descriptor:
 
 # Its name as ps and pkill show it (the kernel keeps 15 bytes): never 'perl' or 'node'.
 if (open(my $comm, '>', '/proc/self/comm')) { print $comm "runlane-lease $lock"; close $comm; }
-# The OOM killer should take the job's build before the lease: the lowest score allowed.
-for my $score (-1000, -500, 0) {
-  open(my $adj, '>', '/proc/self/oom_score_adj') or last;
-  last if (print $adj $score) && close($adj);
+# The OOM killer should take the job's build before the lease: the lowest score allowed, never
+# above the inherited one (-1000 when privileged, else searched down from the inherited value).
+sub set_oom {
+  open(my $adj, '>', '/proc/self/oom_score_adj') or return 0;
+  return (print $adj $_[0]) && close($adj);
+}
+if (open(my $now, '<', '/proc/self/oom_score_adj')) {
+  my $allowed = <$now>;
+  close($now);
+  if (defined $allowed && $allowed =~ /^\s*(-?\d+)\s*$/) {
+    $allowed = $1;
+    if ($allowed > -1000 && !set_oom(-1000)) {
+      my $refused = -1000;
+      while ($allowed - $refused > 1) {
+        my $middle = int(($allowed + $refused) / 2);
+        $middle-- if $middle > ($allowed + $refused) / 2;
+        if (set_oom($middle)) { $allowed = $middle } else { $refused = $middle }
+      }
+    }
+  }
 }
 $SIG{TERM} = sub { exit 0 };
 # A cancel's SIGINT goes to the step, never to the lease.
