@@ -172,58 +172,65 @@ describe('the lease bound is monotonic', () => {
 });
 
 describe('a holder a step cannot kill by accident', () => {
-  it('pkill node, killall node and a kill of the step process group leave the lease held (in a pid namespace)', async () => {
-    const job = newJob();
-    const mark = path.join(job.dir, 'done');
-    // pid 1 of a new pid namespace with its own /proc: pkill and killall see only its processes.
-    // A later step runs in a session of its own, as a runner starts it, and signals the group
-    // main ran in, then its own.
-    const step = [
-      // A decoy shows that pkill would have killed a node process.
-      'node -e "setInterval(() => {}, 1000)" & decoy=$!',
-      'sleep 0.5',
-      'pkill node; killall node',
-      'sleep 0.5',
-      'if kill -0 $decoy 2>/dev/null; then echo decoy-alive; else echo decoy-dead; fi > "$MARK.decoy"',
-      // The process group main ran in (pid 1's, which ignores them): a holder left in it would die.
-      'pg=$(ps -o pgid= -p 1 | tr -d " ")',
-      'kill -HUP -- -$pg; kill -INT -- -$pg; kill -TERM -- -$pg',
-      'kill -TERM -- -$$',
-    ].join('\n');
-    const script = [
-      '[ "$$" = 1 ] || exit 9',
-      // pid 1 plays the runner's worker: main is its child, and it lives on (exec keeps its pid).
-      'node "$MAIN" > "$JOB_DIR/main.out" 2>&1 || exit 7',
-      'setsid -w bash -c "$STEP"',
-      'cat "$MARK.decoy" > "$MARK"',
-      'exec sleep 600',
-    ].join('\n');
-    const namespace = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'bash', '-c', script], {
-      env: { ...mainEnv(job), MAIN, MARK: mark, JOB_DIR: job.dir, STEP: step },
-      stdio: 'ignore',
-      detached: true,
-    });
-    try {
-      expect(
-        await within(30_000, () => fs.existsSync(mark) && fs.readFileSync(mark, 'utf8') !== ''),
-      ).toBeGreaterThanOrEqual(0);
-      expect(fs.readFileSync(path.join(job.dir, 'main.out'), 'utf8')).toContain('lease: held by pid');
-      expect(fs.readFileSync(mark, 'utf8').trim()).toBe('decoy-dead');
-      // Longer than the holder's check interval: had anything ended it, it would show now.
-      await new Promise((resolve) => setTimeout(resolve, 1200));
-      const [key, state] = onlyLane(job.root);
-      expect(state).toBe('live');
-      const sweep = cli('sweep', '--root', job.root, '--json');
-      expect(sweep.code).toBe(0);
-      expect(sweep.json().entries).toEqual([expect.objectContaining({ key, state: 'live', outcome: 'left' })]);
-      expect(fs.existsSync(outputsOf(job).path)).toBe(true);
-    } finally {
-      namespace.kill('SIGKILL');
-    }
-    // The namespace gone (a container removed), its holder went with it: the lane is an orphan.
-    const [key] = onlyLane(job.root);
-    expect(await within(20_000, () => laneStates(job.root)[key] === 'orphan')).toBeGreaterThanOrEqual(0);
-  });
+  it.each(['perl', 'node'])(
+    'pkill node, killall node, pkill perl and a kill of the step process group leave the %s holder held (in a pid namespace)',
+    async (holderKind) => {
+      const job = newJob();
+      const mark = path.join(job.dir, 'done');
+      // pid 1 of a new pid namespace with its own /proc: pkill and killall see only its processes.
+      // A later step runs in a session of its own, as a runner starts it, and signals the group
+      // main ran in, then its own.
+      const step = [
+        // A decoy shows that pkill would have killed a node process.
+        'node -e "setInterval(() => {}, 1000)" & decoy=$!',
+        'sleep 0.5',
+        'pkill node; killall node; pkill perl; killall perl',
+        'sleep 0.5',
+        'if kill -0 $decoy 2>/dev/null; then echo decoy-alive; else echo decoy-dead; fi > "$MARK.decoy"',
+        // The process group main ran in (pid 1's, which ignores them): a holder left in it would die.
+        'pg=$(ps -o pgid= -p 1 | tr -d " ")',
+        'kill -HUP -- -$pg; kill -INT -- -$pg; kill -TERM -- -$pg',
+        'kill -TERM -- -$$',
+      ].join('\n');
+      const script = [
+        '[ "$$" = 1 ] || exit 9',
+        // The node holder stands in where the system's perl is not a program (masked in this mount namespace).
+        ...(holderKind === 'node'
+          ? ['for p in /usr/bin/perl /bin/perl; do [ -e "$p" ] && mount --bind /dev/null "$p"; done']
+          : []),
+        // pid 1 plays the runner's worker: main is its child, and it lives on (exec keeps its pid).
+        'node "$MAIN" > "$JOB_DIR/main.out" 2>&1 || exit 7',
+        'setsid -w bash -c "$STEP"',
+        'cat "$MARK.decoy" > "$MARK"',
+        'exec sleep 600',
+      ].join('\n');
+      const namespace = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'bash', '-c', script], {
+        env: { ...mainEnv(job), MAIN, MARK: mark, JOB_DIR: job.dir, STEP: step },
+        stdio: 'ignore',
+        detached: true,
+      });
+      try {
+        expect(
+          await within(30_000, () => fs.existsSync(mark) && fs.readFileSync(mark, 'utf8') !== ''),
+        ).toBeGreaterThanOrEqual(0);
+        expect(fs.readFileSync(path.join(job.dir, 'main.out'), 'utf8')).toContain('lease: held by pid');
+        expect(fs.readFileSync(mark, 'utf8').trim()).toBe('decoy-dead');
+        // Longer than the holder's check interval: had anything ended it, it would show now.
+        await new Promise((resolve) => setTimeout(resolve, 1200));
+        const [key, state] = onlyLane(job.root);
+        expect(state).toBe('live');
+        const sweep = cli('sweep', '--root', job.root, '--json');
+        expect(sweep.code).toBe(0);
+        expect(sweep.json().entries).toEqual([expect.objectContaining({ key, state: 'live', outcome: 'left' })]);
+        expect(fs.existsSync(outputsOf(job).path)).toBe(true);
+      } finally {
+        namespace.kill('SIGKILL');
+      }
+      // The namespace gone (a container removed), its holder went with it: the lane is an orphan.
+      const [key] = onlyLane(job.root);
+      expect(await within(20_000, () => laneStates(job.root)[key] === 'orphan')).toBeGreaterThanOrEqual(0);
+    },
+  );
 
   it("in a container-like job (main's parent outside its pid namespace), the lease ends with the container", async () => {
     const job = newJob();
@@ -403,6 +410,20 @@ describe('post and the lease', () => {
     expect((await second.phase('main')).code).toBe(0);
     expect(first.outputs.key).not.toBe(second.outputs.key);
     expect(laneStates(first.root)).toEqual({ [first.outputs.key]: 'live', [second.outputs.key]: 'live' });
+  });
+
+  it.each([
+    ['GitHub', {}, '5d 1h'],
+    ['Gitea', { GITEA_ACTIONS: 'true' }, '3h 30m'],
+    ['Forgejo', { FORGEJO_ACTIONS: 'true' }, '3h 30m'],
+  ])('lease-timeout auto on %s is above the longest job the runner allows: %s', async (_runner, env, bound) => {
+    const job = newJob({ env });
+    const main = await job.phase('main');
+    expect(main.code).toBe(0);
+    expect(main.stdout).toContain(`until post, the job's end or ${bound}`);
+    const meta = JSON.parse(fs.readFileSync(path.join(job.root, 'meta', `${job.outputs.key}.json`), 'utf8'));
+    const hours = (Date.parse(meta.leaseUntil) - Date.parse(meta.created)) / 3_600_000;
+    expect(hours).toBeCloseTo(bound === '5d 1h' ? 121 : 3.5, 5);
   });
 
   it('the holder lowers the OOM score the step runs with (GitHub: 500); lease-timeout none sets no bound', async () => {

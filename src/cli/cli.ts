@@ -193,6 +193,11 @@ function statusRows(
   const rows: Row[] = [];
   const add = emit ?? ((row: Row) => rows.push(row));
   try {
+    // The lane listing goes on without metadata (lanes then `unknown` or `live`): say why.
+    part('metadata', () => {
+      layout.dirIfAny('meta');
+      return [];
+    });
     const parked = part('parked lanes', () => listParked(layout));
     const trash = part('trash', () => listTrash(layout));
     if (sizes) meter.setTotal(layout.names('lanes').length + parked.length + trash.length);

@@ -375,18 +375,34 @@ export function listLanes(root: string, layout?: Layout, onLane?: () => void): L
 export function forEachLane(layout: Layout, each: (lane: LaneEntry) => void): void {
   const keys = layout.names('lanes').sort();
   const held = heldLocks(layout);
-  const metaDir = layout.dirIfAny('meta');
+  // A refused metadata directory (a job planted a symlink there) does not stop the listing:
+  // without metadata a kept lane cannot be told from an orphan, so an unleased lane is then
+  // `unknown`, reported and left alone, and the live ones are still known to be live.
+  let metaDir: Dir | undefined;
+  let metaRefused: string | undefined;
+  try {
+    metaDir = layout.dirIfAny('meta');
+  } catch (error) {
+    metaRefused = errorMessage(error);
+  }
   const locksDir = layout.dirIfAny('locks');
   // In chunks: each chunk's metadata is read, then its lock files are looked at, from inside
   // their directories (names resolve from the opened directory, as through its descriptor,
   // at half the cost of a /proc/self/fd path): a scan of 100,000 lanes is system calls.
   for (let start = 0; start < keys.length; start += SCAN_CHUNK) {
     const chunk = keys.slice(start, start + SCAN_CHUNK);
-    const metas = metaDir?.within(() => chunk.map((key) => layout.readMetaFile(`${key}.json`, key)));
+    const metas = metaRefused
+      ? chunk.map(() => undefined)
+      : metaDir?.within(() => chunk.map((key) => layout.readMetaFile(`${key}.json`, key)));
     const locks = locksDir?.within(() => chunk.map((key) => lstatOrError(`${key}.lock`)));
-    chunk.forEach((key, index) =>
-      each(laneEntry(layout, key, held, metas ? { meta: metas[index], lock: locks?.[index] } : undefined)),
-    );
+    chunk.forEach((key, index) => {
+      const entry = laneEntry(layout, key, held, metas ? { meta: metas[index], lock: locks?.[index] } : undefined);
+      if (metaRefused && entry.state === 'orphan') {
+        entry.state = 'unknown';
+        entry.problem = `its metadata cannot be read (${metaRefused}), so a kept lane cannot be told from an orphan`;
+      }
+      each(entry);
+    });
   }
 }
 
