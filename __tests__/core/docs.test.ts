@@ -87,3 +87,32 @@ describe('the CLI help is complete', () => {
     }
   });
 });
+
+describe('the README examples for other CI systems', () => {
+  const blocks = (language: string) =>
+    [...readme.matchAll(new RegExp('```' + language + '\\n([\\s\\S]*?)```', 'g'))].map((match) => match[1]);
+
+  it('every YAML block parses', () => {
+    const yaml = blocks('yaml');
+    expect(yaml.length).toBeGreaterThanOrEqual(6);
+    for (const block of yaml) expect(() => parse(block)).not.toThrow();
+  });
+
+  it('every `runlane run` in them uses options run takes, and a command after --', async () => {
+    const { buildCli } = await import('../../src/cli/cli.js');
+    const run = buildCli().commands.find((command) => command.name() === 'run');
+    const known = new Set(run?.options.map((option) => option.long));
+    const lines = [...blocks('yaml'), ...blocks('groovy'), ...blocks('sh')]
+      .join('\n')
+      .split('\n')
+      .filter((line) => /runlane run /.test(line));
+    expect(lines.length).toBeGreaterThanOrEqual(5);
+    for (const line of lines) {
+      const after = line.slice(line.indexOf('runlane run ') + 'runlane run '.length);
+      const [options, command] = after.split(/(?:^| )-- /);
+      expect(command?.trim()).toBeTruthy();
+      for (const option of options.split(/\s+/).filter((word) => word.startsWith('--')))
+        expect(known).toContain(option);
+    }
+  });
+});

@@ -209,26 +209,51 @@ describe('runlane run: the lane and its lease', () => {
     expect(claimed.stdout.trim()).toBe('state');
   });
 
-  it("SIGTERM to runlane reaches COMMAND's grandchild; runlane exits with COMMAND's status and closes the lane", async () => {
+  it.each([
+    ['SIGTERM', 'TERM', 143],
+    ['SIGHUP', 'HUP', 129],
+  ] as const)(
+    "%s to runlane reaches COMMAND's grandchild; runlane exits with COMMAND's status and closes the lane",
+    async (signal, trapName, status) => {
+      const where = place();
+      const started = path.join(where.cwd, 'started');
+      const got = path.join(where.cwd, 'got-signal');
+      const inner = `trap 'echo ${trapName} > ${got}; exit 0' ${trapName}; touch ${started}; while :; do sleep 0.1; done`;
+      const child = spawn(
+        process.execPath,
+        [CLI, 'run', '--root', where.root, '--', 'sh', '-c', `sh -c "${inner}" & wait`],
+        { cwd: where.cwd, stdio: 'ignore' },
+      );
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      expect(await within(15_000, () => fs.existsSync(started))).toBeGreaterThanOrEqual(0);
+      expect(Object.values(laneStates(where.root))).toEqual(['live']);
+      child.kill(signal);
+      expect(await exited).toBe(status);
+      expect(fs.readFileSync(got, 'utf8').trim()).toBe(trapName);
+      expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
+    },
+  );
+
+  it.each([
+    ['never', 'sh -c "exit 0"', 0, 'kept'],
+    ['on-success', 'sh -c "exit 4"', 4, 'kept'],
+    ['on-success', 'sh -c "exit 0"', 0, 'removed'],
+    ['defer', 'sh -c "exit 0"', 0, 'orphan'],
+  ])('--cleanup %s after `%s` (exit %d) leaves the lane %s', (cleanup, command, status, state) => {
     const where = place();
-    const started = path.join(where.cwd, 'started');
-    const got = path.join(where.cwd, 'got-term');
-    const inner = `trap 'echo term > ${got}; exit 0' TERM; touch ${started}; while :; do sleep 0.1; done`;
-    const child = spawn(
-      process.execPath,
-      [CLI, 'run', '--root', where.root, '--', 'sh', '-c', `sh -c "${inner}" & wait`],
-      {
-        cwd: where.cwd,
-        stdio: 'ignore',
-      },
-    );
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    expect(await within(15_000, () => fs.existsSync(started))).toBeGreaterThanOrEqual(0);
-    expect(Object.values(laneStates(where.root))).toEqual(['live']);
-    child.kill('SIGTERM');
-    expect(await exited).toBe(143);
-    expect(fs.readFileSync(got, 'utf8').trim()).toBe('term');
-    expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
+    const result = run(where, ['--cleanup', cleanup, '--', 'sh', '-c', command]);
+    expect(result.status).toBe(status);
+    const states = Object.values(laneStates(where.root)).filter((each) => each !== 'trash');
+    expect(states).toEqual(state === 'removed' ? [] : [state]);
+  });
+
+  it('--link turns a work-tree path into a symlink into the lane for COMMAND, and removes it after', () => {
+    const where = place();
+    spawnSync('git', ['init', '-q'], { cwd: where.cwd });
+    const result = run(where, ['--link', 'target', '--', 'sh', '-c', 'readlink target; echo built > target/out']);
+    expect(result.status).toBe(0);
+    expect(result.stdout.trim()).toMatch(new RegExp(`^${where.root}/lanes/[^/]+/target$`));
+    expect(fs.existsSync(path.join(where.cwd, 'target'))).toBe(false);
   });
 
   it.each([
