@@ -284,6 +284,8 @@ describe('job-end signals where post may not run', () => {
     // The step's parent is the long-lived daemon: this test process, which lives on.
     expect((await job.phase('main')).code).toBe(0);
     const key = job.outputs.key;
+    // A step that removes RUNNER_TEMP itself (cleaning up its temporary files) ends nothing.
+    fs.rmSync(job.env.RUNNER_TEMP, { recursive: true, force: true });
     await new Promise((resolve) => setTimeout(resolve, 1200));
     expect(laneStates(job.root)[key]).toBe('live');
     fs.rmSync(jobRoot, { recursive: true, force: true });

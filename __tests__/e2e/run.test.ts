@@ -212,7 +212,7 @@ describe('runlane run: the lane and its lease', () => {
   it.each([
     ['SIGTERM', 'TERM', 143],
     ['SIGHUP', 'HUP', 129],
-  ] as const)(
+  ])(
     "%s to runlane reaches COMMAND's grandchild; runlane exits with COMMAND's status and closes the lane",
     async (signal, trapName, status) => {
       const where = place();
@@ -227,7 +227,7 @@ describe('runlane run: the lane and its lease', () => {
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       expect(await within(15_000, () => fs.existsSync(started))).toBeGreaterThanOrEqual(0);
       expect(Object.values(laneStates(where.root))).toEqual(['live']);
-      child.kill(signal);
+      child.kill(signal as NodeJS.Signals);
       expect(await exited).toBe(status);
       expect(fs.readFileSync(got, 'utf8').trim()).toBe(trapName);
       expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);

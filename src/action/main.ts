@@ -207,11 +207,16 @@ function recordOrigin(root: string, key: string, warmFrom: string): void {
 /**
  * Per-job directories whose removal means the job has ended, for runners whose step parent is
  * a long-lived daemon (act_runner and the Forgejo runner in host mode): their RUNNER_TEMP is
- * `<workdir_parent>/<16 hex>/tmp`, made for the job and removed with it, on cancel too, even
- * when post is skipped. On GitHub the worker process's death is the signal, and a step that
- * clears RUNNER_TEMP must not end the lease, so nothing is watched there.
+ * `<workdir_parent>/<16 hex>/tmp`, and the runner removes the whole `<16 hex>` directory with
+ * the job, on cancel too, even when post is skipped. That directory is watched, not
+ * RUNNER_TEMP itself, which a step may well empty or remove (`rm -rf "$RUNNER_TEMP"`) while the
+ * job goes on; where RUNNER_TEMP has another shape, it is watched itself. On GitHub the worker
+ * process's death is the signal, and a step that clears RUNNER_TEMP must not end the lease,
+ * so nothing is watched there.
  */
 function jobEndWatch(env: NodeJS.ProcessEnv): string[] {
   const temp = env.RUNNER_TEMP?.trim();
-  return platformOf(env) !== 'github' && temp && path.isAbsolute(temp) ? [temp] : [];
+  if (platformOf(env) === 'github' || !temp || !path.isAbsolute(temp)) return [];
+  const jobDir = path.dirname(temp);
+  return path.basename(temp) === 'tmp' && /^[0-9a-f]{16}$/.test(path.basename(jobDir)) ? [jobDir] : [temp];
 }
