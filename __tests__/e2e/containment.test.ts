@@ -585,3 +585,61 @@ describe('the threaded delete against a process swapping directories for symlink
     expect(treeHash(outside)).toBe(before);
   });
 });
+
+describe('a symlink swap raced against the walker, as an unprivileged runner user', () => {
+  it('a read-only directory the walker must chmod to empty, swapped for a link to outside, for seconds: no mode or file outside changes', async () => {
+    const job = await usedRoot();
+    const root = job.root;
+    // The runner user reaches the root (the job's directory is private by default).
+    fs.chmodSync(job.dir, 0o755);
+    const outside = outsideTree(path.join(job.dir, 'outside-race'));
+    // The outside is the runner user's own and read-only: a chmod through the link would show.
+    fs.chmodSync(path.join(outside, 'victim-lane'), 0o555);
+    expect(spawnSync('chown', ['-R', '-h', '65534:65534', root, outside]).status).toBe(0);
+    const before = treeHash(outside);
+    const entry = path.join(root, 'trash', 'planted~20260101T000000Z-race01');
+    const nobodyCli = cliForAnyone();
+    const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+    const attacker = spawn('setpriv', [
+      ...asNobody,
+      process.execPath,
+      '-e',
+      `const fs = require('fs');
+       const d = ${JSON.stringify(path.join(entry, 'd'))};
+       for (;;) {
+         try { fs.renameSync(d, d + '.x'); } catch {}
+         try { fs.symlinkSync(${JSON.stringify(path.join(outside, 'victim-lane'))}, d); } catch {}
+         try { fs.unlinkSync(d); } catch {}
+         try { fs.renameSync(d + '.x', d); } catch {}
+       }`,
+    ]);
+    let rounds = 0;
+    try {
+      const until = Date.now() + 4000;
+      while (Date.now() < until || rounds < 6) {
+        const stage = path.join(root, 'stage');
+        fs.mkdirSync(path.join(stage, 'd', 'e'), { recursive: true });
+        for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(stage, 'd', `f${i}`), 'x');
+        for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(stage, 'd', 'e', `g${i}`), 'y');
+        fs.writeFileSync(path.join(stage, 'pin'), 'pinned');
+        expect(spawnSync('chown', ['-R', '65534:65534', stage]).status).toBe(0);
+        // Read-only: the runner user can empty it only after giving itself write permission.
+        fs.chmodSync(path.join(stage, 'd', 'e'), 0o555);
+        fs.chmodSync(path.join(stage, 'd'), 0o555);
+        // An immutable file keeps the entry from going in one pass: every pass walks it again.
+        expect(spawnSync('chattr', ['+i', path.join(stage, 'pin')]).status).toBe(0);
+        fs.renameSync(stage, entry);
+        for (let pass = 0; pass < 3; pass++) runlane(['empty-trash', '--root', root], nobodyCli);
+        expect(spawnSync('chattr', ['-i', path.join(entry, 'pin')]).status).toBe(0);
+        for (let pass = 0; fs.existsSync(entry) && pass < 50; pass++)
+          runlane(['empty-trash', '--root', root], nobodyCli);
+        expect(fs.existsSync(entry)).toBe(false);
+        rounds++;
+      }
+    } finally {
+      attacker.kill('SIGKILL');
+    }
+    expect(rounds).toBeGreaterThanOrEqual(6);
+    expect(treeHash(outside)).toBe(before);
+  });
+});

@@ -10,6 +10,7 @@ import { dockerArgs, planExports } from '../core/env-plan.js';
 import { shown } from '../core/report.js';
 import { laneKey } from '../core/key.js';
 import { Layout } from '../core/layout.js';
+import type { Dir } from '../core/remove.js';
 import { openLane } from '../core/lane.js';
 import { makeLinks, planLinks } from '../core/links.js';
 import { humanDuration } from '../core/units.js';
@@ -82,7 +83,7 @@ export async function main(): Promise<void> {
   core.info(`lane: ${shown(lane.path)}`);
   for (const note of notes) core.info(shown(note));
   // The cache service is the second tier: asked only when no local tier gave a lane.
-  const remote = lane.warm ? undefined : await remoteWarm(settings, identity, lane.path, key);
+  const remote = lane.warm ? undefined : await remoteWarm(settings, identity, key);
   const warmText = lane.warm
     ? describeWarm(lane.warm)
     : remote?.restored
@@ -148,7 +149,6 @@ export async function main(): Promise<void> {
 async function remoteWarm(
   settings: Settings,
   identity: Identity,
-  lanePath: string,
   key: string,
 ): Promise<{ restored: boolean; text: string } | undefined> {
   const service = remoteService(process.env);
@@ -161,14 +161,47 @@ async function remoteWarm(
   const paths = remotePaths(settings.presets, settings.remotePaths);
   if (paths.length === 0) return { restored: false, text: 'nothing of these presets is archived (remote-paths)' };
   const keys = remoteKeys(identity, settings.presets, paths, lockFilesHash(settings.presets, settings.workspace));
-  fs.mkdirSync(path.join(lanePath, STAGING));
+  // The staging directory is made, adopted and dropped through the opened lane, never by its
+  // path, so a process that swapped `lanes` for a symlink cannot turn a drop into a delete
+  // elsewhere; the transfer, which needs a path, runs only while the path leads to that lane.
+  const layout = new Layout(settings.root);
+  let lane: Dir | undefined;
+  try {
+    lane = layout.dir('lanes').openChild(key);
+    return await restoreInto(lane, settings, paths, keys, key);
+  } catch (error) {
+    const left = lane ? dropStaging(lane) : undefined;
+    core.warning(
+      `runlane: the remote warm start failed (${errorMessage(error)}); the lane starts cold${left ? `, but ${left}` : ''}`,
+    );
+    return { restored: false, text: `the cache service failed: ${errorMessage(error)}` };
+  } finally {
+    lane?.close();
+    layout.close();
+  }
+}
+
+/** The restore itself, into the staging directory of the opened lane, then adopted or dropped. */
+async function restoreInto(
+  lane: Dir,
+  settings: Settings,
+  paths: string[],
+  keys: { key: string; restoreKeys: string[] },
+  key: string,
+): Promise<{ restored: boolean; text: string }> {
+  // The transfer (a child process, and the cache library's glob and tar in it) needs a path:
+  // the lane's, checked to still lead to the directory opened.
+  const lanePath = new Layout(settings.root).lane(key);
+  if (fs.realpathSync(lanePath) !== lane.realPath())
+    throw new Error(`${lanePath} no longer leads to the lane main opened`);
+  fs.mkdirSync(lane.at(STAGING));
   const outcome = await runRemote(
     { op: 'restore', dir: path.join(lanePath, STAGING), paths, key: keys.key, restoreKeys: keys.restoreKeys },
     { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
   );
   if (outcome.key) {
     try {
-      const size = adoptStaging(lanePath, topLevelNames(paths));
+      const size = adoptStaging(lane, topLevelNames(paths));
       const rate = outcome.seconds > 0 ? ` (${(size.bytes / 1048576 / outcome.seconds).toFixed(1)} MB/s)` : '';
       // Where it came from and what it cost, for `runlane status` (written under the lease).
       recordOrigin(
@@ -184,7 +217,7 @@ async function remoteWarm(
       outcome.error = `the restored files could not be moved into the lane: ${errorMessage(error)}`;
     }
   }
-  const left = dropStaging(lanePath);
+  const left = dropStaging(lane);
   if (outcome.error) {
     core.warning(
       `runlane: the remote warm start failed (${outcome.error}); the lane starts cold${left ? `, but ${left}` : ''}`,

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import * as core from './toolkit.js';
 import type { Identity } from '../core/ci-identity.js';
@@ -62,7 +63,7 @@ async function closeLaneOfJob(settings: Settings, lane: LaneState, started: numb
   // Trimmed, then uploaded, before the lane is parked or removed, while its lease still holds it.
   const upload = settings.jobStatus === 'success' ? uploadPlan(settings, identity) : undefined;
   const trimmed = action === 'park' || upload?.paths ? trimWarm(settings.warmMaxBytes, lane.root, lane.key) : undefined;
-  const uploaded = upload ? await remoteSave(settings, identity, lane.lanePath, upload) : undefined;
+  const uploaded = upload ? await remoteSave(settings, identity, lane, upload) : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
   let outcome: string;
@@ -153,15 +154,39 @@ function uploadPlan(settings: Settings, identity: Identity): UploadPlan | undefi
 async function remoteSave(
   settings: Settings,
   identity: Identity,
-  lanePath: string,
+  laneState: LaneState,
   plan: UploadPlan,
 ): Promise<string | undefined> {
   if (!plan.paths) {
     core.info(`runlane: not uploaded to the cache service: ${plan.why}`);
     return `not uploaded: ${plan.why}`;
   }
-  const paths = plan.paths;
-  const size = includedSize(lanePath, paths);
+  // The lane is reached through opened directories, never by its path (see main's restore).
+  const layout = new Layout(laneState.root);
+  try {
+    const lane = layout.dir('lanes').openChild(laneState.key);
+    try {
+      // The transfer needs a path (the cache library globs and tars by path): the lane's,
+      // checked to still lead to the directory opened.
+      if (fs.realpathSync(laneState.lanePath) !== lane.realPath())
+        throw new Error(`${laneState.lanePath} no longer leads to the lane main opened`);
+      return await uploadFrom(lane, laneState.lanePath, settings, identity, plan.paths);
+    } finally {
+      lane.close();
+    }
+  } finally {
+    layout.close();
+  }
+}
+
+async function uploadFrom(
+  lane: Dir,
+  lanePath: string,
+  settings: Settings,
+  identity: Identity,
+  paths: string[],
+): Promise<string | undefined> {
+  const size = includedSize(lane, paths);
   if (size > settings.remoteMaxBytes) {
     const text = `not uploaded: the archived paths hold ${humanBytes(size)}, over remote-max-size (${humanBytes(settings.remoteMaxBytes)})`;
     core.notice(`runlane: ${text}`);
@@ -192,28 +217,36 @@ async function remoteSave(
  * Bytes under an archive selection, an upper bound: a glob counts the whole directory above
  * its first wildcard (`cargo-target/*\/*` counts `cargo-target`), and excludes are not subtracted.
  */
-function includedSize(lanePath: string, paths: readonly string[]): number {
+function includedSize(lane: Dir, paths: readonly string[]): number {
   let total = 0;
   const roots = new Set(
     paths
       .filter((entry) => !entry.startsWith('!'))
       .map((entry) => {
-        const parts = entry.split('/');
+        const parts = entry.split('/').filter((part) => part !== '' && part !== '.');
         const wild = parts.findIndex((part) => /[*?[{]/.test(part));
-        return (wild < 0 ? parts : parts.slice(0, wild)).join('/') || '.';
+        return wild < 0 ? parts : parts.slice(0, wild);
       }),
   );
-  for (const entry of roots) {
-    const full = path.join(lanePath, entry);
+  for (const parts of roots) {
+    if (parts.length === 0) {
+      for (const name of lane.names()) total += treeSizeIn(lane, name).bytes;
+      continue;
+    }
+    // Through opened directories from the lane, never by path.
+    const opened: Dir[] = [];
     try {
-      const dir = Dir.open(path.dirname(full));
-      try {
-        if (dir.exists(path.basename(full))) total += treeSizeIn(dir, path.basename(full)).bytes;
-      } finally {
-        dir.close();
+      let parent = lane;
+      for (const part of parts.slice(0, -1)) {
+        parent = parent.openChild(part);
+        opened.push(parent);
       }
+      const last = parts[parts.length - 1];
+      if (parent.exists(last)) total += treeSizeIn(parent, last).bytes;
     } catch {
-      // Not there: nothing of it is archived.
+      // Not there (or not a directory): nothing of it is archived.
+    } finally {
+      for (const dir of opened) dir.close();
     }
   }
   return total;

@@ -137,58 +137,47 @@ export function topLevelNames(paths: readonly string[]): Set<string> {
  * preset's directory, the staging directory's own name) refuses the whole restore. A move
  * that fails midway takes back what was moved, so the lane is as cold and clean as before.
  */
-export function adoptStaging(lanePath: string, allowed: ReadonlySet<string>): { bytes: number; files: number } {
-  const lane = Dir.open(lanePath);
+export function adoptStaging(lane: Dir, allowed: ReadonlySet<string>): { bytes: number; files: number } {
+  const staging = lane.openChild(STAGING);
+  const moved: { name: string; wasEmptyDir: boolean }[] = [];
   try {
-    const staging = lane.openChild(STAGING);
-    const moved: { name: string; wasEmptyDir: boolean }[] = [];
+    const names = staging.names();
+    const stray = names.find((name) => !allowed.has(name));
+    if (stray !== undefined) throw new Error(`the archive holds ${JSON.stringify(stray)}, outside the archived paths`);
     try {
-      const names = staging.names();
-      const stray = names.find((name) => !allowed.has(name));
-      if (stray !== undefined)
-        throw new Error(`the archive holds ${JSON.stringify(stray)}, outside the archived paths`);
-      try {
-        for (const name of names) {
-          const there = lane.lstat(name);
-          const wasEmptyDir = Boolean(there?.isDirectory() && fs.readdirSync(lane.at(name)).length === 0);
-          if (wasEmptyDir) fs.rmdirSync(lane.at(name));
-          fs.renameSync(staging.at(name), lane.at(name));
-          moved.push({ name, wasEmptyDir });
-        }
-      } catch (error) {
-        for (const { name, wasEmptyDir } of moved) {
-          removeIn(lane, name, '');
-          if (wasEmptyDir) fs.mkdirSync(lane.at(name));
-        }
-        throw error;
+      for (const name of names) {
+        const there = lane.lstat(name);
+        const wasEmptyDir = Boolean(there?.isDirectory() && fs.readdirSync(lane.at(name)).length === 0);
+        if (wasEmptyDir) fs.rmdirSync(lane.at(name));
+        fs.renameSync(staging.at(name), lane.at(name));
+        moved.push({ name, wasEmptyDir });
       }
-    } finally {
-      staging.close();
+    } catch (error) {
+      for (const { name, wasEmptyDir } of moved) {
+        removeIn(lane, name, '');
+        if (wasEmptyDir) fs.mkdirSync(lane.at(name));
+      }
+      throw error;
     }
-    fs.rmdirSync(lane.at(STAGING));
-    let bytes = 0;
-    let files = 0;
-    for (const name of lane.names()) {
-      const size = treeSizeIn(lane, name);
-      bytes += size.bytes;
-      files += size.files;
-    }
-    return { bytes, files };
   } finally {
-    lane.close();
+    staging.close();
   }
+  fs.rmdirSync(lane.at(STAGING));
+  let bytes = 0;
+  let files = 0;
+  for (const name of lane.names()) {
+    const size = treeSizeIn(lane, name);
+    bytes += size.bytes;
+    files += size.files;
+  }
+  return { bytes, files };
 }
 
 /** Removes the staging directory and whatever a failed restore left in it: the lane stays cold and clean. */
-export function dropStaging(lanePath: string): string | undefined {
+export function dropStaging(lane: Dir): string | undefined {
   try {
-    const lane = Dir.open(lanePath);
-    try {
-      const result = removeIn(lane, STAGING, '');
-      return result.removed ? undefined : `${STAGING} could not be removed entirely`;
-    } finally {
-      lane.close();
-    }
+    const result = removeIn(lane, STAGING, '');
+    return result.removed ? undefined : `${STAGING} could not be removed entirely`;
   } catch (error) {
     return errorMessage(error);
   }
