@@ -243,12 +243,22 @@ async function pytestScenario() {
         fs.writeFileSync(path.join(j.workspace, 'test_race.py'), PYTEST_FILE);
         await sleep(i * 700);
         await j.phase('main');
+        const began = Date.now();
         const step = await j.run(pytest[0], pytest.slice(1), { timeoutMs: 120_000 });
+        const ended = Date.now();
+        const lane = j.outputs.path;
         await j.phase('post');
         j.dispose();
-        return step;
+        return { ...step, lane, began, ended };
       }),
     );
+    // The proof holds only if the two jobs really ran at the same time, each in its own lane.
+    const [a, b] = outcomes;
+    const apart = a.lane !== b.lane && a.began < b.ended && b.began < a.ended;
+    if (!apart) {
+      verdict(name, 'with', false, `the two jobs did not overlap in two lanes: ${a.lane} / ${b.lane}`);
+      return;
+    }
     twoJobsVerdict(name, outcomes, (o) => o.stdout, summary);
   }
 }
