@@ -405,7 +405,11 @@ function reap(
   if (!lock) return { ...base, outcome: 'left', reason: 'live: its lease was taken meanwhile' };
   try {
     const lanes = layout.dir('lanes');
-    if (!lanes.exists(lane.key)) return { ...base, outcome: 'left', reason: 'gone: another sweep reaped it' };
+    if (!lanes.exists(lane.key)) {
+      // Taking the lock made its file again after the other sweep removed it: it goes too.
+      lock.unlinkWhileHeld();
+      return { ...base, outcome: 'left', reason: 'gone: another sweep reaped it' };
+    }
     const moved = moveToTrash(layout, lanes, lane.key, lane.key);
     let bytes: number | undefined;
     if ('error' in moved) {
