@@ -1,8 +1,11 @@
 // Bundles each entry point into dist/<entry>/index.js with ncc. dist/ is committed and must
 // always equal this script's output: CI rebuilds it and fails on any difference.
-// Entries build in parallel (one ncc per core; each type-checks its entry, ~11 s) into a
-// staging directory that replaces dist/ only when every build succeeded: a failed or
-// interrupted bundle never leaves dist/ deleted or half-built.
+// Entries build in parallel (one ncc per core) into a staging directory that replaces dist/
+// only when every build succeeded: a failed or interrupted bundle never leaves dist/ deleted
+// or half-built. ncc only transpiles (`--transpile-only`, with src/entries/tsconfig.json, which
+// ts-loader finds beside the entries and which emits ES modules, as the type-checked build
+// did): `npm run typecheck` checks the whole program once, instead of ncc checking it again
+// for each of eight entries (the bundle took 70-80 s that way; now about 20 s).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -26,6 +29,7 @@ function build(entry) {
         '--quiet',
         '--target',
         'es2022',
+        '--transpile-only',
       ],
       { stdio: 'inherit' },
     );
