@@ -17,6 +17,35 @@ function scratch(): string {
 }
 
 /**
+ * The bundled guard as the cache library runs tar in a restore (`tar -xf ARCHIVE -P -C DIR
+ * --use-compress-program unzstd`, the shim's directory first on PATH).
+ */
+function runGuard(archive: string, into: string, env: NodeJS.ProcessEnv = {}) {
+  return spawnSync(
+    process.execPath,
+    [
+      path.join(ACTION_DIR, 'dist', 'tar-guard', 'index.js'),
+      '-xf',
+      archive,
+      '-P',
+      '-C',
+      into,
+      '--use-compress-program',
+      'unzstd',
+    ],
+    {
+      encoding: 'utf8',
+      env: {
+        ...process.env,
+        PATH: `${path.join(ACTION_DIR, 'dist', 'remote', 'bin')}:${process.env.PATH}`,
+        RUNLANE_REAL_TAR: '/usr/bin/tar',
+        ...env,
+      },
+    },
+  );
+}
+
+/**
  * Runs the bundled guard as a restore does (`tar -xf ARCHIVE -P -C DIR --use-compress-program
  * unzstd`, the shim's directory first on PATH) on a zstd archive of `tarBytes`, into a fresh
  * staging directory inside a fresh lane. Returns its status, report and the lane.
@@ -29,30 +58,11 @@ function extract(tarBytes: Buffer, maxBytes = 1 << 30) {
   const staging = path.join(lane, '.runlane-remote');
   fs.mkdirSync(staging, { recursive: true });
   const report = path.join(dir, 'report');
-  const run = spawnSync(
-    process.execPath,
-    [
-      path.join(ACTION_DIR, 'dist', 'tar-guard', 'index.js'),
-      '-xf',
-      archive,
-      '-P',
-      '-C',
-      staging,
-      '--use-compress-program',
-      'unzstd',
-    ],
-    {
-      encoding: 'utf8',
-      env: {
-        ...process.env,
-        PATH: `${path.join(ACTION_DIR, 'dist', 'remote', 'bin')}:${process.env.PATH}`,
-        RUNLANE_REAL_TAR: '/usr/bin/tar',
-        RUNLANE_MAX_BYTES: String(maxBytes),
-        RUNLANE_GUARD_REPORT: report,
-        TAR_OPTIONS: '-P --same-owner',
-      },
-    },
-  );
+  const run = runGuard(archive, staging, {
+    RUNLANE_MAX_BYTES: String(maxBytes),
+    RUNLANE_GUARD_REPORT: report,
+    TAR_OPTIONS: '-P --same-owner',
+  });
   return {
     status: run.status,
     report: fs.existsSync(report) ? fs.readFileSync(report, 'utf8') : '',
@@ -173,27 +183,7 @@ describe('the tar guard, as a restore runs it', () => {
     const dir = scratch();
     const garbage = path.join(dir, 'garbage.tzst');
     fs.writeFileSync(garbage, 'not zstd at all');
-    const run = spawnSync(
-      process.execPath,
-      [
-        path.join(ACTION_DIR, 'dist', 'tar-guard', 'index.js'),
-        '-xf',
-        garbage,
-        '-P',
-        '-C',
-        dir,
-        '--use-compress-program',
-        'unzstd',
-      ],
-      {
-        encoding: 'utf8',
-        env: {
-          ...process.env,
-          PATH: `${path.join(ACTION_DIR, 'dist', 'remote', 'bin')}:${process.env.PATH}`,
-          RUNLANE_REAL_TAR: '/usr/bin/tar',
-        },
-      },
-    );
+    const run = runGuard(garbage, dir);
     expect(run.status).toBe(2);
     expect(run.stderr).toMatch(/the archive is refused: it could not be decompressed \(unzstd exit 1\)/);
   });
