@@ -53,6 +53,16 @@ describe('the CLI as operators expect it', () => {
     expect(help).not.toMatch(/604800000|"percent"/);
   });
 
+  it('says why a value is refused in a sentence, then what is accepted', () => {
+    const zero = runlane(['sweep', '--root', scratch, '--max-age', '0s']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toContain(
+      "error: option '--max-age <duration>' argument '0s' is invalid. It must be longer than zero. Accepted: a duration",
+    );
+    const unit = runlane(['sweep', '--root', scratch, '--max-age', '7']);
+    expect(unit.stderr).toContain("argument '7' is invalid. A bare number has no unit: write 7s, 7m or 7h. Accepted:");
+  });
+
   it('names the option and the value in every root error, with a hint where one helps', () => {
     const passwd = runlane(['status', '--root', '/etc/passwd']);
     expect(passwd.code).toBe(2);

@@ -1,8 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { CLI, cli, disposeJobs, kill, newJob, within } from '../helpers/jobs.js';
+import { CLI, cli, disposeJobs, kill, newJob, sleep, within } from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
 
@@ -114,6 +114,39 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
     const bad = cli('empty-trash', '--root', root, '--measure', '../meta');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("option '--measure <key>' argument '../meta' is invalid");
+  });
+
+  it('a kept lane whose lock runlane holds for a moment (its size being recorded) is still kept, and a sweep leaves it', async () => {
+    const root = newJob().root;
+    const job = await finishedJob(root, { cleanup: 'never' }, 1);
+    const key = job.outputs.key;
+    const lock = path.join(root, 'locks', `${key}.lock`);
+    await sleep(1100); // older than --max-age 1s
+    // Held meanwhile by another process: what the background measurement does for a moment.
+    const holder = spawn('flock', ['-n', lock, 'sleep', '60'], { stdio: 'ignore', detached: true });
+    try {
+      const taken = () => spawnSync('flock', ['-n', lock, 'true']).status !== 0;
+      expect(await within(10_000, taken)).toBeGreaterThanOrEqual(0);
+      const status = cli('status', '--root', root, '--json').json();
+      const sweep = cli('sweep', '--root', root, '--max-age', '1s', '--json').json();
+      expect(status.lanes.find((lane: Lane) => lane.key === key)?.state).toBe('kept');
+      const left = sweep.entries.find((entry: { key: string }) => entry.key === key);
+      expect(left).toMatchObject({ state: 'kept', outcome: 'left' });
+      expect(left.reason).toMatch(/^busy: another runlane process holds its lock/);
+      expect(fs.existsSync(path.join(root, 'lanes', key))).toBe(true);
+    } finally {
+      // The group: sleep inherited the lock from flock.
+      process.kill(-holder.pid!, 'SIGKILL');
+      await new Promise((resolve) => holder.once('exit', resolve));
+      expect(await within(10_000, () => spawnSync('flock', ['-n', lock, 'true']).status === 0)).toBeGreaterThanOrEqual(
+        0,
+      );
+    }
+    // Free again: evicted past max-age as any kept lane.
+    const evicted = cli('sweep', '--root', root, '--max-age', '1s', '--json');
+    expect(evicted.json().entries.find((entry: { key: string }) => entry.key === key)).toMatchObject({
+      outcome: 'evicted',
+    });
   });
 });
 

@@ -41,11 +41,15 @@ function option<T>(parse: (value: string) => T): (value: string) => T {
     try {
       return parse(value);
     } catch (error) {
-      throw new InvalidArgumentError(
-        error instanceof SettingError ? `${error.reason ?? ''} Accepted: ${error.accepted}.` : errorMessage(error),
-      );
+      throw new InvalidArgumentError(error instanceof SettingError ? usageReason(error) : errorMessage(error));
     }
   };
+}
+
+/** After commander's "argument 'X' is invalid.": the reason as a sentence, then what is accepted. */
+function usageReason(error: SettingError): string {
+  const reason = error.reason ? `${error.reason[0].toUpperCase()}${error.reason.slice(1)}. ` : '';
+  return `${reason}Accepted: ${error.accepted}.`;
 }
 
 function resolveRoot(given: string | undefined): string {

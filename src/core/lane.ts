@@ -430,8 +430,13 @@ function laneEntry(
     const file = layout.lock(key);
     const lock = read ? read.lock : lstatExact(file.at);
     if (lock instanceof Error) throw lock;
+    // A kept lane is never leased again (lanes are never reused): a lock held on it is
+    // runlane's own short work (its size being recorded, a sweep evicting it, the last
+    // instant of the post that kept it), never a job. It stays `kept`, and whoever wants to
+    // act on it must still take the lock. (The probe still runs: an unusable lock file makes
+    // any lane `unknown`.)
     const live = leaseHeld(file, held, lock);
-    const state: LaneState = live ? 'live' : meta?.retained ? 'kept' : 'orphan';
+    const state: LaneState = meta?.retained ? 'kept' : live ? 'live' : 'orphan';
     return { key, path: lanePath, state, meta, created: meta?.created };
   } catch (error) {
     return { key, path: lanePath, state: 'unknown', problem: errorMessage(error) };

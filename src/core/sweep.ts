@@ -402,7 +402,11 @@ function reap(
   if (mode === 'dry-run') return { ...base, outcome, bytes: lane.bytes ?? layout.sizeOf('lanes', [lane.key]).bytes };
   if (taken instanceof Error) throw taken;
   const lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
-  if (!lock) return { ...base, outcome: 'left', reason: 'live: its lease was taken meanwhile' };
+  if (!lock) {
+    const busy =
+      lane.state === 'kept' ? 'busy: another runlane process holds its lock' : 'live: its lease was taken meanwhile';
+    return { ...base, outcome: 'left', reason: busy };
+  }
   try {
     const lanes = layout.dir('lanes');
     if (!lanes.exists(lane.key)) {
