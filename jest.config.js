@@ -6,6 +6,7 @@ export default {
   testMatch: ['**/*.test.ts'],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json' }] },
-  testTimeout: 60_000,
+  // Generous: the heaviest tests race processes for seconds, and CI machines are loaded.
+  testTimeout: 180_000,
   maxWorkers: 2,
 };

@@ -4,11 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { VERSION } from '../../src/core/version.js';
-import { ACTION_DIR } from '../../scripts/runner-sim.mjs';
+import { ACTION_DIR, awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
 import { CLI } from '../helpers/jobs.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-cli-'));
-afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+afterAll(() => {
+  awaitBackgroundDeletes(scratch);
+  fs.rmSync(scratch, { recursive: true, force: true });
+});
 
 function runlane(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
   const out = spawnSync(process.execPath, [CLI, ...args], {

@@ -3,11 +3,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { CLI, cli, laneStates, within } from '../helpers/jobs.js';
+import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
+import { CLI, cli, kill, laneStates, processesMentioning, within } from '../helpers/jobs.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-run-'));
 afterAll(() => {
-  spawnSync('pkill', ['-KILL', '-f', scratch]);
+  kill(processesMentioning(scratch));
+  awaitBackgroundDeletes(scratch);
   fs.rmSync(scratch, { recursive: true, force: true });
 });
 

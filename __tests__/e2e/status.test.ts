@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
+import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
 import { CLI, cli, disposeJobs, kill, newJob, sleep, within } from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
@@ -82,6 +83,7 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
     expect(
       await within(20_000, () => 'measured' in JSON.parse(fs.readFileSync(metaFile, 'utf8'))),
     ).toBeGreaterThanOrEqual(0);
+    awaitBackgroundDeletes(path.dirname(root)); // and its lock released
     // The lane is live again (a lease held on it) while the measurement runs: it waits for nobody.
     const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
     delete meta.bytes;
@@ -107,6 +109,8 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
     );
     expect(holder.status).toBe(0);
     expect(JSON.parse(fs.readFileSync(metaFile, 'utf8')).measured).toBeUndefined();
+    // The metadata it had written ahead of the lock is dropped, not left behind.
+    expect(fs.readdirSync(path.join(root, 'meta')).filter((name) => name.startsWith('.tmp-'))).toEqual([]);
     // Free again: the same command records it.
     expect(cli('empty-trash', '--root', root, '--measure', key).code).toBe(0);
     expect(JSON.parse(fs.readFileSync(metaFile, 'utf8'))).toMatchObject({ files: 3 });
@@ -119,6 +123,7 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
   it('a kept lane whose lock runlane holds for a moment (its size being recorded) is still kept, and a sweep leaves it', async () => {
     const root = newJob().root;
     const job = await finishedJob(root, { cleanup: 'never' }, 1);
+    awaitBackgroundDeletes(path.dirname(root)); // its real measurement is done
     const key = job.outputs.key;
     const lock = path.join(root, 'locks', `${key}.lock`);
     await sleep(1100); // older than --max-age 1s

@@ -34,6 +34,10 @@ export function processesMentioning(needle: string, where: 'cmdline' | 'environ'
   return pids;
 }
 
+/**
+ * SIGKILLs `pids` and returns once each has died (gone, or a zombie: its descriptors, and so
+ * its locks, are closed by then), so the next check sees the crash and not a race with it.
+ */
 export function kill(pids: number[]): void {
   for (const pid of pids) {
     try {
@@ -41,6 +45,20 @@ export function kill(pids: number[]): void {
     } catch {
       // Already gone.
     }
+  }
+  const deadline = Date.now() + 10_000;
+  for (const pid of pids) {
+    while (alive(pid) && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+  }
+}
+
+/** Running, and not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
   }
 }
 

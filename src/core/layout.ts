@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { prepareAtomic, writeFileAtomic, type PreparedWrite } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
 import { Dir, isEntryName, treeSizeIn, type TreeSize } from './remove.js';
 import { isSafeSegment } from './sanitize.js';
@@ -276,7 +276,12 @@ export class Layout {
 
   /** Atomic; callers hold the lane's lease. */
   writeMeta(meta: LaneMeta): void {
-    writeFileAtomic(this.metaFile(meta.key), `${JSON.stringify(meta, null, 2)}\n`);
+    writeFileAtomic(this.metaFile(meta.key), metaText(meta));
+  }
+
+  /** A metadata write made ready (written and synced) ahead, to be put in place later. */
+  prepareMeta(meta: LaneMeta): PreparedWrite {
+    return prepareAtomic(this.metaFile(meta.key), metaText(meta));
   }
 
   close(): void {
@@ -357,3 +362,7 @@ export function validMeta(value: unknown, key: string): LaneMeta | undefined {
 }
 
 export { isEntryName };
+
+function metaText(meta: LaneMeta): string {
+  return `${JSON.stringify(meta, null, 2)}\n`;
+}

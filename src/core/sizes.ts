@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { fsyncDir } from './atomic.js';
 import { Lock } from './lease.js';
 import type { Layout, LaneMeta } from './layout.js';
 import { treeSizeIn, type Dir, type TreeSize } from './remove.js';
@@ -17,11 +19,16 @@ export function recordedSize(meta: Pick<LaneMeta, 'bytes' | 'files' | 'measured'
  * O(lanes) instead of walking every lane's files. Post starts this in the background after it
  * kept or parked the lane (post itself stays O(1)).
  *
- * The walk runs without the lane's lock: a claim of a parked lane must never wait for a
- * measurement. The result is written under the lock, and only if the lane is still the same
- * directory in the same place and still kept or parked as it was; otherwise nothing is written.
+ * Neither the walk nor the write waits for anybody or makes anybody wait: a claim of a parked
+ * lane, a sweep evicting a kept one, must not stall behind a measurement running at low
+ * priority. The new metadata is written and synced beside the old first; the lane's lock is
+ * then held only to check that nothing changed (the same directory in the same place, the
+ * metadata exactly as read) and to rename it into place. Otherwise nothing is written.
  * Returns the size recorded, or undefined.
  */
+/** How long the measurement waits for the lane's lock (runlane's own short work holds it). */
+const LOCK_WAIT_MS = 2000;
+
 export function recordSize(layout: Layout, key: string): TreeSize | undefined {
   const meta = layout.readMeta(key);
   if (!meta || (!meta.retained && !meta.parked)) return undefined;
@@ -32,24 +39,32 @@ export function recordSize(layout: Layout, key: string): TreeSize | undefined {
     const before = dir?.lstat(key);
     if (!dir || !before?.isDirectory()) return undefined;
     const size = treeSizeIn(dir, key);
-    const lock = Lock.tryAcquireExisting(layout.lock(key));
-    if (!lock) return undefined;
+    const prepared = layout.prepareMeta({ ...meta, ...size, measured: new Date().toISOString() });
+    let committed = false;
     try {
-      const now = layout.readMeta(key);
-      const after = dir.lstat(key);
-      const same =
-        now !== undefined &&
-        after?.ino === before.ino &&
-        after.dev === before.dev &&
-        now.parked === meta.parked &&
-        now.slot === meta.slot &&
-        now.retained === meta.retained;
-      if (!same) return undefined;
-      layout.writeMeta({ ...now, ...size, measured: new Date().toISOString() });
-      return size;
+      const lock = Lock.acquireExisting(layout.lock(key), LOCK_WAIT_MS);
+      if (!lock) return undefined;
+      try {
+        const after = dir.lstat(key);
+        const same =
+          after?.ino === before.ino &&
+          after.dev === before.dev &&
+          JSON.stringify(layout.readMeta(key)) === JSON.stringify(meta);
+        if (!same) return undefined;
+        try {
+          prepared.commit();
+        } catch {
+          return undefined; // A sweep tidied the prepared file away (it looks like a crashed write).
+        }
+        committed = true;
+      } finally {
+        lock.release();
+      }
     } finally {
-      lock.release();
+      if (!committed) prepared.discard();
     }
+    fsyncDir(path.dirname(layout.metaFile(key)));
+    return size;
   } finally {
     slot?.close();
   }

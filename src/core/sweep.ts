@@ -401,7 +401,10 @@ function reap(
   // A dry run changes nothing, not even a lock file: the state listLanes found is its answer.
   if (mode === 'dry-run') return { ...base, outcome, bytes: lane.bytes ?? layout.sizeOf('lanes', [lane.key]).bytes };
   if (taken instanceof Error) throw taken;
-  const lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
+  let lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
+  // A kept lane is never leased again: its lock is runlane's own short work (its size being
+  // recorded), worth a wait. An orphan's was taken by a job or another sweep: no wait.
+  if (!lock && lane.state === 'kept') lock = Lock.acquireExisting(layout.lock(lane.key), KEPT_WAIT_MS);
   if (!lock) {
     const busy =
       lane.state === 'kept' ? 'busy: another runlane process holds its lock' : 'live: its lease was taken meanwhile';
@@ -441,10 +444,14 @@ function reap(
   }
 }
 
+/** How long a sweep waits for the lock of a kept lane it is about to evict. */
+const KEPT_WAIT_MS = 2000;
+
 /**
  * Lock files and metadata whose lane is gone, trash locks and failure records whose entry is
  * gone, and temporary files of interrupted metadata writes. Every metadata write happens under
- * the lane's lease, so a temporary file whose lease is free has no writer left: no clock decides.
+ * the lane's lease, so a temporary file whose lease is free has no writer left (or is a size
+ * measurement's, prepared ahead of its lock: that one then records nothing): no clock decides.
  */
 function tidyStale(layout: Layout, scanned: ReadonlySet<string>): number {
   let tidied = 0;

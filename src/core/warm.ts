@@ -185,8 +185,12 @@ function removeEmptySlot(layout: Layout, slot: string): void {
   }
 }
 
-/** How long a claim waits for a parked lane's lock before moving on to the next candidate. */
-const CLAIM_WAIT_MS = 500;
+/**
+ * How long a claim waits for a parked lane's lock before moving on to the next candidate. Only
+ * runlane's own work holds it (another claim, a copy, a size being recorded, an eviction), so
+ * this is long enough for a loaded host and short against any build a warm start saves.
+ */
+const CLAIM_WAIT_MS = 2000;
 
 export interface WarmOrigin {
   /** The parked lane's key. */
