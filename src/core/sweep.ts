@@ -164,11 +164,14 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   const trash: TrashResult[] = [];
   let timedOut = false;
   const overTime = () => options.deadline !== undefined && Date.now() >= options.deadline;
+  // What this sweep may spend in all waiting for busy kept lanes: locks a job holds on
+  // purpose (any job can open a file in locks/) must not stall it lane after lane.
+  const keptWait = { ms: KEPT_WAIT_BUDGET_MS };
   const take = (lane: Scanned, outcome: Taken, reason: string, lock?: Taking) => {
     const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, reason, created: lane.created };
     const entry = attempt(
       `reaping ${lane.key}`,
-      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? '', meters, lock),
+      () => reap(layout, lane, outcome, reason, mode, options.privileged ?? '', meters, keptWait, lock),
       { ...base, outcome: 'failed' as const, reason: `${reason}; it could not be taken (see the problems)` },
     );
     entries.push(entry);
@@ -395,6 +398,7 @@ function reap(
   mode: Mode,
   privileged: Privileged,
   meters: Meters,
+  keptWait: { ms: number },
   taken?: Taking,
 ): SweepEntry {
   const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, reason, created: lane.created };
@@ -404,7 +408,11 @@ function reap(
   let lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
   // A kept lane is never leased again: its lock is runlane's own short work (its size being
   // recorded), worth a wait. An orphan's was taken by a job or another sweep: no wait.
-  if (!lock && lane.state === 'kept') lock = Lock.acquireExisting(layout.lock(lane.key), KEPT_WAIT_MS);
+  if (!lock && lane.state === 'kept' && keptWait.ms > 0) {
+    const started = Date.now();
+    lock = Lock.acquireExisting(layout.lock(lane.key), Math.min(KEPT_WAIT_MS, keptWait.ms));
+    keptWait.ms -= Date.now() - started;
+  }
   if (!lock) {
     const busy =
       lane.state === 'kept' ? 'busy: another runlane process holds its lock' : 'live: its lease was taken meanwhile';
@@ -444,8 +452,9 @@ function reap(
   }
 }
 
-/** How long a sweep waits for the lock of a kept lane it is about to evict. */
+/** How long a sweep waits for the lock of a kept lane it is about to evict, and in all. */
 const KEPT_WAIT_MS = 2000;
+const KEPT_WAIT_BUDGET_MS = 10_000;
 
 /**
  * Lock files and metadata whose lane is gone, trash locks and failure records whose entry is

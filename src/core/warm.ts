@@ -136,9 +136,13 @@ export function parkLane(layout: Layout, key: string, slot: string): string {
 export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
   const trimmed: string[] = [];
   // A lock held a moment (a background measurement writing its result, a claim) is waited
-  // for: skipped, the lane would outlive every trim, one lane over warm-keep.
-  for (const old of listParked(layout, slot).slice(keep))
-    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`, CLAIM_WAIT_MS)) trimmed.push(old.key);
+  // for, a moment in all (post stays quick whatever locks a job holds on purpose); a lane
+  // still busy then is dropped by the next trim of its slot, or the sweep.
+  const deadline = Date.now() + CLAIM_WAIT_MS;
+  for (const old of listParked(layout, slot).slice(keep)) {
+    const waitMs = Math.max(0, deadline - Date.now());
+    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`, waitMs)) trimmed.push(old.key);
+  }
   return trimmed;
 }
 
@@ -212,10 +216,14 @@ export interface WarmOrigin {
  * one gets it, and a sweep evicting it cannot interleave. Undefined when there is none to claim.
  */
 export function claimParked(layout: Layout, slot: string, key: string, trust: TrustClass): WarmOrigin | undefined {
+  // Whoever else holds a parked lane's lock holds it briefly (a claimer, an evicting sweep, a
+  // size being recorded): wait a moment rather than start cold for nothing; a moment in all,
+  // so locks a job holds on purpose on every parked lane of a slot cost a job that much only.
+  const deadline = Date.now() + CLAIM_WAIT_MS;
   for (const candidate of listParked(layout, slot)) {
-    // Whoever else holds a parked lane's lock holds it briefly (a claimer, an evicting sweep,
-    // a status probe): wait a moment rather than start cold for nothing.
-    const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
+    const waitMs = deadline - Date.now();
+    const file = layout.lock(candidate.key);
+    const lock = waitMs > 0 ? Lock.acquire(file, waitMs) : Lock.tryAcquire(file);
     if (!lock) continue;
     let slotDir: Dir | undefined;
     try {
