@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import {
+  AS_NOBODY,
   CLI,
-  cliForAnyone,
+  cliAsNobody,
   disposeJobs,
   laneStates,
   newJob,
@@ -24,12 +25,10 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const trashOf = (root: string) => fs.readdirSync(path.join(root, 'trash'));
 const trashEmpty = (root: string) => within(30_000, () => trashOf(root).length === 0);
 
-/** The CLI, bounded to 20 s; with `asNobody` (a copy of the bundle), run as the unprivileged uid 65534. */
-function runlane(args: string[], asNobody?: string): CliResult {
-  const argv = asNobody
-    ? ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, asNobody, ...args]
-    : [CLI, ...args];
-  const out = spawnSync(asNobody ? 'setpriv' : process.execPath, argv, {
+/** The CLI, bounded to 20 s; with `asNobody`, as the unprivileged uid 65534 (from a staged copy of the bundle). */
+function runlane(args: string[], asNobody = false): CliResult {
+  const [command, ...argv] = asNobody ? cliAsNobody(...args) : [process.execPath, CLI, ...args];
+  const out = spawnSync(command, argv, {
     encoding: 'utf8',
     timeout: 20_000,
     env: { ...process.env, RUNLANE_ROOT: '' },
@@ -225,10 +224,6 @@ describe('lock files a job made unusable', () => {
   it('a symlink, a directory, another user’s 0600 file: the lane is unknown, reported and left; an orphan beside is reaped', async () => {
     const job = await usedRoot();
     const root = job.root;
-    const copy = path.join(job.dir, 'cli', 'index.js');
-    fs.mkdirSync(path.dirname(copy));
-    fs.copyFileSync(CLI, copy);
-    fs.copyFileSync(path.join(path.dirname(CLI), 'package.json'), path.join(path.dirname(copy), 'package.json'));
     const bad = ['bad-symlink', 'bad-dir', 'bad-private'];
     for (const key of ['orphan-a', ...bad]) {
       fs.mkdirSync(path.join(root, 'lanes', key));
@@ -242,12 +237,12 @@ describe('lock files a job made unusable', () => {
     fs.chmodSync(job.dir, 0o755);
     const passwd = fs.readFileSync('/etc/passwd', 'utf8');
 
-    const sweep = runlane(['sweep', '--root', root, '--json'], copy);
+    const sweep = runlane(['sweep', '--root', root, '--json'], true);
     expect(sweep.code).toBe(1);
     const report = sweep.json();
     expect(report.entries).toContainEqual(expect.objectContaining({ key: 'orphan-a', outcome: 'reaped' }));
     expect(fs.existsSync(path.join(root, 'lanes', 'orphan-a'))).toBe(false);
-    const status = runlane(['status', '--root', root, '--json'], copy);
+    const status = runlane(['status', '--root', root, '--json'], true);
     expect(status.code).toBe(1);
     for (const key of bad) {
       expect(report.entries).toContainEqual(expect.objectContaining({ key, state: 'unknown', outcome: 'left' }));
@@ -428,7 +423,6 @@ describe('the threaded delete keeps every rule of the single-threaded one', () =
 describe('review regressions: what a job can plant to break a delete or a scan', () => {
   it('directories without search permission in a threaded delete, as an unprivileged user: all deleted, nothing outside touched, no crash', async () => {
     const job = await usedRoot();
-    const nobodyCli = cliForAnyone();
     const entry = path.join(job.root, 'trash', 'perms');
     const victim = path.join(job.dir, 'victim');
     for (const dir of ['a1', 'a2', 'a3', 'a4']) {
@@ -444,7 +438,7 @@ describe('review regressions: what a job can plant to break a delete or a scan',
     for (const dir of ['a1', 'a2', 'a3', 'a4']) fs.chmodSync(path.join(entry, dir), 0o000);
     fs.chmodSync(path.join(entry, 'b1'), 0o600);
     fs.chmodSync(job.dir, 0o755);
-    const out = runlane(['empty-trash', '--root', job.root, '--workers', '4', '--json'], nobodyCli);
+    const out = runlane(['empty-trash', '--root', job.root, '--workers', '4', '--json'], true);
     expect(out.stderr).not.toMatch(/Emitted 'error'|Error:/);
     expect(out.code).toBe(0);
     expect(out.json().trash).toEqual([expect.objectContaining({ name: 'perms', outcome: 'deleted' })]);
@@ -598,9 +592,8 @@ describe('a symlink swap raced against the walker, as an unprivileged runner use
     expect(spawnSync('chown', ['-R', '-h', '65534:65534', root, outside]).status).toBe(0);
     const before = treeHash(outside);
     const entry = path.join(root, 'trash', 'planted~20260101T000000Z-race01');
-    const nobodyCli = cliForAnyone();
-    const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups'];
-    const attacker = spawn('setpriv', [
+    const [setpriv, ...asNobody] = AS_NOBODY;
+    const attacker = spawn(setpriv, [
       ...asNobody,
       process.execPath,
       '-e',
@@ -629,10 +622,9 @@ describe('a symlink swap raced against the walker, as an unprivileged runner use
         // An immutable file keeps the entry from going in one pass: every pass walks it again.
         expect(spawnSync('chattr', ['+i', path.join(stage, 'pin')]).status).toBe(0);
         fs.renameSync(stage, entry);
-        for (let pass = 0; pass < 3; pass++) runlane(['empty-trash', '--root', root], nobodyCli);
+        for (let pass = 0; pass < 3; pass++) runlane(['empty-trash', '--root', root], true);
         expect(spawnSync('chattr', ['-i', path.join(entry, 'pin')]).status).toBe(0);
-        for (let pass = 0; fs.existsSync(entry) && pass < 50; pass++)
-          runlane(['empty-trash', '--root', root], nobodyCli);
+        for (let pass = 0; fs.existsSync(entry) && pass < 50; pass++) runlane(['empty-trash', '--root', root], true);
         expect(fs.existsSync(entry)).toBe(false);
         rounds++;
       }

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { ACTION_DIR, awaitBackgroundDeletes, parseFileCommands } from '../../scripts/runner-sim.mjs';
-import { cli, cliForAnyone, disposeJobs, laneStates, newJob, within } from '../helpers/jobs.js';
+import { cli, cliAsNobody, disposeJobs, laneStates, newJob, within } from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
 
@@ -336,22 +336,7 @@ describe('probing locks another user made', () => {
       // In a pid namespace of its own, /proc/locks shows none of the leases, so the CLI must
       // open each lock file and try it: read-only, which a 0644 file allows (read-write fails).
       const asNobody = (...args: string[]) =>
-        spawnSync(
-          'unshare',
-          [
-            '--pid',
-            '--fork',
-            '--mount-proc',
-            'setpriv',
-            '--reuid=65534',
-            '--regid=65534',
-            '--clear-groups',
-            process.execPath,
-            cliForAnyone(),
-            ...args,
-          ],
-          { encoding: 'utf8' },
-        );
+        spawnSync('unshare', ['--pid', '--fork', '--mount-proc', ...cliAsNobody(...args)], { encoding: 'utf8' });
       const status = asNobody('status', '--root', root, '--json');
       expect(status.status).toBe(0);
       expect(JSON.parse(status.stdout).lanes).toEqual([

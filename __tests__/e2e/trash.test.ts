@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
 import {
   cli,
-  cliForAnyone,
+  cliAsNobody,
   disposeJobs,
   kill,
   laneStates,
@@ -32,21 +32,8 @@ function fill(dir: string, files: number): void {
 
 /** `runlane empty-trash` as an unprivileged runner user (uid 65534). */
 function emptyTrashAsNobody(root: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env) {
-  return spawnSync(
-    'setpriv',
-    [
-      '--reuid=65534',
-      '--regid=65534',
-      '--clear-groups',
-      process.execPath,
-      cliForAnyone(),
-      'empty-trash',
-      '--root',
-      root,
-      ...extra,
-    ],
-    { encoding: 'utf8', env },
-  );
+  const [command, ...args] = cliAsNobody('empty-trash', '--root', root, ...extra);
+  return spawnSync(command, args, { encoding: 'utf8', env });
 }
 
 /** A marked root with its layout, as runlane makes it. */

@@ -9,6 +9,14 @@ export const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
 export function cliForAnyone(): string {
   return path.join(stagedActionDir(), 'dist', 'cli', 'index.js');
 }
+
+/** setpriv and its arguments: what follows runs as the unprivileged uid and gid 65534, no groups. */
+export const AS_NOBODY: readonly string[] = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+/** The command line that runs the CLI (staged where every user can read it) as nobody. */
+export function cliAsNobody(...args: string[]): string[] {
+  return [...AS_NOBODY, process.execPath, cliForAnyone(), ...args];
+}
 const jobs: SimulatedJob[] = [];
 
 /** A simulated job whose root defaults to a directory of its own scratch space. */
