@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
+import { topLevelNames } from '../../src/action/remote.js';
 import {
+  archivedRoots,
   lockFilesHash,
   parseRemotePaths,
   remoteKeys,
@@ -14,6 +16,16 @@ import {
 const identity = { repository: 'acme/widgets', workflow: 'ci.yml', job: 'build', step: 'lane', matrix: '' };
 
 describe('remote tier decisions', () => {
+  it('what an archive may hold: literal leading components, `./` dropped, a leading glob is the whole lane', () => {
+    const paths = ['cargo-target/*/*', './go-cache', 'a/b/c', '!cargo-target/*/incremental'];
+    expect(archivedRoots(paths)).toEqual([['cargo-target'], ['go-cache'], ['a', 'b', 'c']]);
+    expect(topLevelNames(paths)).toEqual(new Set(['cargo-target', 'go-cache', 'a']));
+    for (const whole of ['.', '*', '**/x', './*']) {
+      expect(archivedRoots([whole])).toEqual([[]]);
+      expect(topLevelNames(['go-cache', whole])).toBeUndefined();
+    }
+  });
+
   it('keys: exact over job, leg, platform, presets and paths; the restore key drops only the lock hash', () => {
     const base = remoteKeys(identity, ['cargo'], ['cargo-target/*/*'], 'abc', 'linux-x64');
     expect(base.key.startsWith(base.restoreKeys[0])).toBe(true);

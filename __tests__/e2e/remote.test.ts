@@ -122,6 +122,28 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     expect(server.entries).toHaveLength(1);
   });
 
+  it.each([['./cargo-target/debug/deps'], ['.']])(
+    'remote-paths %s (a ./ prefix, or the whole lane) restores on another host',
+    async (paths) => {
+      const server = await cacheServer();
+      const a = hostJob(server.url, 'refs/heads/main', { 'remote-paths': paths });
+      expect((await a.phase('main')).code).toBe(0);
+      const deps = path.join(a.outputs.path, 'cargo-target', 'debug', 'deps');
+      fs.mkdirSync(deps, { recursive: true });
+      fs.writeFileSync(path.join(deps, 'libdep.rlib'), 'rlib');
+      a.status = 'success';
+      expect((await a.phase('post')).stdout).toMatch(/runlane: uploaded runlane-trusted-/);
+
+      const b = hostJob(server.url, 'refs/pull/8/merge', { 'remote-paths': paths });
+      const main = await b.phase('main');
+      expect(main.code).toBe(0);
+      expect(main.stdout).not.toMatch(/refused/);
+      expect(b.outputs['warm-source']).toBe('remote');
+      expect(contents(b.outputs.path)).toContain('cargo-target/debug/deps/libdep.rlib');
+      expect(contents(b.outputs.path).filter((entry) => entry.startsWith('.runlane'))).toEqual([]);
+    },
+  );
+
   it("a fork's run never uploads, whatever remote-save says; ACTIONS_CACHE_MODE none asks nothing", async () => {
     const server = await cacheServer();
     const fork = hostJob(server.url, 'refs/pull/12/merge', { 'remote-save': 'true' }, { fork: true });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { ACTION_DIR } from '../../scripts/runner-sim.mjs';
+import { MAX_DEPTH } from '../../src/core/remove.js';
 import { checkTree, extractionPlan } from '../../src/remote/tar-guard.js';
 
 const made: string[] = [];
@@ -245,5 +246,19 @@ describe('the tar guard, as a restore runs it', () => {
       fs.chmodSync(path.join(d, 'target/suid'), 0o4755);
     });
     expect(checkTree(suid, 1 << 20)).toMatch(/setuid/);
+    // Nothing is left unchecked: a directory the walk would not enter is refused.
+    const deep = tree((d) =>
+      fs.mkdirSync(path.join(d, 'target', ...Array(MAX_DEPTH + 1).fill('a')), { recursive: true }),
+    );
+    expect(checkTree(deep, 1 << 30)).toMatch(/"target(\/a)+" is nested too deep/);
+    const mounted = tree((d) => fs.mkdirSync(path.join(d, 'target/m')));
+    const elsewhere = scratch();
+    fs.writeFileSync(path.join(elsewhere, 'file'), 'x');
+    expect(spawnSync('mount', ['--bind', elsewhere, path.join(mounted, 'target/m')]).status).toBe(0);
+    try {
+      expect(checkTree(mounted, 1 << 20)).toMatch(/member "target\/m" is a mount point/);
+    } finally {
+      expect(spawnSync('umount', [path.join(mounted, 'target/m')]).status).toBe(0);
+    }
   });
 });

@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as core from './toolkit.js';
 import type { Identity } from '../core/ci-identity.js';
-import { lockFilesHash, remoteKeys, remotePaths, remoteService, saveDecision } from '../core/remote-plan.js';
+import {
+  archivedRoots,
+  lockFilesHash,
+  remoteKeys,
+  remotePaths,
+  remoteService,
+  saveDecision,
+} from '../core/remote-plan.js';
 import { Dir, humanBytes, treeSizeIn } from '../core/remove.js';
 import { runRemote } from './remote.js';
 import { closeActionFor, closeLane, describeClose, startAfterClose, type CloseResult } from '../core/lane.js';
@@ -219,16 +226,7 @@ async function uploadFrom(
  */
 function includedSize(lane: Dir, paths: readonly string[]): number {
   let total = 0;
-  const roots = new Set(
-    paths
-      .filter((entry) => !entry.startsWith('!'))
-      .map((entry) => {
-        const parts = entry.split('/').filter((part) => part !== '' && part !== '.');
-        const wild = parts.findIndex((part) => /[*?[{]/.test(part));
-        return wild < 0 ? parts : parts.slice(0, wild);
-      }),
-  );
-  for (const parts of roots) {
+  for (const parts of archivedRoots(paths)) {
     if (parts.length === 0) {
       for (const name of lane.names()) total += treeSizeIn(lane, name).bytes;
       continue;

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
+import { archivedRoots } from '../core/remote-plan.js';
 import { Dir, removeIn, treeSizeIn } from '../core/remove.js';
 import type { RemoteAnswer, RemoteRequest } from '../remote/remote.js';
 import { bundled } from './bundles.js';
@@ -125,9 +126,13 @@ function onPath(tool: string): string | undefined {
 /** The staging directory a restore extracts into, inside the lane (removed with it, whatever happens). */
 export const STAGING = '.runlane-remote';
 
-/** The top-level lane entries an archive of `paths` may hold (their first components). */
-export function topLevelNames(paths: readonly string[]): Set<string> {
-  return new Set(paths.filter((entry) => !entry.startsWith('!')).map((entry) => entry.split('/')[0]));
+/**
+ * The top-level lane entries an archive of `paths` may hold (their first literal components);
+ * undefined when a path covers the whole lane (`.`, `*`): any name but the staging directory's.
+ */
+export function topLevelNames(paths: readonly string[]): Set<string> | undefined {
+  const roots = archivedRoots(paths);
+  return roots.some((parts) => parts.length === 0) ? undefined : new Set(roots.map((parts) => parts[0]));
 }
 
 /**
@@ -137,12 +142,12 @@ export function topLevelNames(paths: readonly string[]): Set<string> {
  * preset's directory, the staging directory's own name) refuses the whole restore. A move
  * that fails midway takes back what was moved, so the lane is as cold and clean as before.
  */
-export function adoptStaging(lane: Dir, allowed: ReadonlySet<string>): { bytes: number; files: number } {
+export function adoptStaging(lane: Dir, allowed: ReadonlySet<string> | undefined): { bytes: number; files: number } {
   const staging = lane.openChild(STAGING);
   const moved: { name: string; wasEmptyDir: boolean }[] = [];
   try {
     const names = staging.names();
-    const stray = names.find((name) => !allowed.has(name));
+    const stray = names.find((name) => name === STAGING || (allowed !== undefined && !allowed.has(name)));
     if (stray !== undefined) throw new Error(`the archive holds ${JSON.stringify(stray)}, outside the archived paths`);
     try {
       for (const name of names) {

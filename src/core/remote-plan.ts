@@ -38,6 +38,21 @@ export function remotePaths(presets: readonly string[], override: readonly strin
   return presets.flatMap((preset) => REMOTE_PATHS[preset] ?? []);
 }
 
+/**
+ * What of the lane an archive of `paths` can hold: per included (not `!`) path, its literal
+ * leading components up to the first wildcard, `.` and empty ones dropped. An empty list
+ * stands for the whole lane (`.`, `*`, `**`).
+ */
+export function archivedRoots(paths: readonly string[]): string[][] {
+  return paths
+    .filter((entry) => !entry.startsWith('!'))
+    .map((entry) => {
+      const parts = entry.split('/').filter((part) => part !== '' && part !== '.');
+      const wild = parts.findIndex((part) => /[*?[{]/.test(part));
+      return wild < 0 ? parts : parts.slice(0, wild);
+    });
+}
+
 /** Parses `remote-paths`: lane-relative paths or globs, one a line; never absolute, never `..`. */
 export function parseRemotePaths(setting: string, value: string): string[] {
   const lines = value

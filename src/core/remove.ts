@@ -542,39 +542,102 @@ export interface TreeSize {
 
 /**
  * Disk usage of the entry `name` of `parent` (allocated blocks, as `du` counts), walked like a
- * delete: through opened directories, never following a symlink, never entering another
- * mount (a mount counts as its own directory only). Read-only; what cannot be read counts
- * as itself.
+ * delete (see walkTree). Read-only; what cannot be read counts as itself.
  */
 export function treeSizeIn(parent: Dir, name: EntryName, tick?: (entries: number, bytes: number) => void): TreeSize {
   const total: TreeSize = { bytes: 0, files: 0 };
-  const visit = (dir: Dir, entry: EntryName, depth: number) => {
-    const stat = dir.lstat(entry);
-    if (!stat) return;
+  const count = (stat: fs.Stats) => {
     total.bytes += stat.blocks * 512;
     tick?.(1, stat.blocks * 512);
-    if (!stat.isDirectory()) {
-      total.files++;
+    if (!stat.isDirectory()) total.files++;
+  };
+  const stat = parent.lstat(name);
+  if (!stat) return total;
+  count(stat);
+  if (!stat.isDirectory()) return total;
+  let top: Dir;
+  try {
+    top = parent.openChild(name);
+  } catch {
+    return total;
+  }
+  try {
+    if (parent.sameMount(top) && top.stat.ino === stat.ino) walkTree(top, (_dir, _name, each) => count(each));
+  } finally {
+    top.close();
+  }
+  return total;
+}
+
+/** What walkTree does where a plain walk would skip something. */
+export interface WalkOptions {
+  /**
+   * A directory that cannot be opened or read, or that is not the one its entry showed (a
+   * swap): skipped, or with `strict`, the error is thrown.
+   */
+  strict?: boolean;
+  /** A directory on another mount (never entered): told here, then skipped. */
+  onMount?: (dir: Dir, name: EntryName) => void;
+}
+
+/**
+ * Walks the tree below the opened directory `top`, depth first, calling `each` for every
+ * entry with its lstat (a directory before what it holds): through opened directories (names
+ * resolve inside them, as openat would), never following a symlink, never entering another
+ * mount, each directory once (one moved by a racing process and met again is skipped), and
+ * at most MAX_DEPTH levels down. `each` returns false to keep the walk out of a directory,
+ * and may throw to stop it. Entries gone meanwhile are not reported.
+ */
+export function walkTree(
+  top: Dir,
+  each: (dir: Dir, name: EntryName, stat: fs.Stats, depth: number) => boolean | void,
+  options: WalkOptions = {},
+): void {
+  const seen = new Set<number>([top.stat.ino]);
+  const visit = (dir: Dir, depth: number) => {
+    let entries: fs.Dirent<string>[] | fs.Dirent<Buffer>[];
+    try {
+      entries = dir.entries();
+    } catch (error) {
+      if (options.strict) throw error;
       return;
     }
-    if (depth >= MAX_DEPTH) return;
-    let child: Dir;
-    try {
-      child = dir.openChild(entry);
-    } catch {
-      return;
-    }
-    try {
-      if (!parent.sameMount(child)) return;
-      for (const each of child.entries()) visit(child, each.name, depth + 1);
-    } catch {
-      // An unreadable directory counts as its own size only.
-    } finally {
-      child.close();
+    // A directory's names looked up from inside it at once; one by one where the process
+    // cannot change directory (a worker thread).
+    const lstat = (name: EntryName) => fs.lstatSync(name, { throwIfNoEntry: false });
+    const stats =
+      dir.within(() => entries.map((entry) => lstat(entry.name))) ?? entries.map((entry) => dir.lstat(entry.name));
+    for (let i = 0; i < entries.length; i++) {
+      const { name } = entries[i];
+      const stat = stats[i];
+      if (!stat) continue;
+      if (each(dir, name, stat, depth) === false || !stat.isDirectory()) continue;
+      if (depth + 1 >= MAX_DEPTH || seen.has(stat.ino)) continue;
+      let child: Dir;
+      try {
+        child = dir.openChild(name);
+      } catch (error) {
+        if (options.strict && errorCode(error) !== 'ENOENT') throw error;
+        continue;
+      }
+      try {
+        if (!top.sameMount(child)) {
+          options.onMount?.(dir, name);
+          continue;
+        }
+        // The directory opened must be the one measured.
+        if (child.stat.ino !== stat.ino || seen.has(child.stat.ino)) {
+          if (options.strict) throw new Error(`${child.path} changed while it was walked`);
+          continue;
+        }
+        seen.add(child.stat.ino);
+        visit(child, depth + 1);
+      } finally {
+        child.close();
+      }
     }
   };
-  visit(parent, name, 0);
-  return total;
+  visit(top, 0);
 }
 
 /** Human-readable bytes: 0 B, 512 B, 1.5 KiB, 20.0 GiB. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { errorCode, SettingError } from './errors.js';
-import { Dir, humanBytes, MAX_DEPTH, type EntryName } from './remove.js';
+import { Dir, humanBytes, walkTree, type EntryName } from './remove.js';
 import { Layout } from './layout.js';
 import { parseSpace } from './units.js';
 
@@ -86,47 +86,15 @@ export function trimLane(
 }
 
 /**
- * Walks the lane depth first, once per directory (a directory met again, moved there by a
- * process racing the walk, is skipped), calling `each` for every non-directory entry.
+ * Walks the lane (see walkTree: once per directory, never across a mount or a symlink), calling
+ * `each` for every entry; past `deadline` it stops with OutOfTime, checked at each directory.
  */
 function walk(lane: Dir, deadline: number, each: (dir: Dir, name: EntryName, stat: fs.Stats) => void): void {
-  const seen = new Set<number>([lane.stat.ino]);
-  const visit = (dir: Dir, depth: number) => {
-    if (Date.now() > deadline) throw new OutOfTime();
-    const entries = dir.entries();
-    // Names resolved inside the opened directory (as openat would), a directory at a time.
-    const lstat = (name: EntryName) => fs.lstatSync(name, { throwIfNoEntry: false });
-    const stats = dir.within(() => entries.map((entry) => lstat(entry.name))) ?? entries.map((e) => dir.lstat(e.name));
-    for (let i = 0; i < entries.length; i++) {
-      const entry = entries[i];
-      const stat = stats[i];
-      if (!stat) continue;
-      if (!stat.isDirectory()) {
-        each(dir, entry.name, stat);
-        continue;
-      }
-      if (depth >= MAX_DEPTH || seen.has(stat.ino)) continue;
-      let child: Dir;
-      try {
-        child = dir.openChild(entry.name);
-      } catch {
-        continue;
-      }
-      try {
-        // The directory opened must be the one measured, on the lane's own mount.
-        if (!lane.sameMount(child) || child.stat.ino !== stat.ino || seen.has(child.stat.ino)) continue;
-        seen.add(child.stat.ino);
-        each(dir, entry.name, child.stat);
-        visit(child, depth + 1);
-      } catch (error) {
-        if (error instanceof OutOfTime) throw error;
-        // An unreadable directory keeps what it holds.
-      } finally {
-        child.close();
-      }
-    }
-  };
-  visit(lane, 0);
+  if (Date.now() > deadline) throw new OutOfTime();
+  walkTree(lane, (dir, name, stat) => {
+    if (stat.isDirectory() && Date.now() > deadline) throw new OutOfTime();
+    each(dir, name, stat);
+  });
 }
 
 function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): TrimResult {

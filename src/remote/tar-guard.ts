@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
-import { Dir, MAX_DEPTH, nameText } from '../core/remove.js';
+import { Dir, MAX_DEPTH, nameText, walkTree, type EntryName } from '../core/remove.js';
 
 /**
  * Stands in for `tar` on a transfer's PATH (`dist/remote/bin/tar` runs it; its own small
@@ -110,45 +110,47 @@ export function checkTree(top: string, maxBytes: number): string | undefined {
     return `the extracted directory cannot be restored to mode 755: ${errorMessage(error)}`;
   }
   let total = 0;
-  const visit = (dir: Dir, relative: string, depth: number): string | undefined => {
-    if (depth > MAX_DEPTH) return `${JSON.stringify(relative)} is nested too deep`;
-    for (const entry of dir.entries()) {
-      const name = nameText(entry.name);
-      const shown = JSON.stringify(relative ? `${relative}/${name}` : name);
-      const stat = dir.lstat(entry.name);
-      if (!stat) continue;
-      total += stat.size;
-      if (total > maxBytes) return `it holds more than ${maxBytes} bytes (remote-max-size)`;
-      if (stat.isSymbolicLink()) {
-        const target = fs.readlinkSync(dir.at(entry.name)).toString();
-        if (target === '' || target.startsWith('/') || target.split('/').includes('..'))
-          return `symlink ${shown} points to ${JSON.stringify(target)}`;
-        continue;
-      }
-      if (stat.isFile()) {
-        if (stat.mode & 0o6000) return `member ${shown} is setuid or setgid`;
-        continue;
-      }
-      if (!stat.isDirectory()) return `member ${shown} is ${kindOf(stat)}`;
-      const child = dir.openChild(entry.name);
-      try {
-        if (!root.sameMount(child)) return `member ${shown} is a mount point`;
-        const problem = visit(child, relative ? `${relative}/${name}` : name, depth + 1);
-        if (problem) return problem;
-      } finally {
-        child.close();
-      }
+  const shown = (dir: Dir, name: EntryName) =>
+    JSON.stringify(path.join(path.relative(root.path, dir.path), nameText(name)));
+  const problemOf = (dir: Dir, name: EntryName, stat: fs.Stats, depth: number): string | undefined => {
+    total += stat.size;
+    if (total > maxBytes) return `it holds more than ${maxBytes} bytes (remote-max-size)`;
+    if (stat.isSymbolicLink()) {
+      const target = fs.readlinkSync(dir.at(name)).toString();
+      if (target === '' || target.startsWith('/') || target.split('/').includes('..'))
+        return `symlink ${shown(dir, name)} points to ${JSON.stringify(target)}`;
+      return undefined;
     }
-    return undefined;
+    if (stat.isFile()) return stat.mode & 0o6000 ? `member ${shown(dir, name)} is setuid or setgid` : undefined;
+    if (!stat.isDirectory()) return `member ${shown(dir, name)} is ${kindOf(stat)}`;
+    // The walk would not enter it: refused rather than left unchecked.
+    return depth + 1 >= MAX_DEPTH ? `${shown(dir, name)} is nested too deep` : undefined;
   };
   try {
-    return visit(root, '', 0);
+    walkTree(
+      root,
+      (dir, name, stat, depth) => {
+        const problem = problemOf(dir, name, stat, depth);
+        if (problem) throw new Refused(problem);
+      },
+      {
+        strict: true,
+        onMount: (dir, name) => {
+          throw new Refused(`member ${shown(dir, name)} is a mount point`);
+        },
+      },
+    );
+    return undefined;
   } catch (error) {
+    if (error instanceof Refused) return error.message;
     return `the extracted tree cannot be checked: ${errorMessage(error)}`;
   } finally {
     root.close();
   }
 }
+
+/** What checkTree found wrong, thrown to end the walk. */
+class Refused extends Error {}
 
 function refuse(why: string): number {
   process.stderr.write(`runlane: the archive is refused: ${why}\n`);
