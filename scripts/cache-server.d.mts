@@ -13,6 +13,8 @@ export interface CacheServer {
   entries: CacheEntry[];
   requests: string[];
   behave(behaviour: 'ok' | 'hang' | 'corrupt' | 'error'): void;
+  /** Archive downloads wait for `until` (a test acts mid-transfer). */
+  gate(until: Promise<unknown>): void;
   close(): Promise<void>;
 }
 

@@ -3,6 +3,7 @@
 // lookup by keys and version, reserve, chunked PATCH upload, commit, download.
 // behaviour: 'ok'; 'hang' (takes connections, never answers); 'corrupt' (serves garbage for
 // every archive); 'error' (500 on every call). `behave(b)` changes it while it runs.
+// `gate(promise)`: archive downloads wait for the promise (a test acts mid-transfer).
 import http from 'node:http';
 
 export async function startCacheServer(options = {}) {
@@ -11,6 +12,7 @@ export async function startCacheServer(options = {}) {
   const requests = [];
   let nextId = 1;
   const held = [];
+  let gate = Promise.resolve();
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://cache');
     requests.push(`${req.method} ${url.pathname}${url.search}`);
@@ -84,8 +86,10 @@ export async function startCacheServer(options = {}) {
         if (!hit) return json(404);
         const bytes =
           behaviour === 'corrupt' ? Buffer.from('this is not a tar archive at all\n'.repeat(64)) : hit.archive;
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
-        return res.end(bytes);
+        return void gate.then(() => {
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
+          res.end(bytes);
+        });
       }
       json(404, { message: `no route ${req.method} ${url.pathname}` });
     });
@@ -98,6 +102,9 @@ export async function startCacheServer(options = {}) {
     requests,
     behave(next) {
       behaviour = next;
+    },
+    gate(until) {
+      gate = until;
     },
     async close() {
       for (const res of held) res.destroy();

@@ -290,6 +290,36 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     }
   });
 
+  it('lanes/ swapped for a symlink mid-download: the extraction still lands in the lane main opened, nothing outside', async () => {
+    const server = await cacheServer();
+    await seed(server.url);
+    let release = () => undefined as void;
+    server.gate(new Promise<void>((resolve) => (release = resolve)));
+    const b = hostJob(server.url, 'refs/pull/15/merge');
+    const main = b.phase('main');
+    const lanes = path.join(b.root, 'lanes');
+    const decoy = path.join(b.dir, 'decoy');
+    try {
+      expect(
+        await within(30_000, () => server.requests.some((request) => request.startsWith('GET /archive/'))),
+      ).toBeGreaterThanOrEqual(0);
+      // A process of the job makes `lanes` lead elsewhere, to a tree shaped as the lane's.
+      const [key] = fs.readdirSync(lanes);
+      fs.mkdirSync(path.join(decoy, key, '.runlane-remote'), { recursive: true });
+      fs.renameSync(lanes, `${lanes}.real`);
+      fs.symlinkSync(decoy, lanes);
+    } finally {
+      release();
+    }
+    const result = await main;
+    expect(result.code).toBe(0);
+    fs.unlinkSync(lanes);
+    fs.renameSync(`${lanes}.real`, lanes);
+    expect(contents(decoy)).toEqual([`${fs.readdirSync(lanes)[0]}/`, `${fs.readdirSync(lanes)[0]}/.runlane-remote/`]);
+    expect(b.outputs['warm-source']).toBe('remote');
+    expect(contents(path.join(lanes, fs.readdirSync(lanes)[0]))).toContain('cargo-target/debug/deps/libdep.rlib');
+  });
+
   it('a transfer ends with the main that started it: SIGKILL of main mid-restore leaves nothing running', async () => {
     const server = await cacheServer();
     await seed(server.url);

@@ -189,16 +189,20 @@ async function restoreInto(
   keys: { key: string; restoreKeys: string[] },
   key: string,
 ): Promise<{ restored: boolean; text: string }> {
-  // The transfer (a child process, and the cache library's glob and tar in it) needs a path:
-  // the lane's, checked to still lead to the directory opened.
-  const lanePath = new Layout(settings.root).lane(key);
-  if (fs.realpathSync(lanePath) !== lane.realPath())
-    throw new Error(`${lanePath} no longer leads to the lane main opened`);
+  // The transfer (a child process, the cache library and tar in it) gets the staging directory
+  // as this process holds it open (/proc/<pid>/fd/<n>), never as a path through `lanes`: a
+  // process that swaps `lanes` or the lane meanwhile cannot send the extraction elsewhere.
   fs.mkdirSync(lane.at(STAGING));
-  const outcome = await runRemote(
-    { op: 'restore', dir: path.join(lanePath, STAGING), paths, key: keys.key, restoreKeys: keys.restoreKeys },
-    { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
-  );
+  const staging = lane.openChild(STAGING);
+  let outcome: Awaited<ReturnType<typeof runRemote>>;
+  try {
+    outcome = await runRemote(
+      { op: 'restore', dir: staging.selfForChild(), paths, key: keys.key, restoreKeys: keys.restoreKeys },
+      { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
+    );
+  } finally {
+    staging.close();
+  }
   if (outcome.key) {
     try {
       const size = adoptStaging(lane, topLevelNames(paths));

@@ -28,6 +28,8 @@ const C = fs.constants;
 /** open(2)'s O_PATH (Linux; the same value on x86-64 and arm64): a handle that needs no permission. */
 const O_PATH = 0o10000000;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+/** A directory as selfForChild names it for a child process. */
+const HANDED = /^\/proc\/\d+\/fd\/\d+$/;
 /** Deeper than this, a tree is reported rather than walked (each level holds a descriptor open). */
 export const MAX_DEPTH = 400;
 
@@ -172,6 +174,16 @@ export class Dir {
   static open(target: string): Dir {
     const fd = openDirFd(target, undefined);
     return Dir.wrap(fd, target);
+  }
+
+  /**
+   * Opens a directory another process of ours handed over as `/proc/<pid>/fd/<n>`
+   * (selfForChild): that names the very directory it holds open, wherever it is now, so the
+   * link is followed (only such a name is accepted); any other path opens as `open` does.
+   */
+  static openHanded(target: string): Dir {
+    if (!HANDED.test(target)) return Dir.open(target);
+    return Dir.wrap(fs.openSync(target, C.O_RDONLY | C.O_DIRECTORY), target);
   }
 
   private static wrap(fd: number, shown: string): Dir {

@@ -98,7 +98,7 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
 export function checkTree(top: string, maxBytes: number): string | undefined {
   let root: Dir;
   try {
-    root = Dir.open(top);
+    root = Dir.openHanded(top);
   } catch (error) {
     return `the extracted directory cannot be opened: ${errorMessage(error)}`;
   }
