@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
-import { CLI, cli, disposeJobs, kill, newJob, sleep, within } from '../helpers/jobs.js';
+import { CLI, cli, cliAsNobody, disposeJobs, kill, newJob, sleep, within } from '../helpers/jobs.js';
 
 afterEach(disposeJobs);
 
@@ -120,6 +120,25 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
     expect(bad.stderr).toContain("option '--measure <key>' argument '../meta' is invalid");
   });
 
+  it('a directory the runner user may not enter counts as itself; the rest of the lane is still measured', async () => {
+    const root = newJob().root;
+    const job = await finishedJob(root, { cleanup: 'never' }, 4);
+    awaitBackgroundDeletes(path.dirname(root));
+    const closed = path.join(job.outputs.path, 'closed');
+    fs.mkdirSync(closed);
+    fs.writeFileSync(path.join(closed, 'hidden'), 'x'.repeat(100_000));
+    expect(spawnSync('chown', ['-R', '65534:65534', root]).status).toBe(0);
+    fs.chmodSync(closed, 0o600);
+    fs.chmodSync(path.dirname(root), 0o755);
+    const [command, ...args] = cliAsNobody('status', '--root', root, '--sizes', '--json');
+    const out = spawnSync(command, args, { encoding: 'utf8' });
+    expect(out.stderr).not.toMatch(/EACCES/);
+    expect(out.status).toBe(0);
+    const lane = JSON.parse(out.stdout).lanes.find((each: Lane) => each.key === job.outputs.key);
+    expect(lane).toMatchObject({ state: 'kept', files: 4 });
+    expect(lane.bytes).toBeGreaterThanOrEqual(4 * 4096);
+  });
+
   it('a kept lane whose lock runlane holds for a moment (its size being recorded) is still kept, and a sweep leaves it', async () => {
     const root = newJob().root;
     const job = await finishedJob(root, { cleanup: 'never' }, 1);
@@ -137,7 +156,10 @@ describe('status in O(lanes): sizes recorded when a lane is kept or parked', () 
       expect(status.lanes.find((lane: Lane) => lane.key === key)?.state).toBe('kept');
       const left = sweep.entries.find((entry: { key: string }) => entry.key === key);
       expect(left).toMatchObject({ state: 'kept', outcome: 'left' });
-      expect(left.reason).toMatch(/^busy: another runlane process holds its lock/);
+      expect(left.reason).toMatch(/^busy: another process holds its lock/);
+      // The table lists it: the operator sees that an eviction did not happen, and why.
+      const table = cli('sweep', '--root', root, '--max-age', '1s');
+      expect(table.stdout).toMatch(new RegExp(`${key}.*busy: another process holds its lock`));
       expect(fs.existsSync(path.join(root, 'lanes', key))).toBe(true);
     } finally {
       // The group: sleep inherited the lock from flock.

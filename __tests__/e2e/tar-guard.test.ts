@@ -260,5 +260,14 @@ describe('the tar guard, as a restore runs it', () => {
     } finally {
       expect(spawnSync('umount', [path.join(mounted, 'target/m')]).status).toBe(0);
     }
+    // A bind mount of a directory the walk has already been through is a mount all the same.
+    const again = tree((d) => fs.mkdirSync(path.join(d, 'target/debug/loop')));
+    const loop = path.join(again, 'target/debug/loop');
+    expect(spawnSync('mount', ['--bind', path.join(again, 'target'), loop]).status).toBe(0);
+    try {
+      expect(checkTree(again, 1 << 20)).toMatch(/member "target\/debug\/loop" is a mount point/);
+    } finally {
+      expect(spawnSync('umount', [loop]).status).toBe(0);
+    }
   });
 });

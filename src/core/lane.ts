@@ -431,10 +431,11 @@ function laneEntry(
     const lock = read ? read.lock : lstatExact(file.at);
     if (lock instanceof Error) throw lock;
     // A kept lane is never leased again (lanes are never reused): a lock held on it is
-    // runlane's own short work (its size being recorded, a sweep evicting it, the last
-    // instant of the post that kept it), never a job. It stays `kept`, and whoever wants to
-    // act on it must still take the lock. (The probe still runs: an unusable lock file makes
-    // any lane `unknown`.)
+    // runlane's own short work (its size being recorded, a sweep evicting it, the post that
+    // kept it, whose holder may outlive it if it could not be stopped), or a process of a job
+    // holding a file of locks/ on purpose. It stays `kept`; whoever acts on it must still take
+    // the lock, so a forged `retained` on a live lane gets it reported, never removed. (The
+    // probe still runs: an unusable lock file makes any lane `unknown`.)
     const live = leaseHeld(file, held, lock);
     const state: LaneState = meta?.retained ? 'kept' : live ? 'live' : 'orphan';
     return { key, path: lanePath, state, meta, created: meta?.created };

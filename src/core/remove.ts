@@ -575,6 +575,8 @@ export function treeSizeIn(parent: Dir, name: EntryName, tick?: (entries: number
   }
   try {
     if (parent.sameMount(top) && top.stat.ino === stat.ino) walkTree(top, (_dir, _name, each) => count(each));
+  } catch {
+    // An unreadable directory counts as its own size only.
   } finally {
     top.close();
   }
@@ -584,8 +586,9 @@ export function treeSizeIn(parent: Dir, name: EntryName, tick?: (entries: number
 /** What walkTree does where a plain walk would skip something. */
 export interface WalkOptions {
   /**
-   * A directory that cannot be opened or read, or that is not the one its entry showed (a
-   * swap): skipped, or with `strict`, the error is thrown.
+   * Below the top: a directory that cannot be opened or read, an entry that cannot be looked
+   * at, a directory that is not the one its entry showed (a swap) or is met twice: skipped,
+   * or with `strict`, the walk stops with an error. The top's own listing always throws.
    */
   strict?: boolean;
   /** A directory on another mount (never entered): told here, then skipped. */
@@ -594,11 +597,12 @@ export interface WalkOptions {
 
 /**
  * Walks the tree below the opened directory `top`, depth first, calling `each` for every
- * entry with its lstat (a directory before what it holds): through opened directories (names
- * resolve inside them, as openat would), never following a symlink, never entering another
- * mount, each directory once (one moved by a racing process and met again is skipped), and
- * at most MAX_DEPTH levels down. `each` returns false to keep the walk out of a directory,
- * and may throw to stop it. Entries gone meanwhile are not reported.
+ * entry with its lstat (a directory before what it holds; `depth` 0 for the top's own
+ * entries): through opened directories (names resolve inside them, as openat would), never
+ * following a symlink, never entering another mount, each directory once (one moved by a
+ * racing process and met again is skipped), and no directory at depth MAX_DEPTH or more
+ * (as the delete walker). `each` returns false to keep the walk out of a directory, and may
+ * throw to stop it. Entries gone meanwhile are not reported.
  */
 export function walkTree(
   top: Dir,
@@ -611,20 +615,28 @@ export function walkTree(
     try {
       entries = dir.entries();
     } catch (error) {
-      if (options.strict) throw error;
+      if (options.strict || dir === top) throw error;
       return;
     }
+    // An entry that cannot be looked at (a directory without search permission): unknown.
+    const lstat = (look: () => fs.Stats | undefined): fs.Stats | undefined => {
+      try {
+        return look();
+      } catch (error) {
+        if (options.strict) throw error;
+        return undefined;
+      }
+    };
     // A directory's names looked up from inside it at once; one by one where the process
-    // cannot change directory (a worker thread).
-    const lstat = (name: EntryName) => fs.lstatSync(name, { throwIfNoEntry: false });
+    // cannot change directory (a worker thread, a directory it may not enter).
     const stats =
-      dir.within(() => entries.map((entry) => lstat(entry.name))) ?? entries.map((entry) => dir.lstat(entry.name));
+      dir.within(() => entries.map((entry) => lstat(() => fs.lstatSync(entry.name, { throwIfNoEntry: false })))) ??
+      entries.map((entry) => lstat(() => dir.lstat(entry.name)));
     for (let i = 0; i < entries.length; i++) {
       const { name } = entries[i];
       const stat = stats[i];
       if (!stat) continue;
-      if (each(dir, name, stat, depth) === false || !stat.isDirectory()) continue;
-      if (depth + 1 >= MAX_DEPTH || seen.has(stat.ino)) continue;
+      if (each(dir, name, stat, depth) === false || !stat.isDirectory() || depth >= MAX_DEPTH) continue;
       let child: Dir;
       try {
         child = dir.openChild(name);
@@ -633,11 +645,12 @@ export function walkTree(
         continue;
       }
       try {
+        // A mount first: a bind mount of a directory already walked is still a mount.
         if (!top.sameMount(child)) {
           options.onMount?.(dir, name);
           continue;
         }
-        // The directory opened must be the one measured.
+        // The directory opened must be the one measured, and new to this walk.
         if (child.stat.ino !== stat.ino || seen.has(child.stat.ino)) {
           if (options.strict) throw new Error(`${child.path} changed while it was walked`);
           continue;

@@ -1,5 +1,5 @@
 import { humanBytes, type RemoveFailure } from './remove.js';
-import type { SweepReport } from './sweep.js';
+import { BUSY, type SweepReport } from './sweep.js';
 import { plural } from './root.js';
 import { humanDuration } from './units.js';
 
@@ -44,11 +44,13 @@ function resisted(failures: readonly RemoveFailure[]): string {
 }
 
 /**
- * Whether the sweep's table lists an entry: everything it did or could not do, and live and
- * unknown lanes; kept and parked lanes it left in place are only counted (a root may hold
- * thousands, and a job summary has room for about a megabyte). `--json` lists every lane.
+ * Whether the sweep's table lists an entry: everything it did or could not do (a lane it would
+ * have removed but found locked, too), and live and unknown lanes; kept and parked lanes it
+ * left in place are only counted (a root may hold thousands, and a job summary has room for
+ * about a megabyte). `--json` lists every lane.
  */
 function listed(entry: SweepReport['entries'][number]): boolean {
+  if (entry.reason.startsWith(BUSY)) return true;
   return !(entry.outcome === 'left' && (entry.state === 'kept' || entry.state === 'parked'));
 }
 

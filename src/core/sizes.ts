@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { fsyncDir } from './atomic.js';
+import { errorCode } from './errors.js';
 import { Lock } from './lease.js';
 import type { Layout, LaneMeta } from './layout.js';
 import { treeSizeIn, type Dir, type TreeSize } from './remove.js';
@@ -14,21 +15,21 @@ export function recordedSize(meta: Pick<LaneMeta, 'bytes' | 'files' | 'measured'
     : undefined;
 }
 
+/** How long the measurement waits for the lane's lock (runlane's own short work holds it). */
+const LOCK_WAIT_MS = 2000;
+
 /**
  * Measures a kept or parked lane and records the size in its metadata, so reports read it in
  * O(lanes) instead of walking every lane's files. Post starts this in the background after it
  * kept or parked the lane (post itself stays O(1)).
  *
- * Neither the walk nor the write waits for anybody or makes anybody wait: a claim of a parked
- * lane, a sweep evicting a kept one, must not stall behind a measurement running at low
- * priority. The new metadata is written and synced beside the old first; the lane's lock is
- * then held only to check that nothing changed (the same directory in the same place, the
- * metadata exactly as read) and to rename it into place. Otherwise nothing is written.
- * Returns the size recorded, or undefined.
+ * It never makes anybody wait long: a claim of a parked lane or a sweep evicting a kept one
+ * must not stall behind a measurement running at low priority. The walk takes no lock; the new
+ * metadata is written and synced beside the old first; the lane's lock is then held only to
+ * check that nothing changed (the same directory in the same place, the metadata exactly as
+ * read) and to rename it into place. Otherwise nothing is written. Returns the size recorded,
+ * or undefined.
  */
-/** How long the measurement waits for the lane's lock (runlane's own short work holds it). */
-const LOCK_WAIT_MS = 2000;
-
 export function recordSize(layout: Layout, key: string): TreeSize | undefined {
   const meta = layout.readMeta(key);
   if (!meta || (!meta.retained && !meta.parked)) return undefined;
@@ -53,8 +54,10 @@ export function recordSize(layout: Layout, key: string): TreeSize | undefined {
         if (!same) return undefined;
         try {
           prepared.commit();
-        } catch {
-          return undefined; // A sweep tidied the prepared file away (it looks like a crashed write).
+        } catch (error) {
+          // A sweep tidied the prepared file away (it looks like a crashed write): nothing recorded.
+          if (errorCode(error) === 'ENOENT') return undefined;
+          throw error;
         }
         committed = true;
       } finally {

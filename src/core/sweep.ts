@@ -164,9 +164,10 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
   const trash: TrashResult[] = [];
   let timedOut = false;
   const overTime = () => options.deadline !== undefined && Date.now() >= options.deadline;
-  // What this sweep may spend in all waiting for busy kept lanes: locks a job holds on
-  // purpose (any job can open a file in locks/) must not stall it lane after lane.
-  const keptWait = { ms: KEPT_WAIT_BUDGET_MS };
+  // What this sweep may spend in all waiting for busy kept lanes, within its own time bound:
+  // locks a job holds on purpose (any job can open a file in locks/) must not stall it lane
+  // after lane. A background sweep (pre) does not wait: the next sweep gets the lane.
+  const keptWait = { ms: mode === 'background' ? 0 : KEPT_WAIT_BUDGET_MS, deadline: options.deadline };
   const take = (lane: Scanned, outcome: Taken, reason: string, lock?: Taking) => {
     const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, reason, created: lane.created };
     const entry = attempt(
@@ -286,7 +287,7 @@ function sweepIn(layout: Layout, options: SweepOptions): SweepReport {
     scan.item();
     const base = { key: lane.key, path: lane.path, state: 'parked' as const, created: lane.parked };
     const busy = attempt(`probing ${lane.key}`, () => leaseHeld(layout.lock(lane.key), held), true);
-    if (busy) entries.push({ ...base, outcome: 'left', reason: 'parked: being claimed, or its lock is unusable' });
+    if (busy) entries.push({ ...base, outcome: 'left', reason: `${BUSY}being claimed, or its lock is unusable` });
     else if (age(lane.parked, now) > options.maxAgeMs && !overTime())
       entries.push(evict(lane, 'parked longer than max-age'));
     else parked.push(lane);
@@ -398,7 +399,7 @@ function reap(
   mode: Mode,
   privileged: Privileged,
   meters: Meters,
-  keptWait: { ms: number },
+  keptWait: { ms: number; deadline?: number },
   taken?: Taking,
 ): SweepEntry {
   const base = { key: lane.key, path: layout.lane(lane.key), state: lane.state, reason, created: lane.created };
@@ -408,14 +409,15 @@ function reap(
   let lock = taken === undefined ? Lock.tryAcquire(layout.lock(lane.key)) : (taken ?? undefined);
   // A kept lane is never leased again: its lock is runlane's own short work (its size being
   // recorded), worth a wait. An orphan's was taken by a job or another sweep: no wait.
-  if (!lock && lane.state === 'kept' && keptWait.ms > 0) {
-    const started = Date.now();
-    lock = Lock.acquireExisting(layout.lock(lane.key), Math.min(KEPT_WAIT_MS, keptWait.ms));
+  const started = Date.now();
+  const waitMs = Math.min(KEPT_WAIT_MS, keptWait.ms, (keptWait.deadline ?? Infinity) - started);
+  if (!lock && lane.state === 'kept' && waitMs > 0) {
+    lock = Lock.acquireExisting(layout.lock(lane.key), waitMs);
     keptWait.ms -= Date.now() - started;
   }
   if (!lock) {
     const busy =
-      lane.state === 'kept' ? 'busy: another runlane process holds its lock' : 'live: its lease was taken meanwhile';
+      lane.state === 'kept' ? `${BUSY}another process holds its lock` : 'live: its lease was taken meanwhile';
     return { ...base, outcome: 'left', reason: busy };
   }
   try {
@@ -452,9 +454,15 @@ function reap(
   }
 }
 
-/** How long a sweep waits for the lock of a kept lane it is about to evict, and in all. */
-const KEPT_WAIT_MS = 2000;
-const KEPT_WAIT_BUDGET_MS = 10_000;
+/** The reason of a kept or parked lane the sweep would have removed but found locked. */
+export const BUSY = 'busy: ';
+
+/**
+ * How long a sweep waits for the lock of a kept lane it is about to evict (a size being
+ * recorded holds it for a rename), and in all.
+ */
+const KEPT_WAIT_MS = 1000;
+const KEPT_WAIT_BUDGET_MS = 3000;
 
 /**
  * Lock files and metadata whose lane is gone, trash locks and failure records whose entry is

@@ -195,6 +195,8 @@ function removeEmptySlot(layout: Layout, slot: string): void {
  * this is long enough for a loaded host and short against any build a warm start saves.
  */
 const CLAIM_WAIT_MS = 2000;
+/** The same for each source a copy is made from (warm-from may name several). */
+const COPY_WAIT_MS = 500;
 
 export interface WarmOrigin {
   /** The parked lane's key. */
@@ -270,7 +272,7 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     (lane) => lane.meta?.slot === slot && lane.meta?.trust === 'trusted',
   );
   if (!candidate) return undefined;
-  const lock = Lock.acquire(layout.lock(candidate.key), CLAIM_WAIT_MS);
+  const lock = Lock.acquire(layout.lock(candidate.key), COPY_WAIT_MS);
   if (!lock) return { skipped: `the parked lane ${candidate.key} is busy (being claimed or evicted)` };
   const opened: Dir[] = [];
   const lanes = layout.dir('lanes');

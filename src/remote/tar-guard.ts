@@ -123,8 +123,8 @@ export function checkTree(top: string, maxBytes: number): string | undefined {
     }
     if (stat.isFile()) return stat.mode & 0o6000 ? `member ${shown(dir, name)} is setuid or setgid` : undefined;
     if (!stat.isDirectory()) return `member ${shown(dir, name)} is ${kindOf(stat)}`;
-    // The walk would not enter it: refused rather than left unchecked.
-    return depth + 1 >= MAX_DEPTH ? `${shown(dir, name)} is nested too deep` : undefined;
+    // The walk would not enter it (nor could a delete): refused rather than left unchecked.
+    return depth >= MAX_DEPTH ? `${shown(dir, name)} is nested too deep` : undefined;
   };
   try {
     walkTree(
