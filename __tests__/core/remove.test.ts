@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -10,6 +10,7 @@ import { Layout } from '../../src/core/layout.js';
 import { Dir, removeIn } from '../../src/core/remove.js';
 import { sweepTable } from '../../src/core/report.js';
 import { emptyTrash } from '../../src/core/trash.js';
+import { startSwapper } from '../helpers/jobs.js';
 
 let scratch: string;
 beforeAll(() => {
@@ -138,17 +139,7 @@ describe('the safe delete', () => {
     fs.mkdirSync(root);
     // The attacker: renames lane/d away, puts a symlink to the outside in its place, and back,
     // as fast as it can, whatever lane is current.
-    const attacker = spawn(process.execPath, [
-      '-e',
-      `const fs = require('fs');
-       const lane = ${JSON.stringify(path.join(root, 'lane'))};
-       for (;;) {
-         try { fs.renameSync(lane + '/d', lane + '/d.x'); } catch {}
-         try { fs.symlinkSync(${JSON.stringify(outside)}, lane + '/d'); } catch {}
-         try { fs.unlinkSync(lane + '/d'); } catch {}
-         try { fs.renameSync(lane + '/d.x', lane + '/d'); } catch {}
-       }`,
-    ]);
+    const attacker = startSwapper([path.join(root, 'lane', 'd')], outside);
     let rounds = 0;
     try {
       const until = Date.now() + 4000;

@@ -7,13 +7,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import {
-  AS_NOBODY,
   CLI,
   cliAsNobody,
   disposeJobs,
   laneStates,
   newJob,
   processesMentioning,
+  startSwapper,
   within,
   type CliResult,
 } from '../helpers/jobs.js';
@@ -540,19 +540,11 @@ describe('the threaded delete against a process swapping directories for symlink
     const entry = path.join(job.root, 'trash', 'race');
     // The attacker swaps top-level and second-level directories (the ones the split opens)
     // for symlinks to the outside and back, as fast as it can, whatever entry is current.
-    const attacker = spawn(process.execPath, [
-      '-e',
-      `const fs = require('fs');
-       const entry = ${JSON.stringify(entry)};
-       const names = ['d0', 'd1', 'd2', 'd3', 'd0/s', 'd1/s', 'd2/s', 'd3/s'];
-       for (let i = 0; ; i++) {
-         const name = entry + '/' + names[i % names.length];
-         try { fs.renameSync(name, name + '.x'); } catch {}
-         try { fs.symlinkSync(${JSON.stringify(outside)}, name); } catch {}
-         try { fs.unlinkSync(name); } catch {}
-         try { fs.renameSync(name + '.x', name); } catch {}
-       }`,
-    ]);
+    const names = ['d0', 'd1', 'd2', 'd3', 'd0/s', 'd1/s', 'd2/s', 'd3/s'];
+    const attacker = startSwapper(
+      names.map((name) => path.join(entry, name)),
+      outside,
+    );
     let rounds = 0;
     try {
       const until = Date.now() + 5000;
@@ -592,20 +584,7 @@ describe('a symlink swap raced against the walker, as an unprivileged runner use
     expect(spawnSync('chown', ['-R', '-h', '65534:65534', root, outside]).status).toBe(0);
     const before = treeHash(outside);
     const entry = path.join(root, 'trash', 'planted~20260101T000000Z-race01');
-    const [setpriv, ...asNobody] = AS_NOBODY;
-    const attacker = spawn(setpriv, [
-      ...asNobody,
-      process.execPath,
-      '-e',
-      `const fs = require('fs');
-       const d = ${JSON.stringify(path.join(entry, 'd'))};
-       for (;;) {
-         try { fs.renameSync(d, d + '.x'); } catch {}
-         try { fs.symlinkSync(${JSON.stringify(path.join(outside, 'victim-lane'))}, d); } catch {}
-         try { fs.unlinkSync(d); } catch {}
-         try { fs.renameSync(d + '.x', d); } catch {}
-       }`,
-    ]);
+    const attacker = startSwapper([path.join(entry, 'd')], path.join(outside, 'victim-lane'), true);
     let rounds = 0;
     try {
       const until = Date.now() + 4000;

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { ACTION_DIR, SimulatedJob, stagedActionDir, type SimulatedJobOptions } from '../../scripts/runner-sim.mjs';
 
 export const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
@@ -12,6 +12,26 @@ export function cliForAnyone(): string {
 
 /** setpriv and its arguments: what follows runs as the unprivileged uid and gid 65534, no groups. */
 export const AS_NOBODY: readonly string[] = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+/**
+ * A hostile process racing a walker: as fast as it can, it renames each of `paths` in turn
+ * away, puts a symlink to `target` in its place, removes it and renames the original back.
+ * With `asNobody`, it runs as uid 65534. Stop it with SIGKILL.
+ */
+export function startSwapper(paths: readonly string[], target: string, asNobody = false): ChildProcess {
+  const program = `const fs = require('fs');
+    const [target, ...paths] = JSON.parse(process.argv[1]);
+    for (let i = 0; ; i++) {
+      const name = paths[i % paths.length];
+      try { fs.renameSync(name, name + '.x'); } catch {}
+      try { fs.symlinkSync(target, name); } catch {}
+      try { fs.unlinkSync(name); } catch {}
+      try { fs.renameSync(name + '.x', name); } catch {}
+    }`;
+  const command = [process.execPath, '-e', program, JSON.stringify([target, ...paths])];
+  const [file, ...args] = asNobody ? [...AS_NOBODY, ...command] : command;
+  return spawn(file, args, { stdio: 'ignore' });
+}
 
 /** The command line that runs the CLI (staged where every user can read it) as nobody. */
 export function cliAsNobody(...args: string[]): string[] {

@@ -168,7 +168,7 @@ async function remoteWarm(
   let lane: Dir | undefined;
   try {
     lane = layout.dir('lanes').openChild(key);
-    return await restoreInto(lane, settings, paths, keys, key);
+    return await restoreInto(layout, lane, settings, paths, keys, key);
   } catch (error) {
     const left = lane ? dropStaging(lane) : undefined;
     core.warning(
@@ -183,6 +183,7 @@ async function remoteWarm(
 
 /** The restore itself, into the staging directory of the opened lane, then adopted or dropped. */
 async function restoreInto(
+  layout: Layout,
   lane: Dir,
   settings: Settings,
   paths: string[],
@@ -209,7 +210,7 @@ async function restoreInto(
       const rate = outcome.seconds > 0 ? ` (${(size.bytes / 1048576 / outcome.seconds).toFixed(1)} MB/s)` : '';
       // Where it came from and what it cost, for `runlane status` (written under the lease).
       recordOrigin(
-        settings.root,
+        layout,
         key,
         `${outcome.key} (remote, ${humanBytes(size.bytes)} in ${outcome.seconds.toFixed(1)} s${rate})`,
       );
@@ -231,14 +232,9 @@ async function restoreInto(
   return { restored: false, text: `nothing in the cache service (${outcome.note ?? 'a miss'})` };
 }
 
-function recordOrigin(root: string, key: string, warmFrom: string): void {
-  const layout = new Layout(root);
-  try {
-    const meta = layout.readMeta(key);
-    if (meta) layout.writeMeta({ ...meta, warmFrom });
-  } finally {
-    layout.close();
-  }
+function recordOrigin(layout: Layout, key: string, warmFrom: string): void {
+  const meta = layout.readMeta(key);
+  if (meta) layout.writeMeta({ ...meta, warmFrom });
 }
 
 /**

@@ -101,7 +101,7 @@ export class Lock {
     return Lock.tryAcquire(file);
   }
 
-  /** Retries tryAcquire until `timeoutMs` has passed. */
+  /** Retries tryAcquire until `timeoutMs` has passed; tries once whatever `timeoutMs` is. */
   static acquire(file: LockFile, timeoutMs: number): Lock | undefined {
     return Lock.retry(() => Lock.tryAcquire(file), timeoutMs);
   }

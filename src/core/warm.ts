@@ -140,8 +140,8 @@ export function trimSlot(layout: Layout, slot: string, keep: number): string[] {
   // still busy then is dropped by the next trim of its slot, or the sweep.
   const deadline = Date.now() + CLAIM_WAIT_MS;
   for (const old of listParked(layout, slot).slice(keep)) {
-    const waitMs = Math.max(0, deadline - Date.now());
-    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`, waitMs)) trimmed.push(old.key);
+    if (evictParked(layout, old, `warm-keep ${keep}: a newer lane was parked`, deadline - Date.now()))
+      trimmed.push(old.key);
   }
   return trimmed;
 }
@@ -157,7 +157,7 @@ export function evictParked(
   why = 'parked lane made way',
   waitMs = 0,
 ): string | undefined {
-  const lock = waitMs > 0 ? Lock.acquire(layout.lock(lane.key), waitMs) : Lock.tryAcquire(layout.lock(lane.key));
+  const lock = Lock.acquire(layout.lock(lane.key), waitMs); // tried once at least
   if (!lock) return undefined;
   let slotDir: Dir | undefined;
   try {
@@ -223,9 +223,7 @@ export function claimParked(layout: Layout, slot: string, key: string, trust: Tr
   // so locks a job holds on purpose on every parked lane of a slot cost a job that much only.
   const deadline = Date.now() + CLAIM_WAIT_MS;
   for (const candidate of listParked(layout, slot)) {
-    const waitMs = deadline - Date.now();
-    const file = layout.lock(candidate.key);
-    const lock = waitMs > 0 ? Lock.acquire(file, waitMs) : Lock.tryAcquire(file);
+    const lock = Lock.acquire(layout.lock(candidate.key), deadline - Date.now());
     if (!lock) continue;
     let slotDir: Dir | undefined;
     try {
