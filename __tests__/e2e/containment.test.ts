@@ -418,6 +418,37 @@ describe('the threaded delete keeps every rule of the single-threaded one', () =
     expect(treeHash(outside)).toBe(before);
     expect(runlane(['empty-trash', '--root', job.root, '--workers', '0']).code).toBe(2);
   });
+
+  it('with 4 threads on a flat directory (files as work items, unlinks overlapped): a file bind-mounted over an entry and links out; nothing outside changes', async () => {
+    const job = await usedRoot();
+    const outside = outsideTree(path.join(job.dir, 'outside-flat'));
+    const before = treeHash(outside);
+    const entry = path.join(job.root, 'trash', 'flat');
+    fs.mkdirSync(entry, { recursive: true });
+    for (let f = 0; f < 3000; f++) fs.writeFileSync(path.join(entry, `f${f}`), 'x');
+    for (let d = 0; d < 8; d++) {
+      fs.mkdirSync(path.join(entry, `d${d}`));
+      for (let f = 0; f < 50; f++) fs.writeFileSync(path.join(entry, `d${d}`, `g${f}`), 'y');
+    }
+    fs.symlinkSync(outside, path.join(entry, 'link-dir'));
+    fs.symlinkSync(path.join(outside, 'top.txt'), path.join(entry, 'link-file'));
+    const mounted = path.join(entry, 'f1500');
+    try {
+      bind(path.join(outside, 'top.txt'), mounted);
+      const out = runlane(['empty-trash', '--root', job.root, '--workers', '4', '--json']);
+      expect(out.code).toBe(1);
+      const [result] = out.json().trash;
+      expect(result).toMatchObject({ name: 'flat', outcome: 'failed' });
+      expect(result.failures).toEqual([expect.objectContaining({ path: mounted, code: 'EBUSY' })]);
+      expect(fs.readdirSync(entry)).toEqual(['f1500']);
+      expect(treeHash(outside)).toBe(before);
+    } finally {
+      unmountAll(path.join(outside, 'top.txt'));
+    }
+    expect(runlane(['empty-trash', '--root', job.root, '--workers', '4']).code).toBe(0);
+    expect(fs.existsSync(entry)).toBe(false);
+    expect(treeHash(outside)).toBe(before);
+  });
 });
 
 describe('review regressions: what a job can plant to break a delete or a scan', () => {

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { Dir, removeIn, type DirIdentity } from './remove.js';
+import { clearIn, Dir, removeIn, type DirIdentity } from './remove.js';
 import type { Tick } from './progress.js';
 
 /** How a big delete is shared out: the worker bundle, and how many threads run it. */
@@ -13,8 +13,8 @@ export interface Parallel {
 /** What a worker thread is given: the shared directories, the work items and the counters. */
 export interface WorkerData {
   dirs: { fd: number; path: string; identity: DirIdentity }[];
-  /** [index into dirs, entry name] */
-  items: [number, string][];
+  /** [index into dirs, entry name, whether readdir said it is a directory] */
+  items: [number, string, boolean][];
   /** Int32 counters: next item, entries removed, workers started, workers done. */
   counters: SharedArrayBuffer;
 }
@@ -57,7 +57,7 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
     const counters = new Int32Array(new SharedArrayBuffer(4 * 4));
     const data: WorkerData = {
       dirs: opened.map((dir) => ({ fd: dir.fd, path: dir.path, identity: dir.identity })),
-      items: items.map(([dir, entry]) => [opened.indexOf(dir), entry]),
+      items: items.map(([dir, entry, isDir]) => [opened.indexOf(dir), entry, isDir]),
       counters: counters.buffer as SharedArrayBuffer,
     };
     const workers: Worker[] = [];
@@ -105,7 +105,7 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
 }
 
 /** Runs in a worker thread: checks the shared descriptors, then works the queue. */
-export function deleteWorker(data: WorkerData): void {
+export async function deleteWorker(data: WorkerData): Promise<void> {
   const counters = new Int32Array(data.counters);
   Atomics.add(counters, STARTED, 1);
   try {
@@ -121,10 +121,40 @@ export function deleteWorker(data: WorkerData): void {
       }
       return dirs.get(index) ?? null;
     };
-    work(data, counters, dirAt);
+    await workAsync(data, counters, dirAt);
   } finally {
     Atomics.add(counters, DONE, 1);
     Atomics.notify(counters, DONE);
+  }
+}
+
+/** Items a worker thread takes off the queue at once: its files' unlinks overlap (see clearIn). */
+const WORKER_BATCH = 16;
+
+/**
+ * A worker thread's share: batches off the shared queue until it is empty, each item cleared
+ * by clearIn, whose unlinks overlap. It never throws (see work).
+ */
+async function workAsync(data: WorkerData, counters: Int32Array, dirAt: (index: number) => Dir | null): Promise<void> {
+  const count = (entries: number) => void Atomics.add(counters, REMOVED, entries);
+  for (;;) {
+    const first = Atomics.add(counters, NEXT, WORKER_BATCH);
+    if (first >= data.items.length) return;
+    // The batch's entries by directory: each directory's files have their unlinks overlapped.
+    const byDir = new Map<number, { files: string[]; directories: string[] }>();
+    for (const [dirIndex, entry, isDir] of data.items.slice(first, first + WORKER_BATCH)) {
+      const group = byDir.get(dirIndex) ?? { files: [], directories: [] };
+      (isDir ? group.directories : group.files).push(entry);
+      byDir.set(dirIndex, group);
+    }
+    for (const [dirIndex, { files, directories }] of byDir) {
+      const dir = dirAt(dirIndex);
+      try {
+        if (dir) await clearIn(dir, files, directories, count);
+      } catch {
+        // Left for the final pass, as in work.
+      }
+    }
   }
 }
 
@@ -154,7 +184,7 @@ function work(data: WorkerData, counters: Int32Array, dirAt: (index: number) => 
  * and replaced by their entries until there are enough items or directories. Names that are
  * not valid UTF-8, and anything on another mount, stay out of the split for the final pass.
  */
-function split(top: Dir, opened: Dir[]): [Dir, string][] {
+function split(top: Dir, opened: Dir[]): [Dir, string, boolean][] {
   let items: [Dir, string, boolean][] = entriesOf(top);
   for (let depth = 0; depth < 4; depth++) {
     const dirs = items.filter(([, , isDir]) => isDir).length;
@@ -189,7 +219,7 @@ function split(top: Dir, opened: Dir[]): [Dir, string][] {
     }
     items = next;
   }
-  return items.map(([dir, entry]) => [dir, entry]);
+  return items;
 }
 
 function searchable(dir: Dir): boolean {

@@ -496,8 +496,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
   }
   let dir: Dir;
   try {
-    const guard = walk.uid === 0 ? undefined : { dev: walk.dev, mountId: walk.mountId, uid: walk.uid };
-    dir = parent.openChild(name, { chmod: guard });
+    dir = parent.openChild(name, { chmod: chmodGuard(walk) });
   } catch (error) {
     const code = errorCode(error);
     if (code === 'ENOENT') return;
@@ -514,14 +513,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
       mountFailure(walk, parent, name, dir.mountId);
       return;
     }
-    // A directory we own but may not write (a read-only Go module tree): fixed on the descriptor.
-    if (walk.uid !== 0 && dir.stat.uid === walk.uid && (dir.stat.mode & 0o700) !== 0o700) {
-      try {
-        fs.fchmodSync(dir.fd, (dir.stat.mode & 0o7777) | 0o700);
-      } catch {
-        // The failures that matter are reported by the removals below.
-      }
-    }
+    makeOwnWritable(dir, walk);
     let entries: fs.Dirent<string>[] | fs.Dirent<Buffer>[];
     try {
       entries = dir.entries();
@@ -544,6 +536,132 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
     if (code === 'ENOTEMPTY' && walk.failures.length > failuresBefore) return;
     if (code === 'EBUSY') mountFailure(walk, parent, name);
     else record(walk, shown, error, parent.stat.uid);
+  }
+}
+
+/** What openChild may fix the mode of (see openDirFd): nothing as root, who needs no fixing. */
+function chmodGuard(walk: Walk): ChmodGuard | undefined {
+  return walk.uid === 0 ? undefined : { dev: walk.dev, mountId: walk.mountId, uid: walk.uid };
+}
+
+/** A directory we own but may not write (a read-only Go module tree): fixed on the descriptor. */
+function makeOwnWritable(dir: Dir, walk: Walk): void {
+  if (walk.uid === 0 || dir.stat.uid !== walk.uid || (dir.stat.mode & 0o700) === 0o700) return;
+  try {
+    fs.fchmodSync(dir.fd, (dir.stat.mode & 0o7777) | 0o700);
+  } catch {
+    // The failures that matter are reported by the removals that follow.
+  }
+}
+
+/**
+ * Unlinks of one thread's first pass in flight at once through libuv's thread pool (shared by
+ * every thread of the process), besides the one the thread makes itself. An unlink of a file
+ * can wait for the disk rather than the CPU: ext4 without a journal, mounted with `discard`
+ * (this project's CI machine), discards the freed block inside the unlink, one at a time.
+ */
+const IN_FLIGHT = 4;
+
+/** Lets the event loop take the completions in (a pending unlink frees its slot). */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Unlinks the entries `names` of `dir` (never following them): up to IN_FLIGHT at once in the
+ * thread pool and, whenever that many are in flight, one more on this thread, so the waits
+ * overlap instead of adding up. It never throws, and returns only when nothing it started
+ * is still in flight (the caller then closes `dir`: a descriptor closed earlier could be
+ * reused for another directory while an unlink still resolves a name through its number).
+ * What fails is left for the final pass; names that are directories (EISDIR) are returned.
+ */
+async function unlinkMany(dir: Dir, names: EntryName[], count: (entries: number) => void): Promise<EntryName[]> {
+  const directories: EntryName[] = [];
+  const settle = (name: EntryName, error?: unknown) => {
+    if (error === undefined) count(1);
+    else if (errorCode(error) === 'EISDIR') directories.push(name);
+  };
+  const pending = new Set<Promise<void>>();
+  try {
+    for (const name of names) {
+      if (pending.size < IN_FLIGHT) {
+        const unlink: Promise<void> = fs.promises
+          .unlink(dir.at(name))
+          .then(
+            () => settle(name),
+            (error: unknown) => settle(name, error),
+          )
+          .finally(() => pending.delete(unlink));
+        pending.add(unlink);
+        continue;
+      }
+      try {
+        fs.unlinkSync(dir.at(name));
+        settle(name);
+      } catch (error) {
+        settle(name, error);
+      }
+      await turn();
+    }
+  } finally {
+    await Promise.allSettled(pending);
+  }
+  return directories;
+}
+
+/**
+ * The first pass of a threaded delete (see removeInParallel), in a worker thread: the entries
+ * `files` and `directories` of `parent` (as readdir typed them) and everything below them,
+ * walked as removeEntry walks (opened without following symlinks, never leaving the parent's
+ * mount, modes fixed only through descriptors), with each directory's unlinks overlapped by
+ * unlinkMany. It reports nothing and never throws: what it leaves, the final single-threaded
+ * pass removes or reports.
+ */
+export async function clearIn(
+  parent: Dir,
+  files: EntryName[],
+  directories: EntryName[],
+  count: (entries: number) => void,
+): Promise<void> {
+  const walk: Walk = { dev: parent.stat.dev, mountId: parent.mountId, uid: process.getuid?.() ?? -1, failures: [] };
+  const more = await unlinkMany(parent, files, count);
+  for (const name of [...directories, ...more]) await clearDir(parent, name, walk, 0, count);
+}
+
+async function clearDir(
+  parent: Dir,
+  name: EntryName,
+  walk: Walk,
+  depth: number,
+  count: (entries: number) => void,
+): Promise<void> {
+  if (depth >= MAX_DEPTH) return;
+  let dir: Dir;
+  try {
+    dir = parent.openChild(name, { chmod: chmodGuard(walk) });
+  } catch {
+    return;
+  }
+  try {
+    if (dir.stat.dev !== walk.dev || dir.mountId !== walk.mountId) return;
+    makeOwnWritable(dir, walk);
+    let entries: fs.Dirent<string>[] | fs.Dirent<Buffer>[];
+    try {
+      entries = dir.entries();
+    } catch {
+      return;
+    }
+    const subdirs: EntryName[] = [];
+    const files: EntryName[] = [];
+    for (const entry of entries) (entry.isDirectory() ? subdirs : files).push(entry.name);
+    subdirs.push(...(await unlinkMany(dir, files, count)));
+    for (const subdir of subdirs) await clearDir(dir, subdir, walk, depth + 1, count);
+  } finally {
+    dir.close();
+  }
+  try {
+    fs.rmdirSync(parent.at(name));
+    count(1);
+  } catch {
+    // Left for the final pass.
   }
 }
 

@@ -2,4 +2,4 @@ import { isMainThread, workerData } from 'node:worker_threads';
 import { deleteWorker, type WorkerData } from '../core/parallel-remove.js';
 
 // A worker thread of a parallel delete (see removeInParallel); run directly, it does nothing.
-if (!isMainThread) deleteWorker(workerData as WorkerData);
+if (!isMainThread) void deleteWorker(workerData as WorkerData);
