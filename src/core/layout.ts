@@ -85,6 +85,11 @@ export interface LockFile {
  * that swaps `lanes` or `trash` for a symlink to somewhere else gets a refusal, not a write there.
  * Callers close() it when done.
  */
+/** A name that path.join would leave as it is: one component, not `.` or `..`. */
+function oneName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !name.includes(path.sep);
+}
+
 export class Layout {
   /** Paths for humans and for the job (RUNLANE_DIR); operations use the opened directories. */
   readonly lanes: string;
@@ -101,6 +106,7 @@ export class Layout {
     this.lanes = path.join(root, 'lanes');
     this.lanesPrefix = this.lanes + path.sep;
     this.locks = path.join(root, 'locks');
+    this.locksPrefix = this.locks + path.sep;
     this.meta = path.join(root, 'meta');
     this.trash = path.join(root, 'trash');
     this.parked = path.join(root, 'parked');
@@ -181,9 +187,7 @@ export class Layout {
   lane(key: string): string {
     // One name (every key and directory entry is): the lanes directory's string joined to the
     // key's, shared rather than copied, which is 10 MB less on a sweep of 100,000 lanes.
-    return key.includes(path.sep) || key === '.' || key === '..' || key === ''
-      ? path.join(this.lanes, key)
-      : this.lanesPrefix + key;
+    return oneName(key) ? this.lanesPrefix + key : path.join(this.lanes, key);
   }
 
   private readonly lanesPrefix: string;
@@ -252,8 +256,16 @@ export class Layout {
   }
 
   lock(key: string): LockFile {
-    return { at: this.dir('locks').at(`${key}.lock`), shown: path.join(this.locks, `${key}.lock`) };
+    const name = `${key}.lock`;
+    // A scan builds one for every lane: joined by hand where the name is one (path.join costs
+    // a tenth of a `status` of 100,000 lanes).
+    return {
+      at: this.dir('locks').at(name),
+      shown: oneName(key) ? this.locksPrefix + name : path.join(this.locks, name),
+    };
   }
+
+  private readonly locksPrefix: string;
 
   /** The lock beside a trash entry, taken by whoever deletes it. */
   trashLock(name: string): LockFile {
