@@ -1,8 +1,10 @@
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { topLevelNames } from '../../src/action/remote.js';
+import { runIdentity } from '../../src/action/identity.js';
 import {
   archivedRoots,
   lockFilesHash,
@@ -64,6 +66,50 @@ describe('remote tier decisions', () => {
       expect(lockFilesHash(['cargo'], dir)).not.toBe(first);
       expect(lockFilesHash(['tmp'], dir)).toBe('none');
     } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a FIFO as a lock file or as the event payload is never opened (it would hang the step), a symlink never followed', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-fifo-'));
+    const lock = path.join(dir, 'Cargo.lock');
+    const event = path.join(dir, 'event.json');
+    const writers: ReturnType<typeof spawn>[] = [];
+    try {
+      fs.writeFileSync(path.join(dir, 'secret'), 'not for the hash');
+      fs.symlinkSync(path.join(dir, 'secret'), lock);
+      const linked = lockFilesHash(['cargo'], dir);
+      fs.rmSync(lock);
+      for (const fifo of [lock, event]) expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+      const woken: string[] = [];
+      // Each writer blocks in open(2) until a reader opens its FIFO, then says so and closes it.
+      for (const fifo of [lock, event]) {
+        const writer = spawn('python3', ['-c', 'import sys; open(sys.argv[1], "w"); print("woken", flush=True)', fifo]);
+        writer.stdout?.on('data', () => woken.push(fifo));
+        writers.push(writer);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const fifoHash = lockFilesHash(['cargo'], dir);
+      expect(fifoHash).toMatch(/^[0-9a-f]{20}$/);
+      // Unreadable either way: the symlink's target never went into the hash.
+      expect(fifoHash).toBe(linked);
+      const identity = runIdentity(
+        {
+          GITHUB_EVENT_PATH: event,
+          GITHUB_EVENT_NAME: 'pull_request',
+          GITHUB_REPOSITORY: 'acme/widgets',
+          GITHUB_REF: 'refs/pull/7/merge',
+        },
+        '',
+      );
+      expect(identity.scopeId).toBe('pr:7');
+      expect(
+        saveDecision('auto', { trust: 'trusted', scopeId: 'refs/heads/main' }, { GITHUB_EVENT_PATH: event }).save,
+      ).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(woken).toEqual([]);
+    } finally {
+      for (const writer of writers) writer.kill('SIGKILL');
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

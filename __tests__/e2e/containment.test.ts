@@ -452,6 +452,42 @@ describe('the threaded delete keeps every rule of the single-threaded one', () =
 });
 
 describe('review regressions: what a job can plant to break a delete or a scan', () => {
+  it('a FIFO planted where runlane reads metadata, a failure record or the journal is never opened: its writer stays blocked, and status and the sweep go on', async () => {
+    const job = await usedRoot();
+    fs.mkdirSync(path.join(job.root, 'lanes', 'planted-meta'));
+    fs.mkdirSync(path.join(job.root, 'trash', 'planted-entry'));
+    const fifos = [
+      path.join(job.root, 'meta', 'planted-meta.json'),
+      path.join(job.root, 'trash', 'planted-entry.failed.json'),
+      path.join(job.root, 'journal.jsonl'),
+    ];
+    fs.rmSync(fifos[2], { force: true });
+    for (const fifo of fifos) expect(sh('mkfifo', fifo).status).toBe(0);
+    // Each writer blocks in open(2) until some process opens its FIFO for reading.
+    const writers = fifos.map((fifo) =>
+      spawn('python3', ['-c', 'import sys; open(sys.argv[1], "w"); print("woken", flush=True)', fifo], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      }),
+    );
+    const woken: string[] = [];
+    writers.forEach((writer, index) => writer.stdout?.on('data', () => woken.push(fifos[index])));
+    try {
+      const status = runlane(['status', '--root', job.root, '--json']);
+      expect(status.json().lanes).toEqual([
+        expect.objectContaining({ key: 'planted-meta', state: 'orphan' }),
+        expect.objectContaining({ key: 'planted-entry', state: 'trash', failures: [] }),
+      ]);
+      expect(runlane(['sweep', '--root', job.root, '--json']).code).toBe(0);
+      expect(fs.existsSync(path.join(job.root, 'lanes', 'planted-meta'))).toBe(false);
+      expect(fs.existsSync(path.join(job.root, 'trash', 'planted-entry'))).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(woken).toEqual([]);
+      for (const writer of writers) expect(writer.exitCode).toBeNull();
+    } finally {
+      for (const writer of writers) writer.kill('SIGKILL');
+    }
+  });
+
   it('directories without search permission in a threaded delete, as an unprivileged user: all deleted, nothing outside touched, no crash', async () => {
     const job = await usedRoot();
     const entry = path.join(job.root, 'trash', 'perms');

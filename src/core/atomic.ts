@@ -55,12 +55,3 @@ export function fsyncDir(dir: string): void {
     fs.closeSync(fd);
   }
 }
-
-/** Reads JSON, or undefined when the file is missing or not valid JSON (a torn legacy write). */
-export function readJson<T>(file: string): T | undefined {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
-  } catch {
-    return undefined;
-  }
-}

@@ -1,7 +1,7 @@
-import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { scopeOf, type RunIdentity } from './key.js';
+import { readJsonNoFollow } from './layout.js';
 import type { SlotParts, TrustClass } from './warm.js';
 
 /** A run's identity, from whichever CI system runs it: what a lane's key and warm slot are made of. */
@@ -234,12 +234,9 @@ interface EventPayload {
 /** The event payload at GITHUB_EVENT_PATH, or an empty one. */
 function eventPayload(env: Env): EventPayload {
   if (!env.GITHUB_EVENT_PATH) return {};
-  try {
-    const value = JSON.parse(fs.readFileSync(env.GITHUB_EVENT_PATH, 'utf8')) as unknown;
-    return typeof value === 'object' && value !== null ? (value as EventPayload) : {};
-  } catch {
-    return {};
-  }
+  // Read as metadata is: a job's earlier steps can put a FIFO or a device where the file was.
+  const value = readJsonNoFollow(env.GITHUB_EVENT_PATH);
+  return typeof value === 'object' && value !== null ? (value as EventPayload) : {};
 }
 
 const PULL_REQUEST_EVENTS = new Set(['pull_request', 'pull_request_review', 'pull_request_review_comment']);

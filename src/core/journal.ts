@@ -3,7 +3,7 @@ import os from 'node:os';
 import { errorCode } from './errors.js';
 import type { Layout } from './layout.js';
 import { Lock } from './lease.js';
-import { removeIn, renameIn, type Dir } from './remove.js';
+import { openRegular, removeIn, renameIn, type Dir, type OpenedFile } from './remove.js';
 
 /** The journal: one JSON line per thing done to a lane, under the root. */
 export const JOURNAL = 'journal.jsonl';
@@ -76,15 +76,15 @@ const C = fs.constants;
  * there is removed (it is inside the root) when `clear` is set.
  */
 function openJournal(root: Dir, name: string, flags: number, clear: boolean): number | undefined {
-  let fd: number;
+  let opened: OpenedFile;
   try {
-    fd = fs.openSync(root.at(name), flags | C.O_NOFOLLOW | C.O_NONBLOCK, 0o644);
+    opened = openRegular(root.at(name), flags & ~C.O_CREAT, (flags & C.O_CREAT) !== 0);
   } catch (error) {
     if (clear && errorCode(error) !== 'ENOENT') removeIn(root, name);
     return undefined;
   }
-  const stat = fs.fstatSync(fd);
-  if (stat.isFile() && stat.nlink === 1 && stat.uid === root.stat.uid) return fd;
+  const { fd, stat } = opened;
+  if (stat.nlink === 1 && stat.uid === root.stat.uid) return fd;
   fs.closeSync(fd);
   if (clear) removeIn(root, name);
   return undefined;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { prepareAtomic, writeFileAtomic, type PreparedWrite } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
-import { Dir, isEntryName, treeSizeIn, type TreeSize } from './remove.js';
+import { Dir, isEntryName, openRegular, treeSizeIn, type TreeSize } from './remove.js';
 import { isSafeSegment } from './sanitize.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
@@ -335,12 +335,11 @@ const READ_BUFFER = Buffer.alloc(64 * 1024);
 export function readJsonNoFollow(file: string): unknown {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    ({ fd } = openRegular(file, fs.constants.O_RDONLY));
   } catch {
     return undefined;
   }
   try {
-    if (!fs.fstatSync(fd).isFile()) return undefined;
     // One read into a reused buffer: metadata is small, and a scan reads 100,000 of them.
     const read = fs.readSync(fd, READ_BUFFER, 0, READ_BUFFER.length, 0);
     const text =

@@ -10,6 +10,7 @@ import {
 import { errorCode, errorMessage } from './errors.js';
 import type { LockFile } from './layout.js';
 import type { HolderArgs } from './holder.js';
+import { openRegular } from './remove.js';
 
 /**
  * An exclusive kernel lock (flock(2)) on a lock file. Node has no flock, so a short-lived
@@ -160,22 +161,14 @@ export class UnusableLockError extends Error {
   }
 }
 
+/** A lock file opened only if it is a regular file (a FIFO or device planted there is never opened). */
 function openLockFile(file: LockFile, create: boolean): number {
-  // O_NONBLOCK: a FIFO planted where a lock should be must not hang the open.
-  const flags =
-    fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | (create ? fs.constants.O_CREAT : 0);
-  let fd: number;
   try {
-    fd = fs.openSync(file.at, flags, 0o644);
+    return openRegular(file.at, fs.constants.O_RDONLY, create).fd;
   } catch (error) {
     if (errorCode(error) === 'ENOENT') throw error;
     throw unusable(file, error);
   }
-  if (!fs.fstatSync(fd).isFile()) {
-    fs.closeSync(fd);
-    throw unusable(file, 'EINVAL');
-  }
-  return fd;
 }
 
 function unusable(file: LockFile, cause: unknown): UnusableLockError {

@@ -2,6 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SettingError } from './errors.js';
+import { readJsonNoFollow } from './layout.js';
+import { openRegular } from './remove.js';
 import type { Identity } from './ci-identity.js';
 
 /**
@@ -142,11 +144,15 @@ export function lockFilesHash(presets: readonly string[], workspace: string | un
   const hash = crypto.createHash('sha256');
   for (const name of names.sort()) {
     try {
-      hash
-        .update(name)
-        .update('\0')
-        .update(fs.readFileSync(path.join(workspace, name)))
-        .update('\0');
+      // Never through a symlink, never a FIFO (it would hang the step) or a device.
+      const { fd } = openRegular(path.join(workspace, name), fs.constants.O_RDONLY);
+      let content: Buffer;
+      try {
+        content = fs.readFileSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      hash.update(name).update('\0').update(content).update('\0');
     } catch {
       hash.update(name).update('\0unreadable\0');
     }
@@ -183,13 +189,9 @@ export function saveDecision(
 function defaultBranch(env: Readonly<Record<string, string | undefined>>): string | undefined {
   const file = env.GITHUB_EVENT_PATH;
   if (!file) return undefined;
-  try {
-    const payload = JSON.parse(fs.readFileSync(file, 'utf8')) as { repository?: { default_branch?: unknown } };
-    const branch = payload.repository?.default_branch;
-    return typeof branch === 'string' && branch !== '' ? branch : undefined;
-  } catch {
-    return undefined;
-  }
+  const payload = readJsonNoFollow(file) as { repository?: { default_branch?: unknown } } | null | undefined;
+  const branch = payload?.repository?.default_branch;
+  return typeof branch === 'string' && branch !== '' ? branch : undefined;
 }
 
 export function parseRemoteSave(setting: string, value: string): RemoteSave {

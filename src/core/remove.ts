@@ -85,6 +85,52 @@ interface ChmodGuard {
   uid: number;
 }
 
+/** A file opened by openRegular, with the lstat its handle gave before it was opened. */
+export interface OpenedFile {
+  fd: number;
+  stat: fs.Stats;
+}
+
+/**
+ * Opens a regular file with `flags` (O_RDONLY, O_WRONLY | O_APPEND, ...; with `create`, one
+ * is made when none is there), never following a symlink and never opening anything else.
+ * The name is taken with O_PATH first, which runs no driver's open, needs no permission and
+ * cannot block; only when that handle shows a regular file is the file opened through it
+ * (/proc/self/fd/N names that very inode, wherever the name points by then). A job that
+ * plants a device where runlane reads or writes (root in a container can mknod on the
+ * mounted work directory) gets no driver's open (a tape that rewinds, a watchdog that arms),
+ * and a FIFO's writer is never woken. Anything but a regular file throws EINVAL.
+ */
+export function openRegular(target: string | Buffer, flags: number, create = false): OpenedFile {
+  let handle: number;
+  try {
+    handle = fs.openSync(target, O_PATH | C.O_NOFOLLOW);
+  } catch (error) {
+    if (!create || errorCode(error) !== 'ENOENT') throw error;
+    try {
+      // A new file is a regular one: O_EXCL makes it ours, and never follows a symlink.
+      const fd = fs.openSync(target, flags | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644);
+      return { fd, stat: fs.fstatSync(fd) };
+    } catch (again) {
+      if (errorCode(again) !== 'EEXIST') throw again;
+      return openRegular(target, flags); // Made by another process meanwhile.
+    }
+  }
+  try {
+    const stat = fs.fstatSync(handle);
+    if (!stat.isFile()) {
+      const kind = stat.isSymbolicLink() ? 'a symlink' : stat.isDirectory() ? 'a directory' : 'not a regular file';
+      throw Object.assign(new Error(`${String(target)} is ${kind}`), {
+        code: stat.isSymbolicLink() ? 'ELOOP' : stat.isDirectory() ? 'EISDIR' : 'EINVAL',
+      });
+    }
+    const fd = fs.openSync(`/proc/self/fd/${handle}`, flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW));
+    return { fd, stat };
+  } finally {
+    fs.closeSync(handle);
+  }
+}
+
 /** The mount id of an open descriptor, from /proc/self/fdinfo (Linux 3.15+). */
 function mountIdOf(fd: number): number {
   let text: string;

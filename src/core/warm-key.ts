@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { errorCode, errorMessage, SettingError } from './errors.js';
-import { Dir } from './remove.js';
+import { Dir, openRegular } from './remove.js';
 import type { TrustClass } from './warm.js';
 
 /**
@@ -164,14 +164,15 @@ export function hashFiles(dir: string, glob: string): { hash: string; count: num
   const buffer = Buffer.alloc(65_536);
   const hashOne = (parent: Dir, name: string): string => {
     let fd: number;
+    let stat: fs.Stats;
     try {
-      fd = fs.openSync(parent.at(name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      ({ fd, stat } = openRegular(parent.at(name), fs.constants.O_RDONLY));
     } catch (error) {
-      return `unreadable: ${errorCode(error) ?? errorMessage(error)}`;
+      const code = errorCode(error);
+      if (code === 'EINVAL' || code === 'EISDIR') return 'not a regular file';
+      return `unreadable: ${code ?? errorMessage(error)}`;
     }
     try {
-      const stat = fs.fstatSync(fd);
-      if (!stat.isFile()) return 'not a regular file';
       const hash = crypto.createHash('sha256');
       for (let left = stat.size; left > 0;) {
         const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, left), null);
