@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { describeMount, mountsUnder, parseMountinfo } from '../../src/core/mounts.js';
 import { Layout } from '../../src/core/layout.js';
 import { Dir, removeIn } from '../../src/core/remove.js';
+import { removeInParallel } from '../../src/core/parallel-remove.js';
 import { sweepTable } from '../../src/core/report.js';
 import { emptyTrash } from '../../src/core/trash.js';
 import { startSwapper } from '../helpers/jobs.js';
@@ -233,6 +234,43 @@ describe('the safe delete', () => {
       { numRuns: 40 },
     );
     expect(treeHash(outside)).toBe(before);
+  });
+});
+
+describe('the threaded delete', () => {
+  it('a progress callback that throws (a meter whose root was renamed away) never closes descriptors a thread still uses: nothing outside changes', () => {
+    const base = fs.mkdtempSync(path.join(scratch, 'tick-'));
+    const big = path.join(base, 'trash', 'big');
+    const victim = path.join(base, 'victim');
+    for (let d = 0; d < 40; d++) {
+      fs.mkdirSync(path.join(big, `d${d}`), { recursive: true });
+      for (let f = 0; f < 300; f++) fs.writeFileSync(path.join(big, `d${d}`, `f${f}`), 'x');
+      fs.mkdirSync(path.join(victim, `d${d}`), { recursive: true });
+      fs.writeFileSync(path.join(victim, `d${d}`, 'precious'), 'keep');
+    }
+    const before = treeHash(victim);
+    const trash = Dir.open(path.join(base, 'trash'));
+    const script = path.resolve('dist/delete-worker/index.js');
+    expect(fs.existsSync(script)).toBe(true);
+    let ticks = 0;
+    const tick = () => {
+      ticks++;
+      throw Object.assign(new Error("ENOENT: no such file or directory, statfs '/gone'"), { code: 'ENOENT' });
+    };
+    try {
+      expect(() => removeInParallel(trash, 'big', { script, workers: 4 }, tick)).not.toThrow();
+      expect(ticks).toBeGreaterThan(0);
+      // What comes next in a trash (the next entry, any directory) takes the lowest free numbers.
+      const next = Dir.open(victim);
+      const children = Array.from({ length: 40 }, (_, d) => next.openChild(`d${d}`));
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
+      for (const child of children) child.close();
+      next.close();
+      expect(treeHash(victim)).toBe(before);
+      expect(removeIn(trash, 'big')).toEqual({ removed: true, failures: [] });
+    } finally {
+      trash.close();
+    }
   });
 });
 

@@ -49,18 +49,26 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
     return; // A file, a symlink, gone: removeIn deals with it.
   }
   const opened: Dir[] = [top];
-  let keepOpen = false;
+  // Once a thread may hold these descriptors' numbers, they are closed only after every
+  // thread that started is done: closed earlier, a number could be reused for another
+  // directory (the next trash entry, or one outside the trash) while a thread still unlinks
+  // through it. On any other way out (an exception, a hung thread) they stay open.
+  let threadsDone = true;
+  let counters: Int32Array | undefined;
+  let itemCount = 0;
+  const workers: Worker[] = [];
   try {
     if (!parent.sameMount(top)) return;
     const items = split(top, opened);
     if (items.length < parallel.workers) return;
-    const counters = new Int32Array(new SharedArrayBuffer(4 * 4));
+    counters = new Int32Array(new SharedArrayBuffer(4 * 4));
+    itemCount = items.length;
     const data: WorkerData = {
       dirs: opened.map((dir) => ({ fd: dir.fd, path: dir.path, identity: dir.identity })),
       items: items.map(([dir, entry, isDir]) => [opened.indexOf(dir), entry, isDir]),
       counters: counters.buffer as SharedArrayBuffer,
     };
-    const workers: Worker[] = [];
+    threadsDone = false;
     for (let i = 0; i < parallel.workers - 1; i++) {
       try {
         const worker = new Worker(parallel.script, { workerData: data, stdout: true, stderr: true });
@@ -73,36 +81,50 @@ export function removeInParallel(parent: Dir, name: string, parallel: Parallel, 
       }
     }
     // This thread works the queue too, then waits for the threads that started.
+    const shared = counters;
     const reported = { removed: 0 };
     const report = () => {
-      const removed = Atomics.load(counters, REMOVED);
-      tick?.(removed - reported.removed);
+      const removed = Atomics.load(shared, REMOVED);
+      try {
+        tick?.(removed - reported.removed);
+      } catch {
+        // Progress (a meter that looks at the root's free space) never stops a delete.
+      }
       reported.removed = removed;
     };
-    work(data, counters, (dirIndex) => opened[dirIndex], report);
+    work(data, shared, (dirIndex) => opened[dirIndex], report);
     let last = { removed: -1, at: Date.now() };
     for (;;) {
       // The queue is empty: a thread that starts from now on finds nothing to take.
-      const done = Atomics.load(counters, DONE);
-      if (done >= Atomics.load(counters, STARTED)) break;
-      Atomics.wait(counters, DONE, done, 250);
-      report();
-      const removed = Atomics.load(counters, REMOVED);
-      if (removed !== last.removed) last = { removed, at: Date.now() };
-      else if (Date.now() - last.at > STALL_MS) {
-        // A thread hung inside a call: its descriptors stay open (closed, their numbers could
-        // be reused for another directory while it still works through them). The process
-        // ends soon; the final pass goes on without it.
-        keepOpen = true;
+      const done = Atomics.load(shared, DONE);
+      if (done >= Atomics.load(shared, STARTED)) {
+        threadsDone = true;
         break;
       }
+      Atomics.wait(shared, DONE, done, 250);
+      report();
+      const removed = Atomics.load(shared, REMOVED);
+      if (removed !== last.removed) last = { removed, at: Date.now() };
+      // A thread hung inside a call: the final pass goes on without it.
+      else if (Date.now() - last.at > STALL_MS) break;
     }
     report();
-    for (const worker of workers) void worker.terminate();
   } finally {
-    if (!keepOpen) for (const dir of opened.reverse()) dir.close();
+    if (threadsDone) {
+      for (const worker of workers) void worker.terminate();
+      for (const dir of opened.reverse()) dir.close();
+    } else {
+      // No thread takes another item; the descriptors stay open for the rest of the process,
+      // and referenced, so that no garbage collection closes them either.
+      if (counters) Atomics.store(counters, NEXT, itemCount);
+      for (const worker of workers) void worker.terminate();
+      abandoned.push(opened);
+    }
   }
 }
+
+/** Directories a thread may still work in after removeInParallel returned: never closed. */
+const abandoned: Dir[][] = [];
 
 /** Runs in a worker thread: checks the shared descriptors, then works the queue. */
 export async function deleteWorker(data: WorkerData): Promise<void> {

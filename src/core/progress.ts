@@ -99,7 +99,13 @@ export class Meter {
   }
 
   private bytes(): number {
-    return this.ownBytes + (this.options.bytes?.() ?? 0);
+    let extra = 0;
+    try {
+      extra = this.options.bytes?.() ?? 0;
+    } catch {
+      // A root renamed away or unmounted meanwhile: progress shows what it counted itself.
+    }
+    return this.ownBytes + extra;
   }
 
   private maybeDraw(): void {
