@@ -126,7 +126,7 @@ export class Layout {
     const where = path.join(this.root, area);
     let dir: Dir;
     try {
-      dir = root.openChild(area);
+      dir = root.openChild(area, { acrossMounts: true });
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOTDIR' || code === 'ELOOP') {
@@ -205,7 +205,7 @@ export class Layout {
     if (create) makeOwnedDir(parked, slot);
     let dir: Dir;
     try {
-      dir = parked.openChild(slot);
+      dir = parked.openChild(slot, { acrossMounts: true });
     } catch (error) {
       if (errorCode(error) === 'ENOENT') return undefined;
       throw new LayoutError('parked slot', path.join(this.parked, slot), errorMessage(error));

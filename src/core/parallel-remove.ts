@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { errorCode } from './errors.js';
 import { clearIn, Dir, removeIn, type DirIdentity } from './remove.js';
 import type { Tick } from './progress.js';
 
@@ -221,12 +222,9 @@ function split(top: Dir, opened: Dir[]): [Dir, string, boolean][] {
       let child: Dir;
       try {
         child = dir.openChild(entry);
-      } catch {
-        next.push(item);
-        continue;
-      }
-      if (!top.sameMount(child)) {
-        child.close();
+      } catch (error) {
+        // Another mount (refused by its handle) stays out, for the final pass to report.
+        if (errorCode(error) !== 'EBUSY') next.push(item);
         continue;
       }
       // A directory this user may not search or change (mode 0600, another owner's) stays one

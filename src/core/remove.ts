@@ -28,6 +28,8 @@ const C = fs.constants;
 /** open(2)'s O_PATH (Linux; the same value on x86-64 and arm64): a handle that needs no permission. */
 const O_PATH = 0o10000000;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+/** A handle of this process's own, as openDirFd reopens it. */
+const HANDLE_LINK = /^\/proc\/self\/fd\/\d+$/;
 /** A directory as selfForChild names it for a child process. */
 const HANDED = /^\/proc\/\d+\/fd\/\d+$/;
 /** Deeper than this, a tree is reported rather than walked (each level holds a descriptor open). */
@@ -149,17 +151,33 @@ function mountIdOf(fd: number): number {
  * first, but only one on the guarded mount and device that the guarded uid owns: a root-owned
  * directory keeps its EACCES, and a mount is never touched.
  */
-function openDirFd(target: string | Buffer, guard: ChmodGuard | undefined): number {
+function openDirFd(target: string | Buffer, guard: ChmodGuard | undefined, mountId?: number): number {
+  if (mountId !== undefined) {
+    // A handle first (O_PATH opens nothing: no FUSE OPENDIR or GETATTR a job's daemon could
+    // leave unanswered, which would hang this process uninterruptibly), and a directory on
+    // another mount refused before anything in it is asked; then the directory it names.
+    const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW);
+    try {
+      const found = mountIdOf(handle);
+      if (found !== mountId) {
+        throw Object.assign(new Error('a file system is mounted here'), { code: 'EBUSY', mountId: found });
+      }
+      return openDirFd(`/proc/self/fd/${handle}`, guard);
+    } finally {
+      fs.closeSync(handle);
+    }
+  }
   let denied: unknown;
   try {
-    return fs.openSync(target, DIR_FLAGS);
+    // O_NOFOLLOW on a /proc/self/fd link would refuse the link itself: it names the handle's directory.
+    return fs.openSync(target, HANDLE_LINK.test(String(target)) ? C.O_RDONLY | C.O_DIRECTORY : DIR_FLAGS);
   } catch (error) {
     if (errorCode(error) !== 'EACCES' || !guard) throw error;
     denied = error;
   }
   // A directory we own with no read or search permission (chmod 000, a read-only module
   // cache): take a handle that needs none, check it, fix the mode through it, open it properly.
-  const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW);
+  const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | (HANDLE_LINK.test(String(target)) ? 0 : C.O_NOFOLLOW));
   try {
     const stat = fs.fstatSync(handle);
     if (stat.dev !== guard.dev || mountIdOf(handle) !== guard.mountId) {
@@ -241,9 +259,13 @@ export class Dir {
     }
   }
 
-  /** Opens the directory `name` inside this one; a symlink there fails (ELOOP / ENOTDIR). */
-  openChild(name: EntryName, options: { chmod?: ChmodGuard } = {}): Dir {
-    const fd = openDirFd(this.at(name), options.chmod);
+  /**
+   * Opens the directory `name` inside this one; a symlink there fails (ELOOP / ENOTDIR), and
+   * a directory on another mount (EBUSY, with its `mountId`) is never opened, only named by a
+   * handle (see openDirFd). `acrossMounts` opens it anyway, for callers that check and say so.
+   */
+  openChild(name: EntryName, options: { chmod?: ChmodGuard; acrossMounts?: boolean } = {}): Dir {
+    const fd = openDirFd(this.at(name), options.chmod, options.acrossMounts ? undefined : this.mountId);
     return Dir.wrap(fd, path.join(this.path, nameText(name)));
   }
 
@@ -549,7 +571,7 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
     // Swapped for a symlink or a file since it was listed: it is removed as what it is now.
     if ((code === 'ELOOP' || code === 'ENOTDIR') && isDir === true)
       return removeEntry(parent, name, false, walk, depth);
-    if (code === 'EBUSY') mountFailure(walk, parent, name);
+    if (code === 'EBUSY') mountFailure(walk, parent, name, (error as { mountId?: number }).mountId);
     else record(walk, shown, error, ownerOf(parent, name));
     return;
   }
@@ -805,7 +827,9 @@ export function walkTree(
       try {
         child = dir.openChild(name);
       } catch (error) {
-        if (options.strict && errorCode(error) !== 'ENOENT') throw error;
+        // Another mount: refused by its handle, before anything in it was asked.
+        if (errorCode(error) === 'EBUSY') options.onMount?.(dir, name);
+        else if (options.strict && errorCode(error) !== 'ENOENT') throw error;
         continue;
       }
       try {

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { errorCode, SettingError } from './errors.js';
 import { Dir, humanBytes, walkTree, type EntryName } from './remove.js';
 import { Layout } from './layout.js';
@@ -72,13 +73,17 @@ export function trimLane(
   stamp: number,
   budgetMs = TRIM_BUDGET_MS,
 ): TrimResult {
-  const lane = lanes.openChild(key);
+  let lane: Dir;
   try {
-    if (!lanes.sameMount(lane)) {
-      throw Object.assign(new Error(`${lane.path} is a mount point: a lane on another mount is not trimmed`), {
-        code: 'EBUSY',
-      });
-    }
+    lane = lanes.openChild(key);
+  } catch (error) {
+    if (errorCode(error) !== 'EBUSY') throw error;
+    throw Object.assign(
+      new Error(`${path.join(lanes.path, key)} is a mount point: a lane on another mount is not trimmed`),
+      { code: 'EBUSY' },
+    );
+  }
+  try {
     return trimIn(lane, maxBytes, stamp, Date.now() + budgetMs);
   } finally {
     lane.close();

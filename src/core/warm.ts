@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { writeFileAtomic } from './atomic.js';
-import { errorMessage } from './errors.js';
+import { errorCode, errorMessage } from './errors.js';
 import { matrixLabel, scopeOf } from './key.js';
 import { isLaneName, readJsonNoFollow, type Layout, type LaneMeta } from './layout.js';
 import { journal } from './journal.js';
@@ -284,9 +284,14 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     if (!slotDir) return undefined;
     opened.push(slotDir);
     if (!slotDir.lstat(candidate.key)?.isDirectory()) return undefined;
-    const source = slotDir.openChild(candidate.key);
+    let source: Dir;
+    try {
+      source = slotDir.openChild(candidate.key);
+    } catch (error) {
+      if (errorCode(error) === 'EBUSY') return { skipped: `the parked lane ${candidate.key} is a mount` };
+      throw error;
+    }
     opened.push(source);
-    if (!slotDir.sameMount(source)) return { skipped: `the parked lane ${candidate.key} is a mount` };
     const origin = { from: candidate.key, slot, parked: candidate.parked, runId: candidate.meta?.runId };
     // Both ends through our own descriptors: cp never meets a name a job could swap, and
     // -a never follows a symlink inside the tree.
