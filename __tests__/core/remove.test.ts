@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
 import { describeMount, mountsUnder, parseMountinfo } from '../../src/core/mounts.js';
 import { Layout } from '../../src/core/layout.js';
-import { Dir, removeIn } from '../../src/core/remove.js';
+import { Dir, removeIn, walkTree } from '../../src/core/remove.js';
 import { removeInParallel } from '../../src/core/parallel-remove.js';
 import { sweepTable } from '../../src/core/report.js';
 import { emptyTrash } from '../../src/core/trash.js';
@@ -111,6 +111,35 @@ describe('the safe delete', () => {
     }
     expect(treeHash(outside)).toBe(before);
     expect(removeAt(path.join(base, 'root'), 'lane')).toEqual({ removed: true, failures: [] });
+  });
+
+  it('a walk never looks at a mount point (an lstat of a FUSE root asks its daemon): a directory and a file bind mount go to onMount only', () => {
+    const base = fs.mkdtempSync(path.join(scratch, 'walk-mount-'));
+    const outside = path.join(base, 'outside');
+    outsideTree(outside);
+    const tree = path.join(base, 'tree');
+    fs.mkdirSync(path.join(tree, 'sub', 'cache'), { recursive: true });
+    fs.writeFileSync(path.join(tree, 'sub', 'file.o'), 'x');
+    fs.writeFileSync(path.join(tree, 'sub', 'bound.o'), 'y');
+    const mounts = [path.join(tree, 'sub', 'cache'), path.join(tree, 'sub', 'bound.o')];
+    expect(spawnSync('mount', ['--bind', outside, mounts[0]]).status).toBe(0);
+    try {
+      expect(spawnSync('mount', ['--bind', path.join(outside, 'precious-0'), mounts[1]]).status).toBe(0);
+      const top = Dir.open(tree);
+      const seen: string[] = [];
+      const refused: string[] = [];
+      try {
+        walkTree(top, (dir, name) => void seen.push(path.join(dir.path, String(name))), {
+          onMount: (dir, name) => void refused.push(path.join(dir.path, String(name))),
+        });
+      } finally {
+        top.close();
+      }
+      expect(seen.sort()).toEqual([path.join(tree, 'sub'), path.join(tree, 'sub', 'file.o')]);
+      expect(refused.sort()).toEqual([...mounts].sort());
+    } finally {
+      for (const mount of mounts) spawnSync('umount', [mount]);
+    }
   });
 
   it('a bind mount on the entry itself is refused whole', () => {

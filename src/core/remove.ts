@@ -796,6 +796,10 @@ export function walkTree(
   options: WalkOptions = {},
 ): void {
   const seen = new Set<number>([top.stat.ino]);
+  // The mount points below the top, from the mount table (no file system is asked): their
+  // names are never looked at, since an lstat of a FUSE mount's root asks its daemon, which
+  // a job may have left never answering. A mount made during the walk is caught by openChild.
+  const mountPoints = mountPointsBelow(top);
   const visit = (dir: Dir, depth: number) => {
     let entries: fs.Dirent<string>[] | fs.Dirent<Buffer>[];
     try {
@@ -803,6 +807,21 @@ export function walkTree(
     } catch (error) {
       if (options.strict || dir === top) throw error;
       return;
+    }
+    if (mountPoints.size > 0) {
+      let here: string | undefined;
+      try {
+        here = dir.realPath();
+      } catch {
+        // Unknown: every entry is looked at as usual.
+      }
+      const kept: (fs.Dirent<string> | fs.Dirent<Buffer>)[] = [];
+      for (const entry of entries) {
+        if (here !== undefined && mountPoints.has(path.join(here, nameText(entry.name))))
+          options.onMount?.(dir, entry.name);
+        else kept.push(entry);
+      }
+      entries = kept as fs.Dirent<string>[];
     }
     // An entry that cannot be looked at (a directory without search permission): unknown.
     const lstat = (look: () => fs.Stats | undefined): fs.Stats | undefined => {
@@ -851,6 +870,24 @@ export function walkTree(
     }
   };
   visit(top, 0);
+}
+
+/** The mount table, read at most once a second (a status --sizes walks every lane). */
+let mountTable: { at: number; mounts: Mount[] } | undefined;
+
+/** The mount points strictly below an opened directory, as this process sees them. */
+function mountPointsBelow(top: Dir): Set<string> {
+  try {
+    if (!mountTable || Date.now() - mountTable.at > 1000) mountTable = { at: Date.now(), mounts: currentMounts() };
+    const real = top.realPath();
+    return new Set(
+      mountsUnder(real, mountTable.mounts)
+        .map((mount) => mount.mountPoint)
+        .filter((point) => point !== real),
+    );
+  } catch {
+    return new Set();
+  }
 }
 
 /** Human-readable bytes: 0 B, 512 B, 1.5 KiB, 20.0 GiB. */
