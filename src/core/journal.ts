@@ -3,7 +3,8 @@ import os from 'node:os';
 import { errorCode } from './errors.js';
 import type { Layout } from './layout.js';
 import { Lock } from './lease.js';
-import { openRegular, removeIn, renameIn, type Dir, type OpenedFile } from './remove.js';
+import { openRegular, type OpenedFile } from './open-regular.js';
+import { removeIn, renameIn, type Dir } from './remove.js';
 
 /** The journal: one JSON line per thing done to a lane, under the root. */
 export const JOURNAL = 'journal.jsonl';

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { prepareAtomic, writeFileAtomic, type PreparedWrite } from './atomic.js';
 import { errorCode, errorMessage } from './errors.js';
-import { Dir, isEntryName, openRegular, treeSizeIn, type TreeSize } from './remove.js';
+import { openRegular } from './open-regular.js';
+import { Dir, isEntryName, treeSizeIn, type TreeSize } from './remove.js';
 import { isSafeSegment } from './sanitize.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
@@ -75,6 +76,11 @@ export interface LockFile {
   shown: string;
 }
 
+/** A name that path.join would leave as it is: one component, not `.` or `..`. */
+function oneName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !name.includes(path.sep);
+}
+
 /**
  * The root's layout. Lanes are flat under `lanes/` so a scan is one readdir; each lane's lock
  * and metadata live in sibling directories, at paths that stay put when the lane is renamed.
@@ -85,11 +91,6 @@ export interface LockFile {
  * that swaps `lanes` or `trash` for a symlink to somewhere else gets a refusal, not a write there.
  * Callers close() it when done.
  */
-/** A name that path.join would leave as it is: one component, not `.` or `..`. */
-function oneName(name: string): boolean {
-  return name !== '' && name !== '.' && name !== '..' && !name.includes(path.sep);
-}
-
 export class Layout {
   /** Paths for humans and for the job (RUNLANE_DIR); operations use the opened directories. */
   readonly lanes: string;

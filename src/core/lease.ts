@@ -10,7 +10,7 @@ import {
 import { errorCode, errorMessage } from './errors.js';
 import type { LockFile } from './layout.js';
 import type { HolderArgs } from './holder.js';
-import { openRegular } from './remove.js';
+import { openRegular } from './open-regular.js';
 
 /**
  * An exclusive kernel lock (flock(2)) on a lock file. Node has no flock, so a short-lived

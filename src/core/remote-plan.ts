@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SettingError } from './errors.js';
 import { readJsonNoFollow } from './layout.js';
-import { openRegular } from './remove.js';
+import { openRegular } from './open-regular.js';
 import type { Identity } from './ci-identity.js';
 
 /**

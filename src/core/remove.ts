@@ -23,13 +23,10 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { errorCode, errorMessage } from './errors.js';
 import { currentMounts, describeMount, mountsUnder, type Mount } from './mounts.js';
+import { O_PATH } from './open-regular.js';
 
 const C = fs.constants;
-/** open(2)'s O_PATH (Linux; the same value on x86-64 and arm64): a handle that needs no permission. */
-const O_PATH = 0o10000000;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
-/** A handle of this process's own, as openDirFd reopens it. */
-const HANDLE_LINK = /^\/proc\/self\/fd\/\d+$/;
 /** A directory as selfForChild names it for a child process. */
 const HANDED = /^\/proc\/\d+\/fd\/\d+$/;
 /** Deeper than this, a tree is reported rather than walked (each level holds a descriptor open). */
@@ -87,52 +84,6 @@ interface ChmodGuard {
   uid: number;
 }
 
-/** A file opened by openRegular, with the lstat its handle gave before it was opened. */
-export interface OpenedFile {
-  fd: number;
-  stat: fs.Stats;
-}
-
-/**
- * Opens a regular file with `flags` (O_RDONLY, O_WRONLY | O_APPEND, ...; with `create`, one
- * is made when none is there), never following a symlink and never opening anything else.
- * The name is taken with O_PATH first, which runs no driver's open, needs no permission and
- * cannot block; only when that handle shows a regular file is the file opened through it
- * (/proc/self/fd/N names that very inode, wherever the name points by then). A job that
- * plants a device where runlane reads or writes (root in a container can mknod on the
- * mounted work directory) gets no driver's open (a tape that rewinds, a watchdog that arms),
- * and a FIFO's writer is never woken. Anything but a regular file throws EINVAL.
- */
-export function openRegular(target: string | Buffer, flags: number, create = false): OpenedFile {
-  let handle: number;
-  try {
-    handle = fs.openSync(target, O_PATH | C.O_NOFOLLOW);
-  } catch (error) {
-    if (!create || errorCode(error) !== 'ENOENT') throw error;
-    try {
-      // A new file is a regular one: O_EXCL makes it ours, and never follows a symlink.
-      const fd = fs.openSync(target, flags | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644);
-      return { fd, stat: fs.fstatSync(fd) };
-    } catch (again) {
-      if (errorCode(again) !== 'EEXIST') throw again;
-      return openRegular(target, flags); // Made by another process meanwhile.
-    }
-  }
-  try {
-    const stat = fs.fstatSync(handle);
-    if (!stat.isFile()) {
-      const kind = stat.isSymbolicLink() ? 'a symlink' : stat.isDirectory() ? 'a directory' : 'not a regular file';
-      throw Object.assign(new Error(`${String(target)} is ${kind}`), {
-        code: stat.isSymbolicLink() ? 'ELOOP' : stat.isDirectory() ? 'EISDIR' : 'EINVAL',
-      });
-    }
-    const fd = fs.openSync(`/proc/self/fd/${handle}`, flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW));
-    return { fd, stat };
-  } finally {
-    fs.closeSync(handle);
-  }
-}
-
 /** The mount id of an open descriptor, from /proc/self/fdinfo (Linux 3.15+). */
 function mountIdOf(fd: number): number {
   let text: string;
@@ -146,52 +97,52 @@ function mountIdOf(fd: number): number {
   return Number(match[1]);
 }
 
+/** A directory opened by openDirFd, with its mount id when the opening read it already. */
+interface OpenedDir {
+  fd: number;
+  mountId?: number;
+}
+
 /**
- * Opens a directory with O_NOFOLLOW. With `guard`, a directory we cannot read is made readable
- * first, but only one on the guarded mount and device that the guarded uid owns: a root-owned
- * directory keeps its EACCES, and a mount is never touched.
+ * Opens a directory with O_NOFOLLOW. With `mountId`, an O_PATH handle is taken first (it opens
+ * nothing: no FUSE OPENDIR or GETATTR, which a job's daemon could leave unanswered and hang this
+ * process uninterruptibly) and a directory on another mount is refused (EBUSY, with its
+ * `mountId`) before anything in it is asked. With `guard`, a directory we cannot read is made
+ * readable first, but only one on the guarded mount and device that the guarded uid owns: a
+ * root-owned directory keeps its EACCES, and a mount is never touched.
  */
-function openDirFd(target: string | Buffer, guard: ChmodGuard | undefined, mountId?: number): number {
-  if (mountId !== undefined) {
-    // A handle first (O_PATH opens nothing: no FUSE OPENDIR or GETATTR a job's daemon could
-    // leave unanswered, which would hang this process uninterruptibly), and a directory on
-    // another mount refused before anything in it is asked; then the directory it names.
-    const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW);
+function openDirFd(target: string | Buffer, guard: ChmodGuard | undefined, mountId?: number): OpenedDir {
+  if (mountId === undefined) {
     try {
-      const found = mountIdOf(handle);
-      if (found !== mountId) {
-        throw Object.assign(new Error('a file system is mounted here'), { code: 'EBUSY', mountId: found });
-      }
-      return openDirFd(`/proc/self/fd/${handle}`, guard);
-    } finally {
-      fs.closeSync(handle);
+      return { fd: fs.openSync(target, DIR_FLAGS) };
+    } catch (error) {
+      if (errorCode(error) !== 'EACCES' || !guard) throw error;
     }
   }
-  let denied: unknown;
+  const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW);
   try {
-    // O_NOFOLLOW on a /proc/self/fd link would refuse the link itself: it names the handle's directory.
-    return fs.openSync(target, HANDLE_LINK.test(String(target)) ? C.O_RDONLY | C.O_DIRECTORY : DIR_FLAGS);
-  } catch (error) {
-    if (errorCode(error) !== 'EACCES' || !guard) throw error;
-    denied = error;
-  }
-  // A directory we own with no read or search permission (chmod 000, a read-only module
-  // cache): take a handle that needs none, check it, fix the mode through it, open it properly.
-  const handle = fs.openSync(target, O_PATH | C.O_DIRECTORY | (HANDLE_LINK.test(String(target)) ? 0 : C.O_NOFOLLOW));
-  try {
+    const found = mountIdOf(handle);
+    if (mountId !== undefined && found !== mountId) {
+      throw Object.assign(new Error('a file system is mounted here'), { code: 'EBUSY', mountId: found });
+    }
+    // The handle names the very directory: opened through it, nothing can be swapped in between.
+    const self = `/proc/self/fd/${handle}`;
+    let denied: unknown;
+    try {
+      return { fd: fs.openSync(self, C.O_RDONLY | C.O_DIRECTORY), mountId: found };
+    } catch (error) {
+      if (errorCode(error) !== 'EACCES' || !guard) throw error;
+      denied = error;
+    }
+    // A directory we own with no read or search permission (chmod 000, a read-only module
+    // cache): checked on the handle, which needs none, its mode fixed through it, then opened.
     const stat = fs.fstatSync(handle);
-    if (stat.dev !== guard.dev || mountIdOf(handle) !== guard.mountId) {
-      throw Object.assign(new Error('a file system is mounted here'), { code: 'EBUSY' });
+    if (stat.dev !== guard.dev || found !== guard.mountId) {
+      throw Object.assign(new Error('a file system is mounted here'), { code: 'EBUSY', mountId: found });
     }
     if (stat.uid !== guard.uid) throw denied;
-    fs.chmodSync(`/proc/self/fd/${handle}`, (stat.mode & 0o7777) | 0o700);
-    const fd = fs.openSync(`/proc/self/fd/${handle}`, C.O_RDONLY | C.O_DIRECTORY);
-    const again = fs.fstatSync(fd);
-    if (again.ino !== stat.ino || again.dev !== stat.dev) {
-      fs.closeSync(fd);
-      throw Object.assign(new Error(`${target} changed while it was opened`), { code: 'EAGAIN' });
-    }
-    return fd;
+    fs.chmodSync(self, (stat.mode & 0o7777) | 0o700);
+    return { fd: fs.openSync(self, C.O_RDONLY | C.O_DIRECTORY), mountId: found };
   } finally {
     fs.closeSync(handle);
   }
@@ -236,7 +187,7 @@ export class Dir {
 
   /** Opens an absolute path whose last component must not be a symlink. */
   static open(target: string): Dir {
-    const fd = openDirFd(target, undefined);
+    const { fd } = openDirFd(target, undefined);
     return Dir.wrap(fd, target);
   }
 
@@ -250,9 +201,9 @@ export class Dir {
     return Dir.wrap(fs.openSync(target, C.O_RDONLY | C.O_DIRECTORY), target);
   }
 
-  private static wrap(fd: number, shown: string): Dir {
+  private static wrap(fd: number, shown: string, mountId?: number): Dir {
     try {
-      return new Dir(fd, shown, fs.fstatSync(fd), mountIdOf(fd));
+      return new Dir(fd, shown, fs.fstatSync(fd), mountId ?? mountIdOf(fd));
     } catch (error) {
       fs.closeSync(fd);
       throw error;
@@ -265,8 +216,8 @@ export class Dir {
    * handle (see openDirFd). `acrossMounts` opens it anyway, for callers that check and say so.
    */
   openChild(name: EntryName, options: { chmod?: ChmodGuard; acrossMounts?: boolean } = {}): Dir {
-    const fd = openDirFd(this.at(name), options.chmod, options.acrossMounts ? undefined : this.mountId);
-    return Dir.wrap(fd, path.join(this.path, nameText(name)));
+    const { fd, mountId } = openDirFd(this.at(name), options.chmod, options.acrossMounts ? undefined : this.mountId);
+    return Dir.wrap(fd, path.join(this.path, nameText(name)), mountId);
   }
 
   /** Whether `other` lies on the same file system and the same mount as this directory. */

@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { errorCode, errorMessage, SettingError } from './errors.js';
-import { Dir, openRegular } from './remove.js';
+import { openRegular } from './open-regular.js';
+import { Dir } from './remove.js';
 import type { TrustClass } from './warm.js';
 
 /**
