@@ -394,12 +394,7 @@ export function forEachLane(layout: Layout, each: (lane: LaneEntry) => void): vo
     const metas = metaRefused
       ? chunk.map(() => undefined)
       : metaDir?.within(() => chunk.map((key) => layout.readMetaFile(`${key}.json`, key)));
-    // A kept lane's lock file is not looked at: its state is `kept` whatever the lock (see
-    // laneEntry), and whoever evicts it must take that lock, which fails and is reported
-    // there. That is most lanes of a big root, and a tenth of a status of 100,000.
-    const locks = locksDir?.within(() =>
-      chunk.map((key, index) => (metas?.[index]?.retained ? undefined : lstatOrError(`${key}.lock`))),
-    );
+    const locks = locksDir?.within(() => chunk.map((key) => lstatOrError(`${key}.lock`)));
     chunk.forEach((key, index) => {
       const entry = laneEntry(layout, key, held, metas ? { meta: metas[index], lock: locks?.[index] } : undefined);
       if (metaRefused && entry.state === 'orphan') {
@@ -439,9 +434,8 @@ function laneEntry(
     // runlane's own short work (its size being recorded, a sweep evicting it, the post that
     // kept it, whose holder may outlive it if it could not be stopped), or a process of a job
     // holding a file of locks/ on purpose. It stays `kept`; whoever acts on it must still take
-    // the lock, so a forged `retained` on a live lane gets it reported, never removed. (A scan
-    // does not even look at a kept lane's lock file; an unusable one makes any other lane
-    // `unknown`.)
+    // the lock, so a forged `retained` on a live lane gets it reported, never removed. (The
+    // probe still runs: an unusable lock file makes any lane `unknown`.)
     const live = leaseHeld(file, held, lock);
     const state: LaneState = meta?.retained ? 'kept' : live ? 'live' : 'orphan';
     return { key, path: lanePath, state, meta, created: meta?.created };
