@@ -1,34 +1,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from '@jest/globals';
-import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
-import { CLI, cli, kill, laneStates, processesMentioning, within } from '../helpers/jobs.js';
+import { describe, expect, it } from '@jest/globals';
+import { CLI, cli, laneStates, within } from '../helpers/jobs.js';
+import { run, usePlaces } from '../helpers/run.js';
 
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-run-'));
-afterAll(() => {
-  kill(processesMentioning(scratch));
-  awaitBackgroundDeletes(scratch);
-  fs.rmSync(scratch, { recursive: true, force: true });
-});
-
-let count = 0;
-/** A fresh work directory and root for one test. */
-function place(): { cwd: string; root: string } {
-  const dir = path.join(scratch, `t${++count}`);
-  fs.mkdirSync(path.join(dir, 'work'), { recursive: true });
-  return { cwd: path.join(dir, 'work'), root: path.join(dir, 'root') };
-}
-
-/** `runlane run` with a clean CI-free environment, synchronously. */
-function run(where: { cwd: string; root: string }, args: string[], env: NodeJS.ProcessEnv = {}) {
-  return spawnSync(process.execPath, [CLI, 'run', '--root', where.root, ...args], {
-    cwd: where.cwd,
-    encoding: 'utf8',
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-  });
-}
+const place = usePlaces();
 
 describe('runlane run: exit status', () => {
   it.each([
@@ -136,65 +113,6 @@ describe('runlane run: the lane and its lease', () => {
     }
   });
 
-  it.each([
-    [
-      'GitLab',
-      {
-        GITLAB_CI: 'true',
-        CI_PROJECT_PATH: 'acme/w',
-        CI_PIPELINE_ID: '7',
-        CI_JOB_ID: '77',
-        CI_JOB_NAME: 'test',
-        CI_COMMIT_BRANCH: 'main',
-      },
-    ],
-    [
-      'GitHub',
-      {
-        GITHUB_ACTIONS: 'true',
-        GITHUB_REPOSITORY: 'acme/w',
-        GITHUB_RUN_ID: '9',
-        GITHUB_RUN_ATTEMPT: '1',
-        GITHUB_JOB: 'test',
-        GITHUB_REF: 'refs/heads/main',
-        RUNNER_TRACKING_ID: 'github_1',
-        GITHUB_ACTION: '__run',
-      },
-    ],
-  ])('two runs at once in one %s job (the same job id) get two lanes, at the same time', async (_system, ciEnv) => {
-    const where = place();
-    const outs = await Promise.all(
-      [1, 2].map(
-        () =>
-          new Promise<{ out: string; status: number | null }>((resolve) => {
-            const child = spawn(
-              process.execPath,
-              [
-                CLI,
-                'run',
-                '--root',
-                where.root,
-                '--',
-                'sh',
-                '-c',
-                'echo "$RUNLANE_DIR $(date +%s%N)"; sleep 2; date +%s%N',
-              ],
-              { cwd: where.cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...ciEnv } },
-            );
-            let out = '';
-            child.stdout.on('data', (chunk) => (out += chunk));
-            child.on('close', (status) => resolve({ out: out.trim(), status }));
-          }),
-      ),
-    );
-    expect(outs.map((o) => o.status)).toEqual([0, 0]);
-    const [a, b] = outs.map((o) => o.out.split(/\s+/));
-    expect(a[0]).not.toBe(b[0]);
-    // They overlapped: each started before the other ended.
-    expect(Number(a[1])).toBeLessThan(Number(b[2]));
-    expect(Number(b[1])).toBeLessThan(Number(a[2]));
-  });
-
   it("--lease-timeout is refused for run (its lease ends with runlane); --scope main is the branch main's slot", () => {
     const where = place();
     const refused = run(where, ['--lease-timeout', '30m', '--', 'true']);
@@ -256,31 +174,6 @@ describe('runlane run: the lane and its lease', () => {
     expect(result.status).toBe(0);
     expect(result.stdout.trim()).toMatch(new RegExp(`^${where.root}/lanes/[^/]+/target$`));
     expect(fs.existsSync(path.join(where.cwd, 'target'))).toBe(false);
-  });
-
-  it.each([
-    ['the grace period after SIGTERM', ['SIGTERM']],
-    ['a second SIGINT', ['SIGINT', 'SIGINT']],
-  ])('%s escalates to SIGKILL of a COMMAND that ignores signals', async (_, signals) => {
-    const where = place();
-    const started = path.join(where.cwd, 'started');
-    const stubborn = `trap '' TERM INT HUP; touch ${started}; while :; do sleep 0.1; done`;
-    const child = spawn(
-      process.execPath,
-      [CLI, 'run', '--root', where.root, '--grace', '2s', '--', 'sh', '-c', stubborn],
-      {
-        cwd: where.cwd,
-        stdio: 'ignore',
-      },
-    );
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    expect(await within(15_000, () => fs.existsSync(started))).toBeGreaterThanOrEqual(0);
-    for (const signal of signals) {
-      child.kill(signal as NodeJS.Signals);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    expect(await exited).toBe(137);
-    expect(Object.values(laneStates(where.root)).filter((state) => state !== 'trash')).toEqual([]);
   });
 
   it("SIGKILL of runlane ends the lease at once: the next sweep reaps the lane while COMMAND's survivor runs on, leaseless", async () => {

@@ -3,32 +3,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
-import {
-  cli,
-  cliAsNobody,
-  disposeJobs,
-  kill,
-  laneStates,
-  newJob,
-  processesMentioning,
-  within,
-} from '../helpers/jobs.js';
+import { cli, cliAsNobody, disposeJobs, laneStates, newJob, within } from '../helpers/jobs.js';
+import { fill, trashEmpty, trashOf } from '../helpers/trees.js';
 
 afterEach(disposeJobs);
 
 const chattr = (flag: string, file: string) => expect(spawnSync('chattr', [flag, file]).status).toBe(0);
-const trashOf = (root: string) => fs.readdirSync(path.join(root, 'trash'));
-// Generous: the background delete runs at nice 10, and gets little CPU on a loaded machine.
-const trashEmpty = (root: string) => within(90_000, () => trashOf(root).length === 0);
-
-/** Many small files in nested directories, like a build output. */
-function fill(dir: string, files: number): void {
-  for (let d = 0; d * 250 < files; d++) {
-    const sub = path.join(dir, 'target', 'debug', `deps-${d}`);
-    fs.mkdirSync(sub, { recursive: true });
-    for (let f = 0; f < Math.min(250, files - d * 250); f++) fs.writeFileSync(path.join(sub, `f${f}.rlib`), 'x');
-  }
-}
 
 /** `runlane empty-trash` as an unprivileged runner user (uid 65534). */
 function emptyTrashAsNobody(root: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env) {
@@ -43,39 +23,6 @@ function markedRoot(root: string): void {
 }
 
 describe('post in O(1): rename to trash, delete in the background', () => {
-  it('frees the lane path of tens of thousands of files when post returns; the background empties the trash', async () => {
-    const job = newJob({ inputs: { presets: 'cargo' } });
-    await job.phase('main');
-    fill(job.outputs.path, 20_000);
-    const post = await job.phase('post');
-    expect(post.code).toBe(0);
-    expect(fs.existsSync(job.outputs.path)).toBe(false);
-    expect(post.stdout).toMatch(/moved to the trash in \d+ ms; deleting it in the background \(pid (\d+)\)/);
-    const pid = Number(/background \(pid (\d+)\)/.exec(post.stdout)?.[1]);
-    // The background delete must survive the runner's orphan cleanup: no RUNNER_TRACKING_ID.
-    let environ = '';
-    try {
-      environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
-    } catch {
-      environ = 'gone';
-    }
-    expect(environ).not.toContain(job.env.RUNNER_TRACKING_ID as string);
-    expect(await trashEmpty(job.root)).toBeGreaterThanOrEqual(0);
-    expect(await within(20_000, () => processesMentioning(job.root).length === 0)).toBeGreaterThanOrEqual(0);
-  });
-
-  it('the next sweep finishes what a killed background delete left', async () => {
-    const job = newJob();
-    await job.phase('main');
-    fill(job.outputs.path, 5_000);
-    await job.phase('post');
-    // Only this job's background delete: other test files run their own at the same time.
-    kill(processesMentioning('empty-trash').filter((pid) => processesMentioning(job.root).includes(pid)));
-    const sweep = cli('sweep', '--root', job.root, '--json');
-    expect(sweep.code).toBe(0);
-    expect(trashOf(job.root)).toEqual([]);
-  });
-
   it('files a job planted in lanes/ or in the trash are deleted, not kept forever (a disk filler)', async () => {
     const job = newJob();
     await job.phase('main');

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { expect } from '@jest/globals';
 import { ACTION_DIR, SimulatedJob, stagedActionDir, type SimulatedJobOptions } from '../../scripts/runner-sim.mjs';
 
 export const CLI = path.join(ACTION_DIR, 'dist', 'cli', 'index.js');
@@ -129,4 +130,58 @@ export async function within(ms: number, check: () => boolean): Promise<number> 
     await sleep(50);
   }
   return check() ? Date.now() - started : -1;
+}
+
+export type Job = ReturnType<typeof newJob>;
+
+/** Starts `count` jobs' main phases on one root, four at a time; returns them with their lanes live. */
+export async function liveJobs(root: string, count: number, inputs: Record<string, string> = {}): Promise<Job[]> {
+  const jobs = Array.from({ length: count }, () => newJob({ root, inputs: { root, ...inputs } }));
+  for (let i = 0; i < jobs.length; i += 4) {
+    const results = await Promise.all(jobs.slice(i, i + 4).map((job) => job.phase('main')));
+    expect(results.map((result) => result.code)).toEqual(results.map(() => 0));
+  }
+  return jobs;
+}
+
+/** Kills the lease holders of these jobs, as a crash would: their lanes become orphans. */
+export function crash(jobs: { state: Record<string, string> }[]): void {
+  kill(jobs.map((job) => Number(job.state['holder-pid'])));
+}
+
+/** A job of PR 5 of acme/widgets, job `build`, on the given root, with warm on. */
+export function prJob(root: string, extra: Record<string, string> = {}, ref = 'refs/pull/5/merge'): Job {
+  return newJob({ root, ref, inputs: { root, presets: 'cargo', warm: 'true', ...extra } });
+}
+
+/** main, an optional step running `work`, and post with the job's status `status`: each must succeed. */
+export async function runJob(job: Job, status = 'success', work?: string): Promise<void> {
+  expect((await job.phase('main')).code).toBe(0);
+  if (work) expect((await job.run('sh', ['-c', work])).code).toBe(0);
+  job.status = status;
+  expect((await job.phase('post')).code).toBe(0);
+}
+
+/** A job run to its end (main, a step writing `files` files, post), on `root`. */
+export async function finishedJob(root: string, inputs: Record<string, string>, files: number): Promise<Job> {
+  const job = newJob({ root, inputs: { root, ...inputs } });
+  expect((await job.phase('main')).code).toBe(0);
+  const dir = path.join(job.outputs.path, 'out');
+  fs.mkdirSync(dir);
+  for (let i = 0; i < files; i++) fs.writeFileSync(path.join(dir, String(i)), 'x'.repeat(5000));
+  expect((await job.phase('post')).code).toBe(0);
+  return job;
+}
+
+/** The CLI, bounded to 20 s; with `asNobody`, as the unprivileged uid 65534 (from a staged copy of the bundle). */
+export function runlane(args: string[], asNobody = false): CliResult {
+  const [command, ...argv] = asNobody ? cliAsNobody(...args) : [process.execPath, CLI, ...args];
+  const out = spawnSync(command, argv, {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...process.env, RUNLANE_ROOT: '' },
+  });
+  expect(out.error).toBeUndefined(); // it returned, in time
+  expect(out.stderr).not.toMatch(/TypeError|ReferenceError|at .*index\.js/);
+  return { code: out.status, stdout: out.stdout, stderr: out.stderr, json: () => JSON.parse(out.stdout) };
 }

@@ -232,6 +232,7 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
   const env = { ...process.env };
   for (const variable of plan.exports) env[variable.name] = variable.value;
 
+  let stopForwarding = () => {};
   const status = await new Promise<number>((resolve) => {
     const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env, detached: true });
     let signalled = 0;
@@ -243,22 +244,38 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
         // The group is gone already.
       }
     };
+    let exited = false;
     const forward = (signal: NodeJS.Signals) => {
+      // Once COMMAND is gone the lane is being closed (milliseconds): a late signal must not
+      // kill runlane halfway through, so the handlers stay until the close is done.
+      if (exited) return;
       signalled++;
       // A second interrupt, or the grace period running out, escalates to SIGKILL.
-      if (signalled > 1 && signal === 'SIGINT') return killGroup('SIGKILL');
+      if (signalled > 1 && signal === 'SIGINT') {
+        say(options, `${signal} again: COMMAND's process group is killed (SIGKILL)`);
+        return killGroup('SIGKILL');
+      }
       killGroup(signal);
-      killTimer ??= setTimeout(() => killGroup('SIGKILL'), graceMs);
+      if (killTimer) return;
+      say(
+        options,
+        `${signal}: passed to COMMAND's process group; a second SIGINT, or ${graceText} (--grace) from now, kills it`,
+      );
+      killTimer = setTimeout(() => killGroup('SIGKILL'), graceMs);
     };
     for (const signal of SIGNALS) process.on(signal, forward);
+    stopForwarding = () => {
+      for (const each of SIGNALS) process.off(each, forward);
+    };
     child.once('error', (error) => {
+      exited = true;
       const code = errorCode(error);
       process.stderr.write(`runlane: cannot run ${shown(command[0])}: ${errorMessage(error)}\n`);
       resolve(code === 'ENOENT' ? 127 : 126);
     });
     child.once('exit', (code, signal) => {
+      exited = true;
       if (killTimer) clearTimeout(killTimer);
-      for (const each of SIGNALS) process.off(each, forward);
       resolve(code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0));
     });
   });
@@ -266,6 +283,8 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
     closePlanned(plan, options, lane, status === 0);
   } catch (error) {
     process.stderr.write(`runlane: closing the lane failed (the sweep reaps it): ${errorMessage(error)}\n`);
+  } finally {
+    stopForwarding();
   }
   return status;
 }

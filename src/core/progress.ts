@@ -24,7 +24,8 @@ const CLEAR = '\r\u001b[K';
 
 /**
  * Progress of one phase of a long operation (a sweep's scan, emptying the trash, sizing lanes):
- * items, entries and bytes, redrawn in place at most four times a second on a terminal, and one
+ * items, entries and bytes, drawn at the phase's first step and then redrawn in place at most
+ * four times a second on a terminal (so a slow phase never looks hung), and one
  * summary line when the phase ends, on a terminal and in a CI log alike. Cheap enough to tick
  * for every file a walk touches.
  */
@@ -47,7 +48,8 @@ export class Meter {
     this.options = { ...options };
     this.now = options.now ?? Date.now;
     this.started = this.now();
-    this.lastDraw = this.started;
+    // The first step draws at once; later ones wait for the interval.
+    this.lastDraw = this.started - REDRAW_MS;
   }
 
   /** Counts entries (files, directories: shown as files) and bytes done within the current item. */
