@@ -239,7 +239,7 @@ describe('names a job plants cannot forge runner commands', () => {
 });
 
 describe('post refuses state a step tampered with, and touches nothing', () => {
-  it.each(['key', 'lane-path', 'root', 'links', 'trust', 'warm-key'])('%s', async (what) => {
+  it.each(['key', 'lane-path', 'root', 'links', 'trust', 'warm-key', 'upload'])('%s', async (what) => {
     const job = newJob();
     await job.phase('main');
     const { key, path: lane } = job.outputs;
@@ -261,6 +261,7 @@ describe('post refuses state a step tampered with, and touches nothing', () => {
     if (what === 'links') job.state.links = JSON.stringify([{ link, target: '/etc', replaces: 'symlink' }]);
     if (what === 'trust') job.state.trust = 'root';
     if (what === 'warm-key') job.state['warm-key'] = '../../parked/elsewhere';
+    if (what === 'upload') job.state.upload = 'yes please';
     decoyLayout(victim);
     const before = treeHash(victim);
     const post = await job.phase('post');

@@ -144,6 +144,26 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     },
   );
 
+  it("a fork's step that rewrites the event payload to a trusted one uploads nothing: post narrows main's decision, never widens it", async () => {
+    const server = await cacheServer();
+    const fork = hostJob(server.url, 'refs/pull/12/merge', { 'remote-save': 'true' }, { fork: true });
+    expect((await fork.phase('main')).code).toBe(0);
+    const payload = JSON.parse(fs.readFileSync(fork.env.GITHUB_EVENT_PATH as string, 'utf8'));
+    payload.pull_request.head.repo.full_name = 'acme/widgets';
+    const step = [
+      'mkdir -p "$CARGO_TARGET_DIR/debug" && echo x > "$CARGO_TARGET_DIR/debug/app"',
+      `printf '%s' '${JSON.stringify(payload)}' > "$GITHUB_EVENT_PATH"`,
+    ].join(' && ');
+    expect((await fork.run('sh', ['-c', step])).code).toBe(0);
+    fork.status = 'success';
+    const post = await fork.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.stdout).toContain(
+      "not uploaded to the cache service: the run's trust class was 'untrusted' in main and is 'trusted' now",
+    );
+    expect(server.entries).toEqual([]);
+  });
+
   it("a fork's run never uploads, whatever remote-save says; ACTIONS_CACHE_MODE none asks nothing", async () => {
     const server = await cacheServer();
     const fork = hostJob(server.url, 'refs/pull/12/merge', { 'remote-save': 'true' }, { fork: true });

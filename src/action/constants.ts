@@ -43,6 +43,7 @@ export enum State {
   Links = 'links',
   Trust = 'trust',
   WarmKey = 'warm-key',
+  Upload = 'upload',
 }
 
 export const CLEANUPS = ['always', 'on-success', 'never', 'defer'] as const;

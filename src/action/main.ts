@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import type { Identity } from '../core/ci-identity.js';
-import { lockFilesHash, remoteKeys, remotePaths, remoteService } from '../core/remote-plan.js';
+import { lockFilesHash, remoteKeys, remotePaths, remoteService, saveDecision } from '../core/remote-plan.js';
 import { humanBytes } from '../core/remove.js';
 import { STAGING, adoptStaging, dropStaging, runRemote, topLevelNames } from './remote.js';
 import * as core from './toolkit.js';
@@ -79,6 +79,9 @@ export async function main(): Promise<void> {
     links,
     trust: identity.trust,
     warmKey: identity.warmKey ?? '',
+    // Decided here, before any step of the job runs: a step can rewrite the event payload
+    // that the decision reads, and post may only narrow what main decided.
+    upload: uploadAllowed(settings, identity),
   });
   core.info(`lane: ${shown(lane.path)}`);
   for (const note of notes) core.info(shown(note));
@@ -252,4 +255,10 @@ function jobEndWatch(env: NodeJS.ProcessEnv): string[] {
   if (platformOf(env) === 'github' || !temp || !path.isAbsolute(temp)) return [];
   const jobDir = path.dirname(temp);
   return path.basename(temp) === 'tmp' && /^[0-9a-f]{16}$/.test(path.basename(jobDir)) ? [jobDir] : [temp];
+}
+
+/** Whether this run's post may upload its lane: only when the remote tier is on and main's save decision says so. */
+function uploadAllowed(settings: Settings, identity: Identity): boolean {
+  if (!settings.warm || settings.remote === 'off' || !remoteService(process.env)) return false;
+  return saveDecision(settings.remoteSave, identity, process.env).save;
 }

@@ -68,7 +68,7 @@ async function closeLaneOfJob(settings: Settings, lane: LaneState, started: numb
   const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, parking);
   const park = parking ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
   // Trimmed, then uploaded, before the lane is parked or removed, while its lease still holds it.
-  const upload = settings.jobStatus === 'success' ? uploadPlan(settings, identity) : undefined;
+  const upload = settings.jobStatus === 'success' ? uploadPlan(settings, identity, lane, trustHeld) : undefined;
   const trimmed = action === 'park' || upload?.paths ? trimWarm(settings.warmMaxBytes, lane.root, lane.key) : undefined;
   const uploaded = upload ? await remoteSave(settings, identity, lane, upload) : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
@@ -143,12 +143,21 @@ function trimWarm(maxBytes: number | undefined, root: string, key: string): stri
 /** What post would upload: the paths, or why nothing (undefined: the remote tier is not on). */
 type UploadPlan = { paths: string[]; why?: undefined } | { paths?: undefined; why: string };
 
-function uploadPlan(settings: Settings, identity: Identity): UploadPlan | undefined {
+function uploadPlan(
+  settings: Settings,
+  identity: Identity,
+  lane: LaneState,
+  trustHeld: boolean,
+): UploadPlan | undefined {
   const service = remoteService(process.env);
   if (!settings.warm || settings.remote === 'off' || !service) return undefined;
   if (!service.write) return { why: 'the cache service is not written (ACTIONS_CACHE_MODE)' };
+  // Post may only narrow main's decision: the trust class and the save decision main made
+  // before any step ran must both still allow it (a step can rewrite the event payload).
+  if (!trustHeld) return { why: `the run's trust class was '${lane.trust}' in main and is '${identity.trust}' now` };
   const decision = saveDecision(settings.remoteSave, identity, process.env);
   if (!decision.save) return { why: decision.why };
+  if (!lane.upload) return { why: 'main decided this run uploads nothing (its event payload changed since?)' };
   const paths = remotePaths(settings.presets, settings.remotePaths);
   return paths.length === 0 ? undefined : { paths };
 }

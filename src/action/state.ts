@@ -19,6 +19,11 @@ export interface LaneState {
   trust: TrustClass;
   /** The resolved warm-key's hash (empty without one): post parks into the slot main claimed from. */
   warmKey: string;
+  /**
+   * Whether main's save decision (trust class, remote-save, the default branch) lets post
+   * upload: post uploads only if main allowed it and post's own decision allows it too.
+   */
+  upload: boolean;
 }
 
 export function saveLaneState(state: LaneState): void {
@@ -29,6 +34,7 @@ export function saveLaneState(state: LaneState): void {
   core.saveState(State.Links, JSON.stringify(state.links));
   core.saveState(State.Trust, state.trust);
   core.saveState(State.WarmKey, state.warmKey);
+  core.saveState(State.Upload, state.upload ? 'allowed' : 'refused');
 }
 
 /** Whether main saved a lane at all (it made none when it failed early, or ran a sweep). */
@@ -81,5 +87,16 @@ export function loadLaneState(root: string, workspace: string | undefined): Lane
   // class: the slot's other parts are derived again from the run.
   const warmKey = core.getState(State.WarmKey);
   if (!isWarmKeyHash(warmKey)) throw new StateError('warm key', warmKey, 'not a hash runlane makes');
-  return { root, key, lanePath, holderPid, links: links as LinkPlan[], trust: trust as TrustClass, warmKey };
+  const upload = core.getState(State.Upload);
+  if (upload !== 'allowed' && upload !== 'refused') throw new StateError('upload', upload, 'allowed | refused');
+  return {
+    root,
+    key,
+    lanePath,
+    holderPid,
+    links: links as LinkPlan[],
+    trust: trust as TrustClass,
+    warmKey,
+    upload: upload === 'allowed',
+  };
 }
