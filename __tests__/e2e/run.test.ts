@@ -69,6 +69,36 @@ describe('runlane run: exit status', () => {
     expect(fs.readdirSync(foreign)).toEqual(['data']);
     expect(fs.existsSync(mark)).toBe(false);
   });
+
+  it('a root that is a file, lies below one, or holds a control character is refused by name and escaped; nothing is made', () => {
+    const where = place();
+    const mark = path.join(where.cwd, 'ran');
+    const base = path.dirname(where.root);
+    const file = path.join(base, 'a-file');
+    fs.writeFileSync(file, 'x');
+    const before = fs.readdirSync(base).sort();
+    for (const [root, why] of [
+      [file, 'it is not a directory'],
+      [path.join(file, 'root'), 'a path above it is not a directory'],
+      [path.join(base, 'r\n::error::forged'), 'it holds a control character (U+000A)'],
+      [path.join(base, 'r\u001b[31m'), 'it holds a control character (U+001B)'],
+    ]) {
+      for (const command of ['run', 'status']) {
+        const args = command === 'run' ? ['run', '--root', root, '--', 'touch', mark] : ['status', '--root', root];
+        const out = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+        expect(out.status).toBe(command === 'run' ? 125 : 2);
+        expect(out.stderr).toMatch(/^runlane: Option '--root' has an invalid value "[^\n]*": /);
+        expect(out.stderr).toContain(`": ${why}. Accepted: `);
+        // The value comes back escaped: one line (so no line a runner reads as a command), no terminal escape.
+        expect(out.stderr.trimEnd().split('\n')).toHaveLength(1);
+        expect(out.stderr).not.toMatch(/^::/m);
+        expect(out.stderr).not.toContain('\u001b');
+        expect(out.stderr).not.toMatch(/ENOTDIR|EEXIST/);
+      }
+    }
+    expect(fs.readdirSync(base).sort()).toEqual(before);
+    expect(fs.existsSync(mark)).toBe(false);
+  });
 });
 
 describe('runlane run: the lane and its lease', () => {

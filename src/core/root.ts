@@ -66,6 +66,16 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
   const accepted =
     'an absolute directory of its own, not /, not the home directory, not the workspace, containing neither';
   if (!path.isAbsolute(root)) throw new SettingError(setting, root, accepted, 'it is not absolute');
+  // A root's path reaches every lane's variables (RUNLANE_DIR, CARGO_TARGET_DIR) and the log:
+  // a newline in it would forge runner commands (::error::) and env-file lines.
+  // eslint-disable-next-line no-control-regex
+  const control = /[\u0000-\u001f\u007f-\u009f]/.exec(root);
+  if (control) {
+    const code = control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+    throw new SettingError(setting, root, accepted, `it holds a control character (U+${code})`);
+  }
+  const notDirectory = notADirectory(root);
+  if (notDirectory) throw new SettingError(setting, root, accepted, notDirectory);
   const forms = new Set([path.resolve(root), resolveExisting(root)]);
   for (const form of forms) {
     if (form === '/') throw new SettingError(setting, root, accepted, `it is the file-system root (${form})`);
@@ -97,13 +107,31 @@ export function checkRoot(root: string, protect: { home: string; workspace?: str
   return resolveExisting(root);
 }
 
+/** Why `root` cannot be a directory (it, or a path above it, is something else), or undefined. */
+function notADirectory(root: string): string | undefined {
+  try {
+    const stat = fs.statSync(root, { throwIfNoEntry: false });
+    return stat && !stat.isDirectory() ? 'it is not a directory' : undefined;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') return 'a path above it is not a directory';
+    throw error;
+  }
+}
+
 /**
  * Makes sure `root` is a runlane root: creates it with its marker when missing or empty.
  * A non-empty directory without the marker is refused: runlane never adopts, and so never
  * deletes in, a directory it did not make.
  */
 export function ensureRoot(root: string, setting = 'root'): void {
-  fs.mkdirSync(root, { recursive: true, mode: 0o755 });
+  try {
+    fs.mkdirSync(root, { recursive: true, mode: 0o755 });
+  } catch (error) {
+    // A file put in its place since checkRoot looked.
+    const what = notADirectory(root);
+    if (what) throw new SettingError(setting, root, 'a directory, or a path where runlane may make one', what);
+    throw error;
+  }
   if (isMarkedRoot(root)) return;
   const entries = fs.readdirSync(root);
   if (entries.length > 0) {
