@@ -154,4 +154,47 @@ describe('a journal a job has tampered with', () => {
     expect(Number(last)).toBeLessThan(Date.now() / 1000 + 600);
     expect(log(root).map((record) => record.key)).not.toEqual(expect.arrayContaining(['x', 'y', 'z']));
   });
+
+  it('a sparse 600 MB journal costs a bounded read: metrics and log still answer, with the records written after it', async () => {
+    const job = newJob();
+    await job.phase('main');
+    const root = job.root;
+    const file = path.join(root, 'journal.jsonl');
+    expect(spawnSync('truncate', ['-s', '600M', file]).status).toBe(0);
+    // A real sweep after it: its record is the last line of the file.
+    expect(cli('sweep', '--root', root).code).toBe(0);
+    const metrics = cli('metrics', '--root', root);
+    expect(metrics.stderr).toBe('');
+    expect(metrics.code).toBe(0);
+    const last = Number(/^runlane_last_sweep_timestamp_seconds (\S+)$/m.exec(metrics.stdout)?.[1]);
+    expect(Math.abs(last - Date.now() / 1000)).toBeLessThan(600);
+    expect(log(root).map((record) => record.action)).toContain('swept');
+    // Rotation moves it to journal.1.jsonl, where it is read the same bounded way.
+    const sweep = cli('sweep', '--root', root);
+    expect(sweep.code).toBe(0);
+    expect(fs.statSync(path.join(root, 'journal.1.jsonl')).size).toBeGreaterThan(500 * 1024 * 1024);
+    expect(cli('metrics', '--root', root).code).toBe(0);
+    expect(log(root).filter((record) => record.action === 'swept').length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('record times are ISO-8601 instants: a sweep dated in a form Date.parse also takes is dropped, and never pins the last sweep', async () => {
+    const job = newJob();
+    await job.phase('main');
+    const root = job.root;
+    expect(cli('sweep', '--root', root).code).toBe(0);
+    const file = path.join(root, 'journal.jsonl');
+    const forged = [
+      { time: 'Sat, 01 Jan 2000 00:00:00 GMT', action: 'swept', key: '', seconds: 1, by: 'cli' },
+      { time: '2000-01-01', action: 'swept', key: '', seconds: 1, by: 'cli' },
+      { time: '2000-01-01T00:00:00+00:00', action: 'swept', key: 'offset', seconds: 1, by: 'cli' },
+    ];
+    fs.appendFileSync(file, forged.map((line) => JSON.stringify(line)).join('\n') + '\n');
+    const metrics = cli('metrics', '--root', root);
+    expect(metrics.code).toBe(0);
+    const last = Number(/^runlane_last_sweep_timestamp_seconds (\S+)$/m.exec(metrics.stdout)?.[1]);
+    expect(Math.abs(last - Date.now() / 1000)).toBeLessThan(600);
+    const recent = log(root, '--since', '1h');
+    expect(recent.filter((record) => record.action === 'swept')).toHaveLength(1);
+    for (const record of recent) expect(record.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  });
 });

@@ -140,11 +140,21 @@ const optionalString = (value: unknown) => value === undefined || typeof value =
 const optionalAmount = (value: unknown) =>
   value === undefined || (typeof value === 'number' && Number.isFinite(value) && value >= 0);
 
-/** A record as runlane writes it (any job can append lines; only well-formed ones count). */
+/** The form runlane writes times in (Date.prototype.toISOString): what else Date.parse takes does not count. */
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z$/;
+
+/** How much of each journal file is read: a rotation's worth and a margin, from its end. */
+const READ_WINDOW = JOURNAL_MAX_BYTES + 64 * 1024;
+
+/**
+ * A record as runlane writes it (any job can append lines; only well-formed ones count). Its
+ * time is an ISO-8601 instant, normalised, so records compare as strings and as numbers alike.
+ */
 function validRecord(value: unknown, now: number): value is JournalRecord {
   if (typeof value !== 'object' || value === null) return false;
   const record = value as Record<string, unknown>;
-  const time = typeof record.time === 'string' ? Date.parse(record.time) : NaN;
+  const time = typeof record.time === 'string' && ISO_INSTANT.test(record.time) ? Date.parse(record.time) : NaN;
+  if (!Number.isNaN(time)) record.time = new Date(time).toISOString();
   return (
     !Number.isNaN(time) &&
     time <= now + 5 * 60_000 &&
@@ -159,7 +169,12 @@ function validRecord(value: unknown, now: number): value is JournalRecord {
   );
 }
 
-/** The journal's well-formed records, oldest first (the rotated file, then the current one). */
+/**
+ * The journal's well-formed records, oldest first (the rotated file, then the current one).
+ * Each file is read from its end, at most READ_WINDOW bytes: runlane rotates at
+ * JOURNAL_MAX_BYTES, so that is all it wrote there, and a file a job grew (a sparse 600 MB
+ * one) costs no more than that and never becomes one string.
+ */
 export function readJournal(layout: Layout): JournalRecord[] {
   const records: JournalRecord[] = [];
   const root = layout.rootHandle();
@@ -169,7 +184,7 @@ export function readJournal(layout: Layout): JournalRecord[] {
     if (fd === undefined) continue;
     let text: string;
     try {
-      text = fs.readFileSync(fd, 'utf8');
+      text = readTail(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -184,4 +199,24 @@ export function readJournal(layout: Layout): JournalRecord[] {
     }
   }
   return records;
+}
+
+/** The last READ_WINDOW bytes of the open file `fd`, from the first line that starts in them. */
+function readTail(fd: number): string {
+  const size = fs.fstatSync(fd).size;
+  const start = Math.max(0, size - READ_WINDOW);
+  const buffer = Buffer.alloc(Math.min(size, READ_WINDOW));
+  let filled = 0;
+  while (filled < buffer.length) {
+    const read = fs.readSync(fd, buffer, filled, buffer.length - filled, start + filled);
+    if (read === 0) break;
+    filled += read;
+  }
+  let from = 0;
+  if (start > 0) {
+    // The window starts inside a line: that line is cut, so it does not count.
+    const newline = buffer.indexOf(10);
+    from = newline < 0 || newline >= filled ? filled : newline + 1;
+  }
+  return buffer.toString('utf8', from, filled);
 }
