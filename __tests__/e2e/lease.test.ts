@@ -165,10 +165,13 @@ describe('post and the lease', () => {
   });
 
   it('post that throws before it closes (an upload on a full disk) still releases the lease and warns', async () => {
-    const job = newJob({ inputs: { warm: 'true', presets: 'cargo', 'remote-save': 'true' } });
+    // A cache service that main only writes (it would spend its retries reading a dead one),
+    // so main allows the upload and post tries it.
+    const job = newJob({
+      inputs: { warm: 'true', presets: 'cargo', 'remote-save': 'true' },
+      env: { ACTIONS_CACHE_URL: 'http://127.0.0.1:9/', ACTIONS_RUNTIME_TOKEN: 'token', ACTIONS_CACHE_MODE: 'write' },
+    });
     expect((await job.phase('main')).code).toBe(0);
-    // A cache service for post only (main would spend its retries on a dead one).
-    Object.assign(job.env, { ACTIONS_CACHE_URL: 'http://127.0.0.1:9/', ACTIONS_RUNTIME_TOKEN: 'token' });
     const holder = Number(job.state['holder-pid']);
     fs.mkdirSync(path.join(job.outputs.path, 'cargo-target', 'debug'), { recursive: true });
     // The upload's temporary directory cannot be made: TMPDIR is a file.
