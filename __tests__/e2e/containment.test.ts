@@ -291,6 +291,16 @@ describe('post refuses state a step tampered with, and touches nothing', () => {
   });
 });
 
+/** Whether process `pid` waits inside openat(2) (syscall 257 on x86_64, 56 on arm64). */
+function blockedInOpen(pid: number | undefined): boolean {
+  try {
+    const call = fs.readFileSync(`/proc/${pid}/syscall`, 'utf8').split(' ')[0];
+    return call === (process.arch === 'arm64' ? '56' : '257');
+  } catch {
+    return false;
+  }
+}
+
 describe('review regressions: what a job can plant to break a delete or a scan', () => {
   it('a FIFO planted where runlane reads metadata, a failure record or the journal is never opened: its writer stays blocked, and status and the sweep go on', async () => {
     const job = await usedRoot();
@@ -312,6 +322,11 @@ describe('review regressions: what a job can plant to break a delete or a scan',
     const woken: string[] = [];
     writers.forEach((writer, index) => writer.stdout?.on('data', () => woken.push(fifos[index])));
     try {
+      // Each writer is in open(2) on its FIFO before runlane looks (python starts slowly on a
+      // loaded machine: a writer that opened after the sweep replaced a FIFO found a file).
+      expect(await within(60_000, () => writers.every((writer) => blockedInOpen(writer.pid)))).toBeGreaterThanOrEqual(
+        0,
+      );
       const status = runlane(['status', '--root', job.root, '--json']);
       expect(status.json().lanes).toEqual([
         expect.objectContaining({ key: 'planted-meta', state: 'orphan' }),
