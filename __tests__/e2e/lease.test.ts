@@ -135,6 +135,8 @@ describe('probing locks another user made', () => {
       expect(fs.existsSync(job.outputs.path)).toBe(true);
       expect((await job.phase('post')).code).toBe(0);
     } finally {
+      // Post's background delete may still be emptying the trash under the root.
+      awaitBackgroundDeletes(parent, 120_000);
       fs.rmSync(parent, { recursive: true, force: true });
     }
   });
