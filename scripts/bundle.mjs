@@ -58,6 +58,8 @@ if (failures.length > 0) {
 fs.chmodSync(path.join(staging, 'cli', 'index.js'), 0o755);
 // The perl lease holder is a script of its own, beside the node holder it stands in for.
 fs.copyFileSync('src/entries/holder.pl', path.join(staging, 'holder', 'holder.pl'));
+// runlane run's keeper (the parent and subreaper of COMMAND) likewise, beside the CLI.
+fs.copyFileSync('src/entries/keeper.pl', path.join(staging, 'cli', 'keeper.pl'));
 // The remote tier's transfers run with this first on PATH: it checks an archive before tar extracts it.
 fs.mkdirSync(path.join(staging, 'remote', 'bin'));
 fs.writeFileSync(

@@ -7,6 +7,16 @@ import { run, usePlaces } from '../helpers/run.js';
 
 const place = usePlaces();
 
+/** A process that runs (not gone, not a zombie waiting for its parent). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
 describe('runlane run: exit status', () => {
   it.each([
     [['sh', '-c', 'exit 0'], 0],
@@ -206,31 +216,77 @@ describe('runlane run: the lane and its lease', () => {
     expect(fs.existsSync(path.join(where.cwd, 'target'))).toBe(false);
   });
 
-  it("SIGKILL of runlane ends the lease at once: the next sweep reaps the lane while COMMAND's survivor runs on, leaseless", async () => {
+  it.each([
+    ['SIGKILL of runlane alone', false],
+    ["SIGKILL of runlane's whole process group (Forgejo's cancel)", true],
+  ])(
+    '%s takes COMMAND and every process it started along, a setsid daemon too; then the lane is an orphan the sweep reaps',
+    async (_, wholeGroup) => {
+      const where = place();
+      const pidFile = path.join(where.cwd, 'pid');
+      const daemonFile = path.join(where.cwd, 'daemon');
+      const daemon = `setsid sh -c 'echo $$ > ${daemonFile}; while :; do date > "$RUNLANE_DIR/d"; sleep 0.1; done' &`;
+      const child = spawn(
+        process.execPath,
+        [CLI, 'run', '--root', where.root, '--', 'sh', '-c', `${daemon} echo $$ > ${pidFile}; exec sleep 600`],
+        { cwd: where.cwd, stdio: 'ignore', detached: wholeGroup },
+      );
+      const written = (file: string) => fs.existsSync(file) && fs.readFileSync(file, 'utf8').trim() !== '';
+      expect(await within(15_000, () => written(pidFile) && written(daemonFile))).toBeGreaterThanOrEqual(0);
+      const pids = [pidFile, daemonFile].map((file) => Number(fs.readFileSync(file, 'utf8')));
+      expect(pids.every(running)).toBe(true);
+      const [key] = Object.keys(laneStates(where.root));
+      expect(laneStates(where.root)[key]).toBe('live');
+      if (wholeGroup) process.kill(-child.pid!, 'SIGKILL');
+      else child.kill('SIGKILL');
+      await new Promise((resolve) => child.on('exit', resolve));
+      expect(await within(15_000, () => !pids.some(running))).toBeGreaterThanOrEqual(0);
+      expect(await within(15_000, () => laneStates(where.root)[key] === 'orphan')).toBeGreaterThanOrEqual(0);
+      const sweep = cli('sweep', '--root', where.root, '--json');
+      expect(sweep.code).toBe(0);
+      expect(sweep.json().entries).toEqual([expect.objectContaining({ key, outcome: 'reaped' })]);
+    },
+  );
+
+  it('what COMMAND leaves running is ended before the lane is parked, and the summary says how many', () => {
     const where = place();
-    const pidFile = path.join(where.cwd, 'pid');
-    const child = spawn(
+    const writer = (name: string, ignoreTerm: boolean) =>
+      `perl -e '${ignoreTerm ? '$SIG{TERM} = "IGNORE"; ' : ''}open(my $f, ">>", "$ENV{RUNLANE_DIR}/${name}") or die; ` +
+      `open(my $p, ">", "${name}.pid") or die; print $p $$; close $p; ` +
+      `while (1) { syswrite $f, "x"; select(undef, undef, undef, 0.05) }'`;
+    const script = [
+      `${writer('plain', false)} &`,
+      `setsid ${writer('stubborn', true)} &`,
+      'while [ ! -s plain.pid ] || [ ! -s stubborn.pid ]; do sleep 0.05; done',
+    ].join('\n');
+    const out = run(where, ['--warm', '--grace', '1s', '--scope', 'main', '--', 'sh', '-c', script]);
+    expect(out.status).toBe(0);
+    expect(out.stderr).toMatch(
+      /COMMAND left 2 processes running: ended them \(SIGTERM, 1 needed SIGKILL\) before closing/,
+    );
+    const pids = ['plain', 'stubborn'].map((name) =>
+      Number(fs.readFileSync(path.join(where.cwd, `${name}.pid`), 'utf8')),
+    );
+    expect(pids.some(running)).toBe(false);
+    expect(Object.values(laneStates(where.root))).toEqual(['parked']);
+  });
+
+  it("COMMAND reads runlane's stdin and gets the job's PERL5LIB, which runlane's keeper does not", () => {
+    const where = place();
+    const out = spawnSync(
       process.execPath,
-      [CLI, 'run', '--root', where.root, '--', 'sh', '-c', `echo $$ > ${pidFile}; exec sleep 60`],
+      [CLI, 'run', '--root', where.root, '--', 'sh', '-c', 'read line; echo "$line|$PERL5LIB"'],
       {
         cwd: where.cwd,
-        stdio: 'ignore',
+        input: 'from stdin\n',
+        encoding: 'utf8',
+        // A PERL5OPT that would break any perl runlane started (the keeper) reaches COMMAND only.
+        env: { ...process.env, PERL5LIB: '/job/lib', PERL5OPT: '-Mno::such::module' },
       },
     );
-    expect(
-      await within(15_000, () => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8') !== ''),
-    ).toBeGreaterThanOrEqual(0);
-    const survivor = Number(fs.readFileSync(pidFile, 'utf8'));
-    const [key] = Object.keys(laneStates(where.root));
-    expect(laneStates(where.root)[key]).toBe('live');
-    child.kill('SIGKILL');
-    await new Promise((resolve) => child.on('exit', resolve));
-    expect(laneStates(where.root)[key]).toBe('orphan');
-    const sweep = cli('sweep', '--root', where.root, '--json');
-    expect(sweep.code).toBe(0);
-    expect(sweep.json().entries).toEqual([expect.objectContaining({ key, outcome: 'reaped' })]);
-    expect(() => process.kill(survivor, 0)).not.toThrow();
-    process.kill(survivor, 'SIGKILL');
+    expect(out.stderr).not.toMatch(/keeper|no::such/);
+    expect(out.status).toBe(0);
+    expect(out.stdout.trim()).toBe('from stdin|/job/lib');
   });
 
   it('--warm parks a successful lane and the next run of the same scope claims it', () => {

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { bundled } from '../action/bundles.js';
 import { detectIdentity, slotParts, type Identity } from '../core/ci-identity.js';
 import { planExports, shellQuote, type Export } from '../core/env-plan.js';
-import { errorCode, errorMessage, SettingError } from '../core/errors.js';
+import { errorMessage, SettingError } from '../core/errors.js';
 import { DEFAULT_KEY_TEMPLATE, laneKey, parseKeyTemplate, parseMatrix } from '../core/key.js';
 import {
   closeActionFor,
@@ -24,6 +23,7 @@ import { parsePresets } from '../core/presets.js';
 import type { Privileged } from '../core/remove.js';
 import { setActor } from '../core/journal.js';
 import { shown } from '../core/report.js';
+import { startCommand } from './command-process.js';
 import { checkRoot, chooseRoot, rootSetting } from '../core/root.js';
 import { parseDuration } from '../core/units.js';
 import { warmSlot } from '../core/warm.js';
@@ -204,9 +204,10 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /**
  * `runlane run [options] -- COMMAND [ARGS...]`: opens a lane, runs COMMAND in it (its own
- * process group, the lane's variables in its environment, the current directory), then closes
- * the lane as post does. This process holds the lease itself, so the lease ends the moment it
- * ends, by any cause. Returns COMMAND's exit status (128+N for a death by signal N), 127 when
+ * process group under runlane's keeper, the lane's variables in its environment, the current
+ * directory), then closes the lane as post does. This process and the keeper hold the lease:
+ * when runlane dies by any cause the keeper kills all COMMAND started and the lease ends with
+ * the last of them; when COMMAND exits, what it left is ended before the lane is closed. Returns COMMAND's exit status (128+N for a death by signal N), 127 when
  * it cannot be found, 126 when it cannot be run, 125 when runlane fails (then nothing runs).
  */
 export async function runCommand(command: string[], options: LaneOptions, graceText: string): Promise<number> {
@@ -232,53 +233,46 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
   const env = { ...process.env };
   for (const variable of plan.exports) env[variable.name] = variable.value;
 
-  let stopForwarding = () => {};
-  const status = await new Promise<number>((resolve) => {
-    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env, detached: true });
-    let signalled = 0;
-    let killTimer: NodeJS.Timeout | undefined;
-    const killGroup = (signal: NodeJS.Signals) => {
-      try {
-        if (child.pid) process.kill(-child.pid, signal);
-      } catch {
-        // The group is gone already.
-      }
-    };
-    let exited = false;
-    const forward = (signal: NodeJS.Signals) => {
-      // Once COMMAND is gone the lane is being closed (milliseconds): a late signal must not
-      // kill runlane halfway through, so the handlers stay until the close is done.
-      if (exited) return;
-      signalled++;
-      // A second interrupt, or the grace period running out, escalates to SIGKILL.
-      if (signalled > 1 && signal === 'SIGINT') {
-        say(options, `${signal} again: COMMAND's process group is killed (SIGKILL)`);
-        return killGroup('SIGKILL');
-      }
-      killGroup(signal);
-      if (killTimer) return;
-      say(
-        options,
-        `${signal}: passed to COMMAND's process group; a second SIGINT, or ${graceText} (--grace) from now, kills it`,
-      );
-      killTimer = setTimeout(() => killGroup('SIGKILL'), graceMs);
-    };
-    for (const signal of SIGNALS) process.on(signal, forward);
-    stopForwarding = () => {
-      for (const each of SIGNALS) process.off(each, forward);
-    };
-    child.once('error', (error) => {
-      exited = true;
-      const code = errorCode(error);
-      process.stderr.write(`runlane: cannot run ${shown(command[0])}: ${errorMessage(error)}\n`);
-      resolve(code === 'ENOENT' ? 127 : 126);
-    });
-    child.once('exit', (code, signal) => {
-      exited = true;
-      if (killTimer) clearTimeout(killTimer);
-      resolve(code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0));
-    });
-  });
+  const running = startCommand(command, { env, graceMs, lockFd: lane.lock!.descriptor });
+  let signalled = 0;
+  let killTimer: NodeJS.Timeout | undefined;
+  let exited = false;
+  const forward = (signal: NodeJS.Signals) => {
+    // Once COMMAND is gone the lane is being closed (milliseconds): a late signal must not
+    // kill runlane halfway through, so the handlers stay until the close is done.
+    if (exited) return;
+    signalled++;
+    // A second interrupt, or the grace period running out, escalates to SIGKILL.
+    if (signalled > 1 && signal === 'SIGINT') {
+      say(options, `${signal} again: COMMAND's process group is killed (SIGKILL)`);
+      return running.signal('SIGKILL');
+    }
+    running.signal(signal);
+    if (killTimer) return;
+    say(
+      options,
+      `${signal}: passed to COMMAND's process group; a second SIGINT, or ${graceText} (--grace) from now, kills it`,
+    );
+    killTimer = setTimeout(() => running.signal('SIGKILL'), graceMs);
+  };
+  for (const signal of SIGNALS) process.on(signal, forward);
+  const end = await running.done;
+  exited = true;
+  if (killTimer) clearTimeout(killTimer);
+  const status = end.status;
+  if (end.problem) {
+    const what = status === 126 || status === 127 ? `cannot run ${shown(command[0])}` : 'COMMAND';
+    process.stderr.write(`runlane: ${what}: ${shown(end.problem)}\n`);
+  }
+  if (running.limit) say(options, `note: ${running.limit}`);
+  if (end.ended > 0) {
+    const needed = end.killed > 0 ? `, ${end.killed} needed SIGKILL` : '';
+    const processes = end.ended === 1 ? '1 process' : `${end.ended} processes`;
+    say(options, `COMMAND left ${processes} running: ended them (SIGTERM${needed}) before closing the lane`);
+  }
+  const stopForwarding = () => {
+    for (const each of SIGNALS) process.off(each, forward);
+  };
   try {
     closePlanned(plan, options, lane, status === 0);
   } catch (error) {

@@ -431,7 +431,7 @@ export async function startHolder(options: HolderOptions): Promise<number> {
  * shim, or a script that says "ready" and holds nothing), and a `#!` wrapper would rename
  * the holder so post could not find it.
  */
-const PERLS = ['/usr/bin/perl', '/bin/perl'];
+export const PERLS = ['/usr/bin/perl', '/bin/perl'];
 
 /** Whether `file` is a regular file this process may execute. */
 export function executable(file: string): boolean {
