@@ -49,6 +49,14 @@ function hostJob(
   });
 }
 
+/** The member names of a zstd-compressed archive, sorted. */
+function members(archive: Buffer): string[] {
+  const plain = spawnSync('zstd', ['-dc', '--long=30'], { input: archive, maxBuffer: 1 << 30 }).stdout;
+  const list = spawnSync('tar', ['-t'], { input: plain, encoding: 'utf8', maxBuffer: 1 << 30 });
+  expect(list.status).toBe(0);
+  return list.stdout.split('\n').filter(Boolean).sort();
+}
+
 /** What a lane holds, as relative paths (directories end in /). */
 function contents(dir: string): string[] {
   const out: string[] = [];
@@ -338,6 +346,83 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     expect(contents(decoy)).toEqual([`${fs.readdirSync(lanes)[0]}/`, `${fs.readdirSync(lanes)[0]}/.runlane-remote/`]);
     expect(b.outputs['warm-source']).toBe('remote');
     expect(contents(path.join(lanes, fs.readdirSync(lanes)[0]))).toContain('cargo-target/debug/deps/libdep.rlib');
+  });
+
+  it('the upload never follows a symlink out of the lane: what is behind one is neither archived nor counted', async () => {
+    const server = await cacheServer();
+    const a = hostJob(server.url, 'refs/heads/main', { 'remote-max-size': '1M' });
+    expect((await a.phase('main')).code).toBe(0);
+    const outside = path.join(a.dir, 'outside');
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, 'id_rsa'), Buffer.alloc(3 * 1048576, 'k'));
+    const target = path.join(a.outputs.path, 'cargo-target');
+    fs.mkdirSync(path.join(target, 'release', 'deps'), { recursive: true });
+    fs.writeFileSync(path.join(target, 'release', 'deps', 'libdep.rlib'), 'rlib');
+    fs.symlinkSync(outside, path.join(target, 'debug'));
+    a.status = 'success';
+    const post = await a.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.stdout).toMatch(/runlane: uploaded runlane-trusted-\S+ \(4 B before compression\)/);
+    const [entry] = server.entries.filter((each) => each.committed);
+    expect(members(entry.archive)).toEqual(['cargo-target/release/deps/', 'cargo-target/release/deps/libdep.rlib']);
+  });
+
+  it('a symlink that leads out, among the archived paths, is not uploaded: no entry that every restore refuses', async () => {
+    const server = await cacheServer();
+    const a = hostJob(server.url, 'refs/heads/main');
+    expect((await a.phase('main')).code).toBe(0);
+    const debug = path.join(a.outputs.path, 'cargo-target', 'debug');
+    fs.mkdirSync(path.join(debug, 'deps'), { recursive: true });
+    fs.symlinkSync('/etc', path.join(debug, 'deps', 'etc'));
+    a.status = 'success';
+    const post = await a.phase('post');
+    expect(post.code).toBe(0);
+    expect(post.stdout).toContain(
+      'not uploaded: a restore would refuse the archive (symlink "cargo-target/debug/deps/etc" points to "/etc")',
+    );
+    expect(server.entries).toEqual([]);
+  });
+
+  it("lanes/<key> swapped for a symlink to a decoy as the upload starts: the entry holds the lane's files, never the decoy's", async () => {
+    const server = await cacheServer();
+    const a = hostJob(server.url, 'refs/heads/main');
+    expect((await a.phase('main')).code).toBe(0);
+    const lane = a.outputs.path;
+    const decoy = path.join(a.dir, 'decoy');
+    for (const [dir, file] of [
+      [lane, 'libdep.rlib'],
+      [decoy, 'decoy.rlib'],
+    ]) {
+      fs.mkdirSync(path.join(dir, 'cargo-target', 'debug', 'deps'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'cargo-target', 'debug', 'deps', file), file);
+    }
+    a.status = 'success';
+    const post = a.phase('post');
+    // The moment post's transfer process exists (it has the lane to read from by then), a
+    // process of the job makes lanes/<key> lead to the decoy, and leaves it so.
+    const transfer = () =>
+      processesMentioning(path.join('dist', 'remote', 'index.js')).some((pid) => {
+        try {
+          return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').includes(a.root);
+        } catch {
+          return false;
+        }
+      });
+    let swapped = false;
+    for (const started = Date.now(); !swapped && Date.now() - started < 60_000;) {
+      if (transfer()) {
+        fs.renameSync(lane, `${lane}.real`);
+        fs.symlinkSync(decoy, lane);
+        swapped = true;
+      } else await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const result = await post;
+    expect(swapped).toBe(true);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/runlane: uploaded runlane-trusted-/);
+    const [entry] = server.entries.filter((each) => each.committed);
+    expect(members(entry.archive)).toEqual(['cargo-target/debug/deps/', 'cargo-target/debug/deps/libdep.rlib']);
+    expect(fs.readdirSync(path.join(decoy, 'cargo-target', 'debug', 'deps'))).toEqual(['decoy.rlib']);
   });
 
   it('a transfer ends with the main that started it: SIGKILL of main mid-restore leaves nothing running', async () => {

@@ -1,16 +1,9 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import * as core from './toolkit.js';
 import type { Identity } from '../core/ci-identity.js';
-import {
-  archivedRoots,
-  lockFilesHash,
-  remoteKeys,
-  remotePaths,
-  remoteService,
-  saveDecision,
-} from '../core/remote-plan.js';
-import { Dir, humanBytes, treeSizeIn } from '../core/remove.js';
+import { selectArchived } from '../core/archive-select.js';
+import { lockFilesHash, remoteKeys, remotePaths, remoteService, saveDecision } from '../core/remote-plan.js';
+import { Dir, humanBytes, MAX_DEPTH } from '../core/remove.js';
 import { runRemote } from './remote.js';
 import { closeActionFor, closeLane, describeClose, startAfterClose, type CloseResult } from '../core/lane.js';
 import { stopHolder } from '../core/lease.js';
@@ -177,16 +170,14 @@ async function remoteSave(
     core.info(`runlane: not uploaded to the cache service: ${plan.why}`);
     return `not uploaded: ${plan.why}`;
   }
-  // The lane is reached through opened directories, never by its path (see main's restore).
+  // The lane is reached through opened directories, never by its path (see main's restore):
+  // the transfer gets the lane as this process holds it open (/proc/<pid>/fd/<n>), and the
+  // archive holds what selectArchived found through it, never following a symlink.
   const layout = new Layout(laneState.root);
   try {
     const lane = layout.dir('lanes').openChild(laneState.key);
     try {
-      // The transfer needs a path (the cache library globs and tars by path): the lane's,
-      // checked to still lead to the directory opened.
-      if (fs.realpathSync(laneState.lanePath) !== lane.realPath())
-        throw new Error(`${laneState.lanePath} no longer leads to the lane main opened`);
-      return await uploadFrom(lane, laneState.lanePath, settings, identity, plan.paths);
+      return await uploadFrom(lane, settings, identity, plan.paths);
     } finally {
       lane.close();
     }
@@ -195,66 +186,38 @@ async function remoteSave(
   }
 }
 
-async function uploadFrom(
-  lane: Dir,
-  lanePath: string,
-  settings: Settings,
-  identity: Identity,
-  paths: string[],
-): Promise<string | undefined> {
-  const size = includedSize(lane, paths);
-  if (size > settings.remoteMaxBytes) {
-    const text = `not uploaded: the archived paths hold ${humanBytes(size)}, over remote-max-size (${humanBytes(settings.remoteMaxBytes)})`;
+async function uploadFrom(lane: Dir, settings: Settings, identity: Identity, paths: string[]): Promise<string> {
+  const selection = selectArchived(lane, paths);
+  let text: string | undefined;
+  if (selection.members.length === 0) text = 'not uploaded: nothing in the lane matches the archived paths';
+  else if (selection.problem)
+    text = `not uploaded: a restore would refuse the archive (${selection.problem}); nothing is uploaded that no host can use`;
+  else if (selection.hidden > 0)
+    text = `not uploaded: the archived paths hold directories nested ${MAX_DEPTH} or more levels deep, which runlane cannot count`;
+  else if (selection.bytes > settings.remoteMaxBytes)
+    text = `not uploaded: the archived paths hold ${humanBytes(selection.bytes)}, over remote-max-size (${humanBytes(settings.remoteMaxBytes)})`;
+  if (text) {
     core.notice(`runlane: ${text}`);
     return text;
   }
+  const size = selection.bytes;
   const keys = remoteKeys(identity, settings.presets, paths, lockFilesHash(settings.presets, settings.workspace));
   core.startGroup('runlane: upload to the cache service');
   try {
     const outcome = await runRemote(
-      { op: 'save', dir: lanePath, paths, key: keys.key, restoreKeys: [] },
+      { op: 'save', dir: lane.selfForChild(), paths, key: keys.key, restoreKeys: [], members: selection.members },
       { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
     );
     if (outcome.error) {
       core.warning(`runlane: the upload to the cache service failed: ${outcome.error}`);
       return `upload failed: ${outcome.error}`;
     }
-    const text = outcome.key
+    const done = outcome.key
       ? `uploaded ${outcome.key} (${humanBytes(size)} before compression) in ${outcome.seconds.toFixed(1)} s`
       : `not uploaded: ${outcome.note ?? 'nothing to upload'}`;
-    core.info(`runlane: ${text}`);
-    return text;
+    core.info(`runlane: ${done}`);
+    return done;
   } finally {
     core.endGroup();
   }
-}
-
-/**
- * Bytes under an archive selection, an upper bound: a glob counts the whole directory above
- * its first wildcard (`cargo-target/*\/*` counts `cargo-target`), and excludes are not subtracted.
- */
-function includedSize(lane: Dir, paths: readonly string[]): number {
-  let total = 0;
-  for (const parts of archivedRoots(paths)) {
-    if (parts.length === 0) {
-      for (const name of lane.names()) total += treeSizeIn(lane, name).bytes;
-      continue;
-    }
-    // Through opened directories from the lane, never by path.
-    const opened: Dir[] = [];
-    try {
-      let parent = lane;
-      for (const part of parts.slice(0, -1)) {
-        parent = parent.openChild(part);
-        opened.push(parent);
-      }
-      const last = parts[parts.length - 1];
-      if (parent.exists(last)) total += treeSizeIn(parent, last).bytes;
-    } catch {
-      // Not there (or not a directory): nothing of it is archived.
-    } finally {
-      for (const dir of opened) dir.close();
-    }
-  }
-  return total;
 }

@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import * as cache from '@actions/cache';
 
 /**
@@ -15,6 +17,8 @@ export interface RemoteRequest {
   paths: string[];
   key: string;
   restoreKeys: string[];
+  /** save: what runlane selected to archive (lane-relative; see archive-select.ts). */
+  members?: string[];
 }
 
 export interface RemoteAnswer {
@@ -81,6 +85,12 @@ async function save(request: RemoteRequest): Promise<RemoteAnswer> {
   // An entry under the exact key is immutable: found, it is not uploaded again.
   const existing = await cache.restoreCache([...request.paths], request.key, [], { lookupOnly: true });
   if (existing === request.key) return { key: '', note: 'an entry with this exact key exists already' };
+  // The archive holds what runlane selected, read through the lane post holds open (the tar
+  // guard creates it); the paths still go to the library, whose entry version is their hash.
+  const list = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), 'runlane-members.json');
+  fs.writeFileSync(list, JSON.stringify(request.members ?? []));
+  process.env.RUNLANE_SAVE_MEMBERS = list;
+  process.env.RUNLANE_SAVE_DIR = request.dir;
   const id = await cache.saveCache([...request.paths], request.key);
   return id === -1
     ? { key: '', error: 'the cache service did not take it (see the warning above)' }

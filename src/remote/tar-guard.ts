@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
+import { memberProblem } from '../core/archive-select.js';
 import { Dir, MAX_DEPTH, nameText, walkTree, type EntryName } from '../core/remove.js';
 
 /**
@@ -19,13 +20,15 @@ import { Dir, MAX_DEPTH, nameText, walkTree, type EntryName } from '../core/remo
  *   bound, so no archive fills the disk, whatever its headers say.
  * - After tar, the extracted tree itself is checked (checkTree): what is on disk decides.
  *
- * The archive is decompressed once, by tar's own pipeline. Other uses of tar (listing,
- * creating) pass through.
+ * The archive is decompressed once, by tar's own pipeline. An upload's archive is created by
+ * createArchive, from what runlane selected (RUNLANE_SAVE_MEMBERS) in the lane post holds
+ * open (RUNLANE_SAVE_DIR), never from the cache library's glob. Listing passes through.
  */
 export async function tarGuard(args: readonly string[]): Promise<number> {
   const real = process.env.RUNLANE_REAL_TAR ?? '';
   const env = { ...process.env };
   delete env.TAR_OPTIONS;
+  if (args.includes('-cf')) return createArchive(real, args, env);
   if (!args.includes('-xf')) return spawnSync(real, args, { stdio: 'inherit', env }).status ?? 2;
   const plan = extractionPlan(args);
   if (typeof plan === 'string') return refuse(plan);
@@ -115,14 +118,8 @@ export function checkTree(top: string, maxBytes: number): string | undefined {
   const problemOf = (dir: Dir, name: EntryName, stat: fs.Stats, depth: number): string | undefined => {
     total += stat.size;
     if (total > maxBytes) return `it holds more than ${maxBytes} bytes (remote-max-size)`;
-    if (stat.isSymbolicLink()) {
-      const target = fs.readlinkSync(dir.at(name)).toString();
-      if (target === '' || target.startsWith('/') || target.split('/').includes('..'))
-        return `symlink ${shown(dir, name)} points to ${JSON.stringify(target)}`;
-      return undefined;
-    }
-    if (stat.isFile()) return stat.mode & 0o6000 ? `member ${shown(dir, name)} is setuid or setgid` : undefined;
-    if (!stat.isDirectory()) return `member ${shown(dir, name)} is ${kindOf(stat)}`;
+    const problem = memberProblem(dir, name, stat, shown(dir, name));
+    if (problem || !stat.isDirectory()) return problem;
     // The walk would not enter it (nor could a delete): refused rather than left unchecked.
     return depth >= MAX_DEPTH ? `${shown(dir, name)} is nested too deep` : undefined;
   };
@@ -197,10 +194,150 @@ export function extractionPlan(args: readonly string[]): ExtractionPlan | string
   return { archive, dir, program: [program, ...extra].join(' ') };
 }
 
-function kindOf(stat: fs.Stats): string {
-  if (stat.isBlockDevice()) return 'a block device';
-  if (stat.isCharacterDevice()) return 'a character device';
-  if (stat.isFIFO()) return 'a FIFO';
-  if (stat.isSocket()) return 'a socket';
-  return 'not a file, directory or symlink';
+interface CreationPlan {
+  archive: string;
+  /** The compressor: `zstdmt [--long=N]` or `gzip`. */
+  program: string[];
+}
+
+/**
+ * The creation the cache library asks for (`--posix -cf ARCHIVE --exclude ARCHIVE -P -C DIR
+ * --files-from MANIFEST` and `-z` or `--use-compress-program zstdmt [--long=N]`); otherwise a
+ * message naming what is not understood. DIR and MANIFEST are not used (see createArchive).
+ */
+export function creationPlan(args: readonly string[]): CreationPlan | string {
+  let archive: string | undefined;
+  let program: string[] | undefined;
+  const unknown = `runlane does not know the tar arguments ${JSON.stringify(args)}`;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '-cf') archive = args[++i];
+    else if (arg === '--exclude' || arg === '-C' || arg === '--files-from') i++;
+    else if (arg === '-P' || arg === '--posix') continue;
+    else if (arg === '-z') program = ['gzip'];
+    else if (arg === '--use-compress-program' && /^zstd(mt)?$/.test(args[i + 1] ?? '')) {
+      program = [args[++i]];
+      while (/^--long=\d+$/.test(args[i + 1] ?? '')) program.push(args[++i]);
+    } else return unknown;
+  }
+  if (!archive || !program) return unknown;
+  return { archive: path.resolve(archive), program };
+}
+
+/**
+ * Creates an upload's archive from the members runlane selected (selectArchived, in post),
+ * reading the lane only through the directory post holds open: each member's parent is
+ * opened from it one directory at a time, never following a symlink (a directory swapped for
+ * one meanwhile ends the upload), and GNU tar is handed that opened parent (`-C
+ * /proc/<pid>/fd/<n>`) and the member's own name, so no path it resolves crosses a directory
+ * runlane did not open. Below a member, tar's own walk opens every directory and file
+ * relative to its parent with O_NOFOLLOW: a symlink is archived as the symlink it is. The
+ * member names the archive holds are the lane-relative ones (`--transform` puts the parent's
+ * path back), as the cache library's own archive would hold them. Members under one parent
+ * are one tar run; several parents are appended into one uncompressed archive first.
+ */
+function createArchive(real: string, args: readonly string[], env: NodeJS.ProcessEnv): number {
+  const plan = creationPlan(args);
+  if (typeof plan === 'string') return refuse(plan);
+  const version = spawnSync(real, ['--version'], { encoding: 'utf8', env });
+  if (!/GNU tar/.test(version.stdout ?? ''))
+    return refuse(`${real} is not GNU tar, whose creation the guard relies on`);
+  let members: string[];
+  try {
+    members = JSON.parse(fs.readFileSync(env.RUNLANE_SAVE_MEMBERS ?? '', 'utf8')) as string[];
+    if (!Array.isArray(members) || members.length === 0 || !members.every(isMemberName)) throw new Error('bad list');
+  } catch (error) {
+    return refuse(`runlane's list of what to archive cannot be read: ${errorMessage(error)}`);
+  }
+  let lane: Dir;
+  try {
+    lane = Dir.openHanded(env.RUNLANE_SAVE_DIR ?? '');
+  } catch (error) {
+    return refuse(`the lane cannot be opened: ${errorMessage(error)}`);
+  }
+  const groups = new Map<string, string[]>();
+  for (const member of members) {
+    const cut = member.lastIndexOf('/');
+    const parent = cut < 0 ? '' : member.slice(0, cut);
+    groups.set(parent, [...(groups.get(parent) ?? []), cut < 0 ? member : member.slice(cut + 1)]);
+  }
+  const direct = groups.size === 1;
+  const plain = direct ? plan.archive : `${plan.archive}.runlane.tar`;
+  const lists = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-create-'));
+  try {
+    let first = true;
+    for (const [parent, names] of groups) {
+      const problem = withOpened(lane, parent, (dir) => {
+        const list = path.join(lists, 'names');
+        fs.writeFileSync(list, names.map((name) => `${name}\0`).join(''));
+        const tarArgs = [
+          first ? '-c' : '-r',
+          '-f',
+          plain,
+          '--posix',
+          '--one-file-system',
+          '-C',
+          dir.selfForChild(),
+          '--null',
+          '--verbatim-files-from',
+          '--no-unquote',
+          '-T',
+          list,
+        ];
+        // Member names relative to the lane: the parent's path before each (not before symlink targets).
+        if (parent) tarArgs.push(`--transform=s|^|${parent.replace(/[\\|&]/g, '\\$&')}/|S`);
+        if (direct) tarArgs.push(`--use-compress-program=${plan.program.join(' ')}`);
+        const out = spawnSync(real, tarArgs, { stdio: ['ignore', 'inherit', 'inherit'], env });
+        return out.status === 0 ? undefined : `tar could not archive the lane (exit ${out.status ?? out.signal})`;
+      });
+      if (problem) return refuse(problem);
+      first = false;
+    }
+    if (!direct) {
+      const input = fs.openSync(plain, 'r');
+      const output = fs.openSync(plan.archive, 'w');
+      try {
+        const out = spawnSync(plan.program[0], [...plan.program.slice(1), '-c'], {
+          stdio: [input, output, 'inherit'],
+          env,
+        });
+        if (out.status !== 0)
+          return refuse(`${plan.program[0]} could not compress the archive (exit ${out.status ?? out.signal})`);
+      } finally {
+        fs.closeSync(input);
+        fs.closeSync(output);
+        fs.rmSync(plain, { force: true });
+      }
+    }
+    return 0;
+  } finally {
+    lane.close();
+    fs.rmSync(lists, { recursive: true, force: true });
+  }
+}
+
+/** A lane-relative member name as selectArchived makes them: `.`, or names without `..` or empty parts. */
+function isMemberName(member: unknown): boolean {
+  if (typeof member !== 'string' || member.includes('\0')) return false;
+  if (member === '.') return true;
+  return member.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+}
+
+/** Runs `body` with the lane's directory `relative` opened from the lane one name at a time. */
+function withOpened(lane: Dir, relative: string, body: (dir: Dir) => string | undefined): string | undefined {
+  const opened: Dir[] = [];
+  try {
+    let dir = lane;
+    for (const part of relative ? relative.split('/') : []) {
+      try {
+        dir = dir.openChild(part);
+      } catch (error) {
+        return `the lane changed during the upload: ${JSON.stringify(relative)} is no longer a directory in it (${errorMessage(error)})`;
+      }
+      opened.push(dir);
+    }
+    return body(dir);
+  } finally {
+    for (const dir of opened.reverse()) dir.close();
+  }
 }
