@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { describeMount, mountsUnder, parseMountinfo } from '../../src/core/mounts.js';
 import { Layout } from '../../src/core/layout.js';
-import { Dir, walkTree } from '../../src/core/remove.js';
+import { Dir, MAX_DEPTH, walkTree } from '../../src/core/remove.js';
 import { sweepTable } from '../../src/core/report.js';
 import { emptyTrash } from '../../src/core/trash.js';
 import { preciousTree, removeAt, treeHash, useScratch } from '../helpers/trees.js';
@@ -42,6 +42,16 @@ describe('the safe delete', () => {
     fs.chmodSync(path.join(tree, 'mod', 'pkg@v1'), 0o000);
     const report = removeAt(base, 'lane');
     expect(report).toEqual({ removed: true, failures: [] });
+  });
+
+  it('removes a tree nested far deeper than the walker holds descriptors for (1000 levels): moved up, MAX_DEPTH at a time', () => {
+    const base = fs.mkdtempSync(path.join(scratch(), 'deep-'));
+    const levels = Array(1000).fill('a');
+    fs.mkdirSync(path.join(base, 'lane', ...levels), { recursive: true });
+    fs.writeFileSync(path.join(base, 'lane', ...levels, 'bottom'), 'x');
+    fs.writeFileSync(path.join(base, 'lane', ...levels.slice(0, MAX_DEPTH + 5), 'middle'), 'x');
+    expect(removeAt(base, 'lane')).toEqual({ removed: true, failures: [] });
+    expect(fs.readdirSync(base)).toEqual([]);
   });
 
   it('never enters a bind mount of the same device: the mount is reported with its source, the rest removed', () => {

@@ -157,6 +157,11 @@ describe('bad inputs fail main, name the input and value, and create nothing', (
     ['lease-timeout 0', { 'lease-timeout': '0' }, /Input 'lease-timeout' .*a bare number has no unit: write 0s/],
     ['env BASH_ENV', { env: 'BASH_ENV=rc' }, /Input 'env' .*'BASH_ENV' changes how later steps' shells/],
     ['max-age', { 'max-age': '7 days' }, /Input 'max-age'/],
+    [
+      'remote-max-entries',
+      { 'remote-max-entries': '0' },
+      /Input 'remote-max-entries' has an invalid value "0"\. Accepted: a whole number of 1 or more/,
+    ],
     ['keep-free', { 'keep-free': 'lots' }, /Input 'keep-free'/],
     ['dry-run', { 'dry-run': 'maybe' }, /Input 'dry-run' has an invalid value "maybe"\. Accepted: true \| false/],
     ['pre-sweep', { 'pre-sweep': 'soon' }, /Input 'pre-sweep'/],

@@ -50,7 +50,8 @@ function hostJob(
 }
 
 /** The member names of a zstd-compressed archive, sorted. */
-function members(archive: Buffer): string[] {
+function members(archive: Buffer | undefined): string[] {
+  expect(archive).toBeDefined();
   const plain = spawnSync('zstd', ['-dc', '--long=30'], { input: archive, maxBuffer: 1 << 30 }).stdout;
   const list = spawnSync('tar', ['-t'], { input: plain, encoding: 'utf8', maxBuffer: 1 << 30 });
   expect(list.status).toBe(0);
@@ -256,7 +257,7 @@ describe('the remote tier: warm starts through the forge cache service (protocol
     expect(Object.values(laneStates(victim.root))).toEqual(['live']);
   });
 
-  it('archives another job could upload are refused whole: owner names posing as names, devices, a bomb, stray directories', async () => {
+  it('archives another job could upload are refused whole, leaving the cold lane exactly empty: owner names posing as names, devices, a bomb, an inode bomb, a deep tree, stray directories', async () => {
     const server = await cacheServer();
     await seed(server.url);
     const entry = server.entries[0];
@@ -298,6 +299,20 @@ describe('the remote tier: warm starts through the forge cache service (protocol
         'add("cargo-target/zeros", data=bytes(4 << 20))',
         { 'remote-max-size': '1M' },
         /more than 1048576 bytes/,
+      ],
+      [
+        // An inode bomb: a few KiB of archive, thousands of empty files; tar is stopped at the bound.
+        'many entries',
+        'for i in range(3000): add("cargo-target/f%d" % i)',
+        { 'remote-max-entries': '1000' },
+        /more than 1000 entries \(remote-max-entries\)/,
+      ],
+      [
+        // Refused, and its staging directory, deeper than the delete walker's descriptors reach, removed all the same.
+        'deep',
+        'add("cargo-target/" + "a/" * 450 + "x", data=b"x")',
+        {},
+        /nested too deep/,
       ],
       [
         'stray',

@@ -23,6 +23,7 @@ export enum Inputs {
   Remote = 'remote',
   RemoteSave = 'remote-save',
   RemoteMaxSize = 'remote-max-size',
+  RemoteMaxEntries = 'remote-max-entries',
   RemotePaths = 'remote-paths',
   RemoteTimeout = 'remote-timeout',
 }

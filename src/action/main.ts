@@ -202,7 +202,11 @@ async function restoreInto(
   try {
     outcome = await runRemote(
       { op: 'restore', dir: staging.selfForChild(), paths, key: keys.key, restoreKeys: keys.restoreKeys },
-      { timeoutMs: settings.remoteTimeoutMs, maxBytes: settings.remoteMaxBytes },
+      {
+        timeoutMs: settings.remoteTimeoutMs,
+        maxBytes: settings.remoteMaxBytes,
+        maxEntries: settings.remoteMaxEntries,
+      },
     );
   } finally {
     staging.close();

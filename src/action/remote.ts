@@ -25,7 +25,7 @@ export interface RemoteOutcome {
  */
 export async function runRemote(
   request: RemoteRequest,
-  limits: { timeoutMs: number; maxBytes: number },
+  limits: { timeoutMs: number; maxBytes: number; maxEntries?: number },
 ): Promise<RemoteOutcome> {
   // Node's timers hold 2^31 - 1 ms at most (24.8 days); a longer bound would fire at once.
   const timeoutMs = Math.min(limits.timeoutMs, 2 ** 31 - 1);
@@ -37,7 +37,15 @@ export async function runRemote(
   // whatever happened (a download cut off at the timeout leaves a partial archive there).
   const temp = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-transfer-'));
   try {
-    return await transfer(request, { script, tar, temp, timeoutMs, maxBytes: limits.maxBytes, started });
+    return await transfer(request, {
+      script,
+      tar,
+      temp,
+      timeoutMs,
+      maxBytes: limits.maxBytes,
+      maxEntries: limits.maxEntries ?? Number.MAX_SAFE_INTEGER,
+      started,
+    });
   } finally {
     fs.rmSync(temp, { recursive: true, force: true });
   }
@@ -51,8 +59,9 @@ async function transfer(
     temp,
     timeoutMs,
     maxBytes,
+    maxEntries,
     started,
-  }: Record<'script' | 'tar' | 'temp', string> & Record<'timeoutMs' | 'maxBytes' | 'started', number>,
+  }: Record<'script' | 'tar' | 'temp', string> & Record<'timeoutMs' | 'maxBytes' | 'maxEntries' | 'started', number>,
 ): Promise<RemoteOutcome> {
   const seconds = () => (Date.now() - started) / 1000;
   const report = path.join(temp, 'guard-report');
@@ -68,6 +77,7 @@ async function transfer(
       RUNLANE_TRANSFER_MS: String(timeoutMs),
       RUNLANE_PARENT_PID: String(process.pid),
       RUNLANE_MAX_BYTES: String(maxBytes),
+      RUNLANE_MAX_ENTRIES: String(maxEntries),
       RUNLANE_GUARD_REPORT: report,
       RUNNER_TEMP: temp,
     },

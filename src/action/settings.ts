@@ -50,6 +50,8 @@ export interface Settings {
   remote: 'auto' | 'off';
   remoteSave: RemoteSave;
   remoteMaxBytes: number;
+  /** `remote-max-entries`: a restore of more files, directories and symlinks than this is refused. */
+  remoteMaxEntries: number;
   /** Lane-relative paths (and !excludes) that override the presets' selection. */
   remotePaths: string[];
   remoteTimeoutMs: number;
@@ -61,6 +63,15 @@ function sizeInput(input: string, value: string): number {
   if (!('bytes' in target) || target.bytes <= 0)
     throw new SettingError(input, value, 'a size like 4G, 512M or 1.5T (G = GiB)');
   return target.bytes;
+}
+
+/** A whole number of 1 or more (digits, `_` or `,` between groups allowed: 1_000_000). */
+function countInput(input: string, value: string): number {
+  const text = value.trim();
+  const count = /^\d{1,3}([,_]?\d{3})*$|^\d+$/.test(text) ? Number(text.replace(/[,_]/g, '')) : NaN;
+  if (!Number.isSafeInteger(count) || count < 1)
+    throw new SettingError(input, value, 'a whole number of 1 or more, like 1000000');
+  return count;
 }
 
 function booleanInput(input: string, fallback: boolean): boolean {
@@ -147,6 +158,7 @@ export function getSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     remote: parseRemote(Inputs.Remote, core.getInput(Inputs.Remote)),
     remoteSave: parseRemoteSave(Inputs.RemoteSave, core.getInput(Inputs.RemoteSave)),
     remoteMaxBytes: sizeInput(Inputs.RemoteMaxSize, core.getInput(Inputs.RemoteMaxSize) || '4G'),
+    remoteMaxEntries: countInput(Inputs.RemoteMaxEntries, core.getInput(Inputs.RemoteMaxEntries) || '1000000'),
     remotePaths: parseRemotePaths(Inputs.RemotePaths, core.getInput(Inputs.RemotePaths)),
     remoteTimeoutMs: parseDuration(Inputs.RemoteTimeout, core.getInput(Inputs.RemoteTimeout) || '10m'),
     privileged: oneOf<Privileged | 'none'>(Inputs.PrivilegedCleanup, ['none', 'sudo'], 'none') === 'sudo' ? 'sudo' : '',

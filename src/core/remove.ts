@@ -370,6 +370,10 @@ interface Walk {
   mounts?: Mount[];
   /** Called with 1 for every entry removed (progress). */
   tick?: (entries: number) => void;
+  /** The tree's own top directory, while it is being emptied: where too-deep directories are moved up to. */
+  top?: Dir;
+  /** Names in `top` of directories moved up from MAX_DEPTH, still to remove. */
+  hoisted: string[];
 }
 
 /**
@@ -390,6 +394,7 @@ export function removeIn(
     uid: process.getuid?.() ?? -1,
     failures: [],
     tick,
+    hoisted: [],
   };
   removeEntry(parent, name, undefined, walk, 0);
   if (walk.failures.length > 0 && privileged === 'sudo' && existsOrUnknown(parent, name)) {
@@ -490,6 +495,22 @@ function hintFor(code: string, owner?: number): string {
   return 'the sweep retries it every time';
 }
 
+/** Moves the directory `name` of `parent` into `top` under a new name, queued for removal; false if it cannot be. */
+function hoist(parent: Dir, name: EntryName, top: Dir, walk: Walk): boolean {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const moved = `.runlane-deep-${process.pid}-${walk.hoisted.length}-${attempt}`;
+    if (top.exists(moved)) continue;
+    try {
+      fs.renameSync(parent.at(name), top.at(moved));
+      walk.hoisted.push(moved);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
 function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, walk: Walk, depth: number): void {
   const shown = path.join(parent.path, nameText(name));
   if (isDir !== true) {
@@ -510,6 +531,10 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
     }
   }
   if (depth >= MAX_DEPTH) {
+    // Too deep to hold a descriptor per level: moved up into the tree's own top (the same
+    // file system, inside the tree being removed), and removed from there afterwards. A
+    // nesting of any depth is removed this way, MAX_DEPTH levels at a time.
+    if (walk.top && hoist(parent, name, walk.top, walk)) return;
     walk.failures.push({ path: shown, code: 'ETOODEEP', message: 'too deeply nested', hint: hintFor('ETOODEEP') });
     return;
   }
@@ -540,7 +565,13 @@ function removeEntry(parent: Dir, name: EntryName, isDir: boolean | undefined, w
       record(walk, shown, error, dir.stat.uid);
       return;
     }
+    if (depth === 0) walk.top = dir;
     for (const entry of entries) removeEntry(dir, entry.name, entry.isDirectory(), walk, depth + 1);
+    if (depth === 0) {
+      for (let next = walk.hoisted.shift(); next !== undefined; next = walk.hoisted.shift())
+        removeEntry(dir, next, true, walk, 1);
+      walk.top = undefined;
+    }
   } finally {
     dir.close();
   }
@@ -640,7 +671,13 @@ export async function clearIn(
   directories: EntryName[],
   count: (entries: number) => void,
 ): Promise<void> {
-  const walk: Walk = { dev: parent.stat.dev, mountId: parent.mountId, uid: process.getuid?.() ?? -1, failures: [] };
+  const walk: Walk = {
+    dev: parent.stat.dev,
+    mountId: parent.mountId,
+    uid: process.getuid?.() ?? -1,
+    failures: [],
+    hoisted: [],
+  };
   const more = await unlinkMany(parent, files, count);
   for (const name of [...directories, ...more]) await clearDir(parent, name, walk, 0, count);
 }

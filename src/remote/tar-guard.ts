@@ -36,6 +36,7 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
   if (!/GNU tar/.test(version.stdout ?? ''))
     return refuse(`${real} is not GNU tar, whose extraction the guard relies on`);
   const maxBytes = Number(process.env.RUNLANE_MAX_BYTES ?? Infinity);
+  const maxEntries = Number(process.env.RUNLANE_MAX_ENTRIES ?? Infinity);
   // Headers, padding and pax records on top of the files' bytes: generous, still a bound.
   const streamCap = Number.isFinite(maxBytes) ? maxBytes * 2 + 256 * 1048576 : Number.MAX_SAFE_INTEGER;
   const marks = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-guard-'));
@@ -51,12 +52,24 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
       `--use-compress-program=runlane-decompress ${plan.program}`,
       '--no-same-owner',
       '--no-same-permissions',
+      // One line per member as it is extracted (names quoted, so one line each): counted,
+      // and tar is stopped at the first member over remote-max-entries.
+      '--verbose',
     ],
     {
-      stdio: ['ignore', 'inherit', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...env, RUNLANE_STREAM_CAP: String(streamCap), RUNLANE_DECOMPRESS_FAILED: failedMark },
     },
   );
+  let extracted = 0;
+  let overEntries = false;
+  tar.stdout.on('data', (chunk: Buffer) => {
+    for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) extracted++;
+    if (extracted > maxEntries && !overEntries) {
+      overEntries = true;
+      tar.kill('SIGKILL');
+    }
+  });
   let tarError = '';
   tar.stderr.on('data', (chunk: Buffer) => {
     process.stderr.write(chunk);
@@ -80,10 +93,11 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
   } finally {
     fs.rmSync(marks, { recursive: true, force: true });
   }
+  if (overEntries) return refuse(`it holds more than ${maxEntries} entries (remote-max-entries)`);
   if (failed) return refuse(`it could not be decompressed (${plan.program} exit ${failed})`);
   // What is on disk names the cause best (a symlink that leads out, a device), even when tar
   // failed on it (a file written through such a symlink fails).
-  const problem = checkTree(plan.dir, maxBytes);
+  const problem = checkTree(plan.dir, maxBytes, maxEntries);
   if (problem) return refuse(problem);
   if (code !== 0) {
     const first = tarError.trim().split('\n')[0] ?? '';
@@ -95,10 +109,10 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
 /**
  * The extracted tree as it is on disk, walked without following anything: only regular files
  * (no setuid or setgid bit), directories and symlinks whose target is relative and never
- * climbs (`..`), adding up to at most `maxBytes`. A parse of the archive that tar read another
+ * climbs (`..`), adding up to at most `maxBytes` in at most `maxEntries` entries. A parse of the archive that tar read another
  * way cannot get anything past this.
  */
-export function checkTree(top: string, maxBytes: number): string | undefined {
+export function checkTree(top: string, maxBytes: number, maxEntries = Infinity): string | undefined {
   let root: Dir;
   try {
     root = Dir.openHanded(top);
@@ -113,11 +127,13 @@ export function checkTree(top: string, maxBytes: number): string | undefined {
     return `the extracted directory cannot be restored to mode 755: ${errorMessage(error)}`;
   }
   let total = 0;
+  let entries = 0;
   const shown = (dir: Dir, name: EntryName) =>
     JSON.stringify(path.join(path.relative(root.path, dir.path), nameText(name)));
   const problemOf = (dir: Dir, name: EntryName, stat: fs.Stats, depth: number): string | undefined => {
     total += stat.size;
     if (total > maxBytes) return `it holds more than ${maxBytes} bytes (remote-max-size)`;
+    if (++entries > maxEntries) return `it holds more than ${maxEntries} entries (remote-max-entries)`;
     const problem = memberProblem(dir, name, stat, shown(dir, name));
     if (problem || !stat.isDirectory()) return problem;
     // The walk would not enter it (nor could a delete): refused rather than left unchecked.
