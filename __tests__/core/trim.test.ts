@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { Dir } from '../../src/core/remove.js';
+import { Dir, MAX_DEPTH } from '../../src/core/remove.js';
 import { describeTrim, parseWarmMaxSize, trimLane } from '../../src/core/trim.js';
 
 const made: string[] = [];
@@ -132,6 +132,23 @@ describe('warm-max-size trimming', () => {
     expect(fs.readFileSync(path.join(outside, 'sub/precious')).length).toBe(512 * KIB);
     expect(fs.lstatSync(path.join(lane, 'link-dir')).isSymbolicLink()).toBe(true);
     expect(fs.lstatSync(path.join(lane, 'link-file')).isSymbolicLink()).toBe(true);
+  });
+
+  it('a tree nested deeper than the walk enters is not measured: it counts as over the limit, never as empty', () => {
+    const { lanes, lane } = lanesDir();
+    const deep = path.join(lane, 'h', ...Array(MAX_DEPTH + 2).fill('d'));
+    fs.mkdirSync(deep, { recursive: true });
+    file(path.join(deep, 'big'), 2048, 30 * DAY);
+    const result = trim(lanes, 1024 * KIB, Date.now());
+    expect(result.hidden).toEqual({
+      count: 1,
+      first: expect.stringMatching(/^"h(\/d)+" nested 400 directories deep$/),
+    });
+    expect(result.removed).toBe(0);
+    expect(describeTrim(result, 1024 * KIB)).toMatch(
+      /^not measured: "h(\/d)+" nested 400 directories deep; what runlane cannot see into counts as over warm-max-size 1\.0 MiB, so the lane is not parked$/,
+    );
+    expect(fs.existsSync(path.join(deep, 'big'))).toBe(true);
   });
 
   it('a mount on the lane itself is refused whole; a trim out of time stops and says so', () => {

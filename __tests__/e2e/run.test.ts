@@ -1,9 +1,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
-import { CLI, cli, laneStates, within } from '../helpers/jobs.js';
+import { CLI, cli, cliAsNobody, laneStates, within } from '../helpers/jobs.js';
 import { run, usePlaces } from '../helpers/run.js';
+import { awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
 
 const place = usePlaces();
 
@@ -287,6 +289,37 @@ describe('runlane run: the lane and its lease', () => {
     expect(out.stderr).not.toMatch(/keeper|no::such/);
     expect(out.status).toBe(0);
     expect(out.stdout.trim()).toBe('from stdin|/job/lib');
+  });
+
+  it('--warm with a directory the runner user cannot read (mode 000, as nobody): not measured, so not parked, and it says why', () => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-hidden-'));
+    try {
+      fs.chmodSync(parent, 0o755);
+      for (const dir of ['work', 'root']) {
+        fs.mkdirSync(path.join(parent, dir));
+        fs.chownSync(path.join(parent, dir), 65534, 65534);
+      }
+      const script =
+        'mkdir -p "$RUNLANE_DIR/h/x" && head -c 3145728 /dev/zero > "$RUNLANE_DIR/h/x/big" && chmod 000 "$RUNLANE_DIR/h"';
+      const root = path.join(parent, 'root');
+      const args = ['run', '--root', root, '--warm', '--warm-max-size', '1M', '--', 'sh', '-c', script];
+      const [command, ...argv] = cliAsNobody(...args);
+      const out = spawnSync(command, argv, {
+        cwd: path.join(parent, 'work'),
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, HOME: path.join(parent, 'work') },
+      });
+      expect(out.status).toBe(0);
+      expect(out.stderr).toMatch(
+        /warm lane not measured: "h" cannot be opened \(EACCES\); what runlane cannot see into counts as over warm-max-size 1\.0 MiB, so the lane is not parked/,
+      );
+      expect(out.stderr).not.toMatch(/parked for the next run/);
+      expect(Object.values(laneStates(root)).filter((state) => state !== 'trash')).toEqual([]);
+    } finally {
+      spawnSync('chmod', ['-R', 'u+rwx', parent]);
+      awaitBackgroundDeletes(parent, 120_000);
+      fs.rmSync(parent, { recursive: true, force: true });
+    }
   });
 
   it('--warm parks a successful lane and the next run of the same scope claims it', () => {

@@ -58,11 +58,16 @@ async function closeLaneOfJob(settings: Settings, lane: LaneState, started: numb
     );
   }
   const parking = settings.warm && trustHeld && settings.warmIf;
-  const { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, parking);
+  let { action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, parking);
   const park = parking ? { slot: warmSlot(slotParts(identity)), keep: settings.warmKeep } : undefined;
   // Trimmed, then uploaded, before the lane is parked or removed, while its lease still holds it.
   const upload = settings.jobStatus === 'success' ? uploadPlan(settings, identity, lane, trustHeld) : undefined;
-  const trimmed = action === 'park' || upload?.paths ? trimWarm(settings.warmMaxBytes, lane.root, lane.key) : undefined;
+  const trim = action === 'park' || upload?.paths ? trimWarm(settings.warmMaxBytes, lane.root, lane.key) : undefined;
+  const trimmed = trim?.text;
+  if (trim?.hidden && action === 'park') {
+    ({ action, reason } = closeActionFor(settings.cleanup, settings.jobStatus, false));
+    core.warning(`runlane: the warm lane was ${trim.text}`);
+  }
   const uploaded = upload ? await remoteSave(settings, identity, lane, upload) : undefined;
   core.startGroup(`runlane: ${action} lane ${lane.key}`);
   let result: CloseResult;
@@ -118,15 +123,20 @@ async function closeLaneOfJob(settings: Settings, lane: LaneState, started: numb
  * Trims the lane to `warm-max-size` (see trim.ts) before it is parked or uploaded. Its result
  * is logged; a failure is a warning and the lane is parked as it is.
  */
-function trimWarm(maxBytes: number | undefined, root: string, key: string): string | undefined {
+function trimWarm(
+  maxBytes: number | undefined,
+  root: string,
+  key: string,
+): { text: string; hidden: boolean } | undefined {
   if (maxBytes === undefined) return undefined;
   try {
     const result = trimForPark(root, key, maxBytes);
     if (!result) return undefined;
     const text = describeTrim(result, maxBytes);
+    if (result.hidden) return { text, hidden: true };
     if (result.removedUsed > 0) core.notice(`runlane: the warm lane was ${text}`);
     else core.info(`runlane: warm lane ${text}`);
-    return text;
+    return { text, hidden: false };
   } catch (error) {
     core.warning(`runlane: the lane could not be trimmed to warm-max-size: ${errorMessage(error)}`);
     return undefined;
@@ -193,7 +203,7 @@ async function uploadFrom(lane: Dir, settings: Settings, identity: Identity, pat
   else if (selection.problem)
     text = `not uploaded: a restore would refuse the archive (${selection.problem}); nothing is uploaded that no host can use`;
   else if (selection.hidden > 0)
-    text = `not uploaded: the archived paths hold directories nested ${MAX_DEPTH} or more levels deep, which runlane cannot count`;
+    text = `not uploaded: the archived paths hold ${selection.hidden} director${selection.hidden === 1 ? 'y' : 'ies'} runlane cannot see into (unreadable, or nested ${MAX_DEPTH} levels deep), so their size is unknown`;
   else if (selection.bytes > settings.remoteMaxBytes)
     text = `not uploaded: the archived paths hold ${humanBytes(selection.bytes)}, over remote-max-size (${humanBytes(settings.remoteMaxBytes)})`;
   if (text) {

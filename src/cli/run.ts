@@ -183,12 +183,13 @@ const say = (options: LaneOptions, text: string) => {
 /** Closes a lane as post does: park on success with warm, else by `cleanup`; the trash goes in the background. */
 function closePlanned(plan: Plan, options: LaneOptions, lane: OpenedLane, success: boolean): CloseResult {
   for (const problem of removeLinks(plan.links)) say(options, `link ${problem}`);
-  const { action, reason } = closeActionFor(plan.cleanup, success ? 'success' : 'failure', options.warm ?? false);
+  let { action, reason } = closeActionFor(plan.cleanup, success ? 'success' : 'failure', options.warm ?? false);
   const park = options.warm ? { slot: warmSlot(slotParts(plan.identity)), keep: plan.warmKeep } : undefined;
   if (action === 'park' && plan.warmMaxBytes !== undefined) {
     try {
       const trimmed = trimForPark(plan.root, plan.key, plan.warmMaxBytes);
       if (trimmed) say(options, `warm lane ${describeTrim(trimmed, plan.warmMaxBytes)}`);
+      if (trimmed?.hidden) ({ action, reason } = closeActionFor(plan.cleanup, success ? 'success' : 'failure', false));
     } catch (error) {
       say(options, `the lane could not be trimmed to --warm-max-size: ${errorMessage(error)}`);
     }

@@ -21,7 +21,7 @@ export interface Selection {
   bytes: number;
   /** Names that could not be taken (not valid UTF-8, unreadable directories on the way). */
   skipped: number;
-  /** Directories in members that the count could not enter (nested MAX_DEPTH deep): tar would read them uncounted. */
+  /** What the count could not see into (unreadable, nested MAX_DEPTH deep): tar would read or fail on it uncounted. */
   hidden: number;
   /** The first member that a restore would refuse (see memberProblem): such an entry is not uploaded. */
   problem?: string;
@@ -98,7 +98,7 @@ export function selectArchived(lane: Dir, paths: readonly string[]): Selection {
         if (excluded(relative)) continue;
         selection.members.push(relative);
         selection.problem ??= memberProblem(dir, name, stat, JSON.stringify(relative));
-        if (stat.isDirectory()) countBelow(selection, dir, name, relative, depth + 1);
+        if (stat.isDirectory()) countBelow(selection, dir, name, relative);
         else if (stat.isFile()) selection.bytes += stat.size;
         continue;
       }
@@ -122,7 +122,7 @@ export function selectArchived(lane: Dir, paths: readonly string[]): Selection {
   return selection;
 }
 
-function countBelow(selection: Selection, parent: Dir, name: string, relative: string, depth: number): void {
+function countBelow(selection: Selection, parent: Dir, name: string, relative: string): void {
   let top: Dir;
   try {
     top = parent.openChild(name);
@@ -130,7 +130,7 @@ function countBelow(selection: Selection, parent: Dir, name: string, relative: s
     return;
   }
   try {
-    countInto(selection, top, relative, depth);
+    countInto(selection, top, relative);
   } finally {
     top.close();
   }
@@ -142,16 +142,19 @@ function countBelow(selection: Selection, parent: Dir, name: string, relative: s
  * for the walk is counted as hidden, never as empty; the first entry a restore would refuse
  * is the selection's problem.
  */
-function countInto(selection: Selection, top: Dir, relative: string, depth = 0): void {
+function countInto(selection: Selection, top: Dir, relative: string): void {
   try {
-    walkTree(top, (dir, name, stat, below) => {
-      if (stat.isFile()) selection.bytes += stat.size;
-      else if (stat.isDirectory() && depth + below >= MAX_DEPTH) selection.hidden++;
-      if (!selection.problem) {
-        const inner = path.relative(top.path, path.join(dir.path, nameText(name)));
-        selection.problem = memberProblem(dir, name, stat, JSON.stringify(path.join(relative, inner)));
-      }
-    });
+    walkTree(
+      top,
+      (dir, name, stat) => {
+        if (stat.isFile()) selection.bytes += stat.size;
+        if (!selection.problem) {
+          const inner = path.relative(top.path, path.join(dir.path, nameText(name)));
+          selection.problem = memberProblem(dir, name, stat, JSON.stringify(path.join(relative, inner)));
+        }
+      },
+      { onHidden: () => selection.hidden++ },
+    );
   } catch {
     // The top cannot be listed: tar cannot read it either (and fails the upload).
   }

@@ -767,6 +767,12 @@ export interface WalkOptions {
   strict?: boolean;
   /** A directory on another mount (never entered): told here, then skipped. */
   onMount?: (dir: Dir, name: EntryName) => void;
+  /**
+   * Without `strict`: what the walk could not see into, told here, then skipped: a directory
+   * that cannot be opened or listed (`name` undefined: `dir` itself), an entry that cannot be
+   * looked at, a directory at MAX_DEPTH. A measure that must not take these for empty counts them.
+   */
+  onHidden?: (dir: Dir, name: EntryName | undefined, why: string) => void;
 }
 
 /**
@@ -794,6 +800,7 @@ export function walkTree(
       entries = dir.entries();
     } catch (error) {
       if (options.strict || dir === top) throw error;
+      options.onHidden?.(dir, undefined, `cannot be listed (${errorCode(error) ?? errorMessage(error)})`);
       return;
     }
     if (mountPoints.size > 0) {
@@ -812,31 +819,40 @@ export function walkTree(
       entries = kept as fs.Dirent<string>[];
     }
     // An entry that cannot be looked at (a directory without search permission): unknown.
-    const lstat = (look: () => fs.Stats | undefined): fs.Stats | undefined => {
+    const lstat = (look: () => fs.Stats | undefined, name: EntryName): fs.Stats | undefined => {
       try {
         return look();
       } catch (error) {
         if (options.strict) throw error;
+        options.onHidden?.(dir, name, `cannot be looked at (${errorCode(error) ?? errorMessage(error)})`);
         return undefined;
       }
     };
     // A directory's names looked up from inside it at once; one by one where the process
     // cannot change directory (a worker thread, a directory it may not enter).
     const stats =
-      dir.within(() => entries.map((entry) => lstat(() => fs.lstatSync(entry.name, { throwIfNoEntry: false })))) ??
-      entries.map((entry) => lstat(() => dir.lstat(entry.name)));
+      dir.within(() =>
+        entries.map((entry) => lstat(() => fs.lstatSync(entry.name, { throwIfNoEntry: false }), entry.name)),
+      ) ?? entries.map((entry) => lstat(() => dir.lstat(entry.name), entry.name));
     for (let i = 0; i < entries.length; i++) {
       const { name } = entries[i];
       const stat = stats[i];
       if (!stat) continue;
-      if (each(dir, name, stat, depth) === false || !stat.isDirectory() || depth >= MAX_DEPTH) continue;
+      if (each(dir, name, stat, depth) === false || !stat.isDirectory()) continue;
+      if (depth >= MAX_DEPTH) {
+        options.onHidden?.(dir, name, `nested ${MAX_DEPTH} directories deep`);
+        continue;
+      }
       let child: Dir;
       try {
         child = dir.openChild(name);
       } catch (error) {
         // Another mount: refused by its handle, before anything in it was asked.
-        if (errorCode(error) === 'EBUSY') options.onMount?.(dir, name);
-        else if (options.strict && errorCode(error) !== 'ENOENT') throw error;
+        const code = errorCode(error);
+        if (code === 'EBUSY') options.onMount?.(dir, name);
+        else if (options.strict && code !== 'ENOENT') throw error;
+        else if (code !== 'ENOENT' && code !== 'ELOOP' && code !== 'ENOTDIR')
+          options.onHidden?.(dir, name, `cannot be opened (${code ?? errorMessage(error)})`);
         continue;
       }
       try {

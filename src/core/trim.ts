@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { errorCode, SettingError } from './errors.js';
-import { Dir, humanBytes, walkTree, type EntryName } from './remove.js';
+import { Dir, humanBytes, nameText, walkTree, type EntryName } from './remove.js';
 import { Layout } from './layout.js';
 import { parseSpace } from './units.js';
 
@@ -34,6 +34,11 @@ export interface TrimResult {
   failed: number;
   /** The trim ran out of its time budget: what it had removed by then stays removed. */
   timedOut?: boolean;
+  /**
+   * What the walk could not see into (an unreadable directory, one nested MAX_DEPTH deep):
+   * its size is unknown, so the lane counts as over the limit and is not parked.
+   */
+  hidden?: { count: number; first: string };
 }
 
 /** `warm-max-size`: a size (`20G`, G = GiB), or `off` for no limit (undefined). */
@@ -94,33 +99,55 @@ export function trimLane(
  * Walks the lane (see walkTree: once per directory, never across a mount or a symlink), calling
  * `each` for every entry; past `deadline` it stops with OutOfTime, checked at each directory.
  */
-function walk(lane: Dir, deadline: number, each: (dir: Dir, name: EntryName, stat: fs.Stats) => void): void {
+function walk(
+  lane: Dir,
+  deadline: number,
+  each: (dir: Dir, name: EntryName, stat: fs.Stats) => void,
+  onHidden?: (dir: Dir, name: EntryName | undefined, why: string) => void,
+): void {
   if (Date.now() > deadline) throw new OutOfTime();
-  walkTree(lane, (dir, name, stat) => {
-    if (stat.isDirectory() && Date.now() > deadline) throw new OutOfTime();
-    each(dir, name, stat);
-  });
+  walkTree(
+    lane,
+    (dir, name, stat) => {
+      if (stat.isDirectory() && Date.now() > deadline) throw new OutOfTime();
+      each(dir, name, stat);
+    },
+    { onHidden },
+  );
 }
 
 function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): TrimResult {
   // The lane directory itself counts, as du counts it.
   let before = lane.stat.blocks * 512;
   const byInode = new Map<number, Candidate>();
+  let hidden: TrimResult['hidden'];
+  const onHidden = (dir: Dir, name: EntryName | undefined, why: string) => {
+    const where = path.relative(lane.path, name === undefined ? dir.path : path.join(dir.path, nameText(name)));
+    hidden ??= { count: 0, first: `${JSON.stringify(where)} ${why}` };
+    hidden.count++;
+  };
   try {
-    walk(lane, deadline, (_dir, _name, stat) => {
-      // Hard links (cargo uplifts binaries this way): the inode counts once, and is freed
-      // only when every name of it in the lane is removed.
-      if (stat.nlink > 1 && byInode.has(stat.ino)) return;
-      before += stat.blocks * 512;
-      if (!stat.isFile()) return;
-      const time = Math.max(stat.atimeMs, stat.mtimeMs);
-      byInode.set(stat.ino, { ino: stat.ino, bytes: stat.blocks * 512, time, used: time >= stamp });
-    });
+    walk(
+      lane,
+      deadline,
+      (_dir, _name, stat) => {
+        // Hard links (cargo uplifts binaries this way): the inode counts once, and is freed
+        // only when every name of it in the lane is removed.
+        if (stat.nlink > 1 && byInode.has(stat.ino)) return;
+        before += stat.blocks * 512;
+        if (!stat.isFile()) return;
+        const time = Math.max(stat.atimeMs, stat.mtimeMs);
+        byInode.set(stat.ino, { ino: stat.ino, bytes: stat.blocks * 512, time, used: time >= stamp });
+      },
+      onHidden,
+    );
   } catch (error) {
     if (error instanceof OutOfTime) return { ...emptyResult(before), timedOut: true };
     throw error;
   }
   const result = emptyResult(before);
+  // Unknown is not small: a tree the walk cannot see into is never parked as within the limit.
+  if (hidden) return { ...result, hidden };
   if (before <= maxBytes) return result;
 
   const candidates = [...byInode.values()].sort((a, b) => Number(a.used) - Number(b.used) || a.time - b.time);
@@ -186,6 +213,10 @@ function removeName(dir: Dir, name: EntryName, ino: number): boolean {
 /** How a trim reads in a log. */
 export function describeTrim(result: TrimResult, maxBytes: number): string {
   const limit = `warm-max-size ${humanBytes(maxBytes)}`;
+  if (result.hidden) {
+    const more = result.hidden.count > 1 ? ` and ${result.hidden.count - 1} more` : '';
+    return `not measured: ${result.hidden.first}${more}; what runlane cannot see into counts as over ${limit}, so the lane is not parked`;
+  }
   if (result.timedOut && result.removed === 0)
     return `not trimmed: measuring it took longer than ${TRIM_BUDGET_MS / 1000} s (${humanBytes(result.before)} counted by then)`;
   if (result.removed === 0 && result.failed === 0) return `${humanBytes(result.before)}, within ${limit}`;
