@@ -197,4 +197,25 @@ describe('a journal a job has tampered with', () => {
     expect(recent.filter((record) => record.action === 'swept')).toHaveLength(1);
     for (const record of recent) expect(record.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   });
+
+  it("what decides alerts is runlane's to verify: a sweep dated in the future never holds the alert off; a forged retained marker never hides a live lane", async () => {
+    const job = newJob();
+    await job.phase('main');
+    const root = job.root;
+    expect(cli('sweep', '--root', root).code).toBe(0);
+    const future = { time: '2099-01-01T00:00:00.000Z', action: 'swept', key: '', seconds: 1, by: 'cli' };
+    fs.appendFileSync(path.join(root, 'journal.jsonl'), `${JSON.stringify(future)}\n`);
+    // The job writes a `retained` marker into its own live lane's metadata.
+    const metaFile = path.join(root, 'meta', `${job.outputs.key}.json`);
+    const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+    fs.writeFileSync(metaFile, JSON.stringify({ ...meta, retained: 'cleanup: never' }));
+    const metrics = cli('metrics', '--root', root);
+    expect(metrics.code).toBe(0);
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics.stdout)?.[1]);
+    expect(Math.abs(value('runlane_last_sweep_timestamp_seconds') - Date.now() / 1000)).toBeLessThan(600);
+    expect(value('runlane_lanes\\{state="live"\\}')).toBe(1);
+    expect(value('runlane_lanes\\{state="kept"\\}')).toBe(0);
+    expect(value('runlane_oldest_live_lane_age_seconds')).toBeGreaterThanOrEqual(0);
+    await job.phase('post');
+  });
 });

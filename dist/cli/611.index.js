@@ -80,11 +80,14 @@ async function metricsText(root, options) {
         // One lane at a time: 100,000 lanes are counted without holding their metadata.
         part(() => {
             (0,_core_lane_js__WEBPACK_IMPORTED_MODULE_3__/* .forEachLane */ .lH)(layout, (lane) => {
-                add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
-                if (lane.state === 'unknown')
+                // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
+                // a job can write a `retained` marker into its own live lane, not take its lease away.
+                const state = lane.leased ? 'live' : lane.state;
+                add(state, sizeOf(lane.meta, 'lanes', [lane.key]));
+                if (state === 'unknown')
                     problems++;
                 const created = Date.parse(lane.created ?? '');
-                if (lane.state === 'live' && !Number.isNaN(created))
+                if (state === 'live' && !Number.isNaN(created))
                     oldestLive = Math.min(oldestLive ?? created, created);
             });
             return [];
@@ -138,6 +141,7 @@ function journalMetrics(registry, records) {
     failures.inc(0);
     freed.inc(0);
     let lastSweep;
+    // Compared as instants (the reader keeps only ISO-8601 ones, none in the future), not as strings.
     for (const record of records) {
         if (record.action === 'reaped' || record.action === 'evicted')
             removals.inc({ action: record.action, reason: reasonLabel(record.reason) });
@@ -145,7 +149,7 @@ function journalMetrics(registry, records) {
             failures.inc();
         else if (record.action === 'deleted')
             freed.inc(record.bytes ?? 0);
-        else if (record.action === 'swept' && (!lastSweep || record.time > lastSweep.time))
+        else if (record.action === 'swept' && (!lastSweep || Date.parse(record.time) > Date.parse(lastSweep.time)))
             lastSweep = record;
     }
     if (lastSweep) {

@@ -68,10 +68,13 @@ export async function metricsText(root: string, options: MetricsOptions): Promis
     // One lane at a time: 100,000 lanes are counted without holding their metadata.
     part(() => {
       forEachLane(layout, (lane) => {
-        add(lane.state, sizeOf(lane.meta, 'lanes', [lane.key]));
-        if (lane.state === 'unknown') problems++;
+        // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
+        // a job can write a `retained` marker into its own live lane, not take its lease away.
+        const state = lane.leased ? 'live' : lane.state;
+        add(state, sizeOf(lane.meta, 'lanes', [lane.key]));
+        if (state === 'unknown') problems++;
         const created = Date.parse(lane.created ?? '');
-        if (lane.state === 'live' && !Number.isNaN(created)) oldestLive = Math.min(oldestLive ?? created, created);
+        if (state === 'live' && !Number.isNaN(created)) oldestLive = Math.min(oldestLive ?? created, created);
       });
       return [];
     });
@@ -131,12 +134,14 @@ function journalMetrics(registry: Registry, records: readonly JournalRecord[]): 
   failures.inc(0);
   freed.inc(0);
   let lastSweep: JournalRecord | undefined;
+  // Compared as instants (the reader keeps only ISO-8601 ones, none in the future), not as strings.
   for (const record of records) {
     if (record.action === 'reaped' || record.action === 'evicted')
       removals.inc({ action: record.action, reason: reasonLabel(record.reason) });
     else if (record.action === 'delete-failed') failures.inc();
     else if (record.action === 'deleted') freed.inc(record.bytes ?? 0);
-    else if (record.action === 'swept' && (!lastSweep || record.time > lastSweep.time)) lastSweep = record;
+    else if (record.action === 'swept' && (!lastSweep || Date.parse(record.time) > Date.parse(lastSweep.time)))
+      lastSweep = record;
   }
   if (lastSweep) {
     new Gauge({

@@ -354,6 +354,12 @@ export interface LaneEntry {
   created?: string;
   /** Why the state is `unknown`. */
   problem?: string;
+  /**
+   * The lease is held now (the kernel's word, not a record's): true for every `live` lane and
+   * for a `kept` one whose lock someone holds (runlane's own short work, or a job that wrote
+   * a `retained` marker into its live lane's metadata). What decides alerts counts this.
+   */
+  leased?: boolean;
 }
 
 /** Every lane under the root with its state; liveness is the lease's alone. */
@@ -438,7 +444,7 @@ function laneEntry(
     // probe still runs: an unusable lock file makes any lane `unknown`.)
     const live = leaseHeld(file, held, lock);
     const state: LaneState = meta?.retained ? 'kept' : live ? 'live' : 'orphan';
-    return { key, path: lanePath, state, meta, created: meta?.created };
+    return { key, path: lanePath, state, meta, created: meta?.created, leased: live };
   } catch (error) {
     return { key, path: lanePath, state: 'unknown', problem: errorMessage(error) };
   }
