@@ -175,7 +175,9 @@ describe('post and the lease', () => {
     });
     expect((await job.phase('main')).code).toBe(0);
     const holder = Number(job.state['holder-pid']);
-    fs.mkdirSync(path.join(job.outputs.path, 'cargo-target', 'debug'), { recursive: true });
+    // Something to upload (an empty selection is not uploaded at all).
+    fs.mkdirSync(path.join(job.outputs.path, 'cargo-target', 'debug', 'deps'), { recursive: true });
+    fs.writeFileSync(path.join(job.outputs.path, 'cargo-target', 'debug', 'deps', 'libdep.rlib'), 'rlib');
     // The upload's temporary directory cannot be made: TMPDIR is a file.
     const notADir = path.join(job.dir, 'tmp-is-a-file');
     fs.writeFileSync(notADir, '');
