@@ -17,7 +17,7 @@
 # still writes. COMMAND runs with PR_SET_PDEATHSIG: a keeper killed outright takes COMMAND along.
 use strict;
 use POSIX ();
-use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC);
+use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC F_GETFL F_SETFL O_NONBLOCK);
 
 my $now = eval {
   require Time::HiRes;
@@ -62,7 +62,11 @@ if (open(my $comm, '>', '/proc/self/comm')) { print $comm 'runlane-run'; close $
 
 my $keeper = $$;
 pipe(my $exec_read, my $exec_write) or do { print $report "failed 0 pipe: $!\n"; exit 72 };
-$SIG{CHLD} = sub { };
+# A child's exit wakes the main loop at once (a self-pipe: a SIGCHLD that comes just before
+# select(2) is not lost), so runlane learns of COMMAND's end without waiting out a poll.
+pipe(my $wake_read, my $wake_write) or do { print $report "failed 0 pipe: $!\n"; exit 72 };
+fcntl($wake_write, F_SETFL, fcntl($wake_write, F_GETFL, 0) | O_NONBLOCK);
+$SIG{CHLD} = sub { syswrite($wake_write, 'x') };
 my $pid = fork;
 if (!defined $pid) { print $report 'failed ', $! + 0, " fork: $!\n"; exit 72 }
 if ($pid == 0) {
@@ -88,10 +92,12 @@ my $runlane_gone = 0;
 my @pending;    # signals runlane passed on, not yet acted on
 sub listen_runlane {
   my ($wait) = @_;
-  return select(undef, undef, undef, $wait) if $runlane_gone;
   my $in = '';
-  vec($in, fileno(DATA), 1) = 1;
+  vec($in, fileno($wake_read), 1) = 1;
+  vec($in, fileno(DATA), 1) = 1 unless $runlane_gone;
   return unless select(my $ready = $in, undef, undef, $wait) > 0;
+  sysread($wake_read, my $woken, 4096) if vec($ready, fileno($wake_read), 1);
+  return if $runlane_gone || !vec($ready, fileno(DATA), 1);
   my $got = sysread(DATA, my $text, 4096);
   if (!$got) { $runlane_gone = 1; return }
   push @pending, $text =~ /(SIG[A-Z]+)/g;

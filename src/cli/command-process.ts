@@ -82,7 +82,6 @@ function startKept(perl: string, program: string, command: readonly string[], op
   fields.push(String(command.length), ...command);
   lifeline?.write(`${program}\n__END__\n${fields.map((field) => `${field}\0`).join('')}`);
   let commandPid: number | undefined;
-  let limit: string | undefined;
   const running: RunningCommand = {
     signal(signal) {
       lifeline?.write(`${signal}\n`);
@@ -98,8 +97,8 @@ function startKept(perl: string, program: string, command: readonly string[], op
           text = text.slice(end + 1);
           if (word === 'started') {
             commandPid = Number(rest[0]);
-            if (rest[1] !== '1') limit = 'prctl(PR_SET_CHILD_SUBREAPER) failed: only what stays in its process tree';
-            running.limit = limit;
+            if (rest[1] !== '1')
+              running.limit = 'prctl(PR_SET_CHILD_SUBREAPER) failed: only what stays in its process tree is ended';
           } else if (word === 'failed') {
             const errno = Number(rest[0]);
             const message = rest.slice(1).join(' ');

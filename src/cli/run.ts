@@ -208,8 +208,9 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
  * process group under runlane's keeper, the lane's variables in its environment, the current
  * directory), then closes the lane as post does. This process and the keeper hold the lease:
  * when runlane dies by any cause the keeper kills all COMMAND started and the lease ends with
- * the last of them; when COMMAND exits, what it left is ended before the lane is closed. Returns COMMAND's exit status (128+N for a death by signal N), 127 when
- * it cannot be found, 126 when it cannot be run, 125 when runlane fails (then nothing runs).
+ * the last of them; when COMMAND exits, what it left is ended before the lane is closed.
+ * Returns COMMAND's exit status (128+N for a death by signal N), 127 when it cannot be found,
+ * 126 when it cannot be run, 125 when runlane fails (then nothing runs).
  */
 export async function runCommand(command: string[], options: LaneOptions, graceText: string): Promise<number> {
   let plan: Plan;

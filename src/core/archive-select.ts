@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { minimatch } from 'minimatch';
-import { Dir, MAX_DEPTH, nameText, walkTree, type EntryName } from './remove.js';
+import { Dir, nameText, walkTree, type EntryName } from './remove.js';
 
 /**
  * What an upload archives of a lane, decided by runlane through the lane's opened directory
@@ -19,9 +19,7 @@ export interface Selection {
   members: string[];
   /** The bytes tar reads for them: regular files' sizes. */
   bytes: number;
-  /** Names that could not be taken (not valid UTF-8, unreadable directories on the way). */
-  skipped: number;
-  /** What the count could not see into (unreadable, nested MAX_DEPTH deep): tar would read or fail on it uncounted. */
+  /** Directories the walk could not see into (unreadable, nested MAX_DEPTH deep): their size is unknown. */
   hidden: number;
   /** The first member that a restore would refuse (see memberProblem): such an entry is not uploaded. */
   problem?: string;
@@ -60,102 +58,46 @@ function normalise(pattern: string): string {
     .join('/');
 }
 
+/**
+ * One walk of the lane (walkTree: through opened directories, never following a symlink,
+ * never entering another mount): a directory is entered only on the way to a match or inside
+ * one, and every entry inside a match is counted. What the walk cannot see into (a directory
+ * it cannot open or list, one nested MAX_DEPTH deep) is hidden, never taken for empty.
+ */
 export function selectArchived(lane: Dir, paths: readonly string[]): Selection {
   const includes = paths.filter((entry) => !entry.startsWith('!')).map(normalise);
   const excludes = paths.filter((entry) => entry.startsWith('!')).map((entry) => normalise(entry.slice(1)));
-  const selection: Selection = { members: [], bytes: 0, skipped: 0, hidden: 0 };
-  if (includes.includes('')) {
-    selection.members.push('.');
-    countInto(selection, lane, '');
-    return selection;
-  }
+  const selection: Selection = { members: [], bytes: 0, hidden: 0 };
+  const whole = includes.includes('');
+  if (whole) selection.members.push('.');
   const matches = (relative: string, partial = false) =>
     includes.some((pattern) => minimatch(relative, pattern, { ...OPTIONS, partial }));
   const excluded = (relative: string) => excludes.some((pattern) => minimatch(relative, pattern, OPTIONS));
-  const visit = (dir: Dir, prefix: string, depth: number) => {
-    let names: string[];
-    try {
-      names = dir.names();
-    } catch {
-      selection.skipped++;
-      return;
-    }
-    for (const name of names.sort()) {
-      if (name.includes('\uFFFD')) {
-        selection.skipped++;
-        continue;
-      }
-      const relative = prefix ? `${prefix}/${name}` : name;
-      let stat: fs.Stats | undefined;
-      try {
-        stat = dir.lstat(name);
-      } catch {
-        selection.skipped++;
-        continue;
-      }
-      if (!stat) continue;
-      if (matches(relative)) {
-        if (excluded(relative)) continue;
-        selection.members.push(relative);
-        selection.problem ??= memberProblem(dir, name, stat, JSON.stringify(relative));
-        if (stat.isDirectory()) countBelow(selection, dir, name, relative);
-        else if (stat.isFile()) selection.bytes += stat.size;
-        continue;
-      }
-      if (!stat.isDirectory() || depth >= MAX_DEPTH || !matches(relative, true)) continue;
-      let child: Dir;
-      try {
-        child = dir.openChild(name);
-      } catch {
-        // A symlink swapped in, another mount: nothing of it is archived.
-        selection.skipped++;
-        continue;
-      }
-      try {
-        visit(child, relative, depth + 1);
-      } finally {
-        child.close();
-      }
-    }
+  // The member being walked (`its/path/`): the walk is depth first, a directory's entries
+  // right after it, so what follows it with this prefix lies inside it.
+  let inside = whole ? '' : undefined;
+  const take = (dir: Dir, name: EntryName, stat: fs.Stats, relative: string) => {
+    if (stat.isFile()) selection.bytes += stat.size;
+    selection.problem ??= memberProblem(dir, name, stat, JSON.stringify(relative));
   };
-  visit(lane, '', 0);
+  walkTree(
+    lane,
+    (dir, name, stat) => {
+      const relative = path.relative(lane.path, path.join(dir.path, nameText(name)));
+      if (inside !== undefined && relative.startsWith(inside)) return take(dir, name, stat, relative);
+      inside = undefined;
+      // A name that is not valid UTF-8 cannot be named to tar as a member (inside one it is archived).
+      if (typeof name !== 'string') return false;
+      if (matches(relative)) {
+        if (excluded(relative)) return false;
+        selection.members.push(relative);
+        take(dir, name, stat, relative);
+        inside = `${relative}/`;
+        return undefined;
+      }
+      return stat.isDirectory() && matches(relative, true) ? undefined : false;
+    },
+    { onHidden: () => selection.hidden++ },
+  );
   return selection;
-}
-
-function countBelow(selection: Selection, parent: Dir, name: string, relative: string): void {
-  let top: Dir;
-  try {
-    top = parent.openChild(name);
-  } catch {
-    return;
-  }
-  try {
-    countInto(selection, top, relative);
-  } finally {
-    top.close();
-  }
-}
-
-/**
- * Adds what tar reads below an opened directory: its regular files' sizes (symlinks are not
- * followed, other mounts not entered: tar runs with --one-file-system); a directory too deep
- * for the walk is counted as hidden, never as empty; the first entry a restore would refuse
- * is the selection's problem.
- */
-function countInto(selection: Selection, top: Dir, relative: string): void {
-  try {
-    walkTree(
-      top,
-      (dir, name, stat) => {
-        if (stat.isFile()) selection.bytes += stat.size;
-        if (!selection.problem) {
-          const inner = path.relative(top.path, path.join(dir.path, nameText(name)));
-          selection.problem = memberProblem(dir, name, stat, JSON.stringify(path.join(relative, inner)));
-        }
-      },
-      { onHidden: () => selection.hidden++ },
-    );
-  } catch {
-    // The top cannot be listed: tar cannot read it either (and fails the upload).
-  }
 }

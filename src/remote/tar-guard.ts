@@ -32,9 +32,8 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
   if (!args.includes('-xf')) return spawnSync(real, args, { stdio: 'inherit', env }).status ?? 2;
   const plan = extractionPlan(args);
   if (typeof plan === 'string') return refuse(plan);
-  const version = spawnSync(real, ['--version'], { encoding: 'utf8', env });
-  if (!/GNU tar/.test(version.stdout ?? ''))
-    return refuse(`${real} is not GNU tar, whose extraction the guard relies on`);
+  const notGnu = notGnuTar(real, env, 'extraction');
+  if (notGnu) return refuse(notGnu);
   const maxBytes = Number(process.env.RUNLANE_MAX_BYTES ?? Infinity);
   const maxEntries = Number(process.env.RUNLANE_MAX_ENTRIES ?? Infinity);
   // Headers, padding and pax records on top of the files' bytes: generous, still a bound.
@@ -109,8 +108,8 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
 /**
  * The extracted tree as it is on disk, walked without following anything: only regular files
  * (no setuid or setgid bit), directories and symlinks whose target is relative and never
- * climbs (`..`), adding up to at most `maxBytes` in at most `maxEntries` entries. A parse of the archive that tar read another
- * way cannot get anything past this.
+ * climbs (`..`), adding up to at most `maxBytes` in at most `maxEntries` entries. A parse of
+ * the archive that tar read another way cannot get anything past this.
  */
 export function checkTree(top: string, maxBytes: number, maxEntries = Infinity): string | undefined {
   let root: Dir;
@@ -183,61 +182,49 @@ interface ExtractionPlan {
 }
 
 /**
- * The extraction the cache library asked for (`-xf ARCHIVE -P -C DIR` and `-z` or
- * `--use-compress-program unzstd [--long=N]`); otherwise a message naming what is not
- * understood, so a new library version fails safe (a cold start, a warning).
+ * The tar arguments the cache library passes for `op`: the archive (`-xf` or `-cf`), `-C DIR`,
+ * `-P`, and `-z` or `--use-compress-program unzstd|zstd|zstdmt [--long=N]`; for a creation
+ * also `--posix`, `--exclude ARCHIVE` and `--files-from MANIFEST`. Anything else is a message
+ * naming what is not understood, so a new library version fails safe (a cold start, a
+ * warning, no upload).
  */
-export function extractionPlan(args: readonly string[]): ExtractionPlan | string {
+function parseTarArgs(
+  args: readonly string[],
+  op: 'extract' | 'create',
+): { archive: string; dir: string; program: string[] } | string {
+  const creating = op === 'create';
+  const compressor = creating ? /^zstd(mt)?$/ : /^unzstd$/;
   let archive: string | undefined;
   let dir = '.';
-  let program: string | undefined;
-  const extra: string[] = [];
-  const unknown = `runlane does not know the tar arguments ${JSON.stringify(args)}`;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === '-xf') archive = args[++i];
-    else if (arg === '-C') dir = args[++i];
-    else if (arg === '-P') continue;
-    else if (arg === '-z') program = 'gzip';
-    else if (arg === '--use-compress-program' && args[i + 1] === 'unzstd') {
-      program = 'unzstd';
-      i++;
-      while (/^--long=\d+$/.test(args[i + 1] ?? '')) extra.push(args[++i]);
-    } else return unknown;
-  }
-  if (!archive || !dir || !program) return unknown;
-  dir = path.resolve(dir);
-  return { archive, dir, program: [program, ...extra].join(' ') };
-}
-
-interface CreationPlan {
-  archive: string;
-  /** The compressor: `zstdmt [--long=N]` or `gzip`. */
-  program: string[];
-}
-
-/**
- * The creation the cache library asks for (`--posix -cf ARCHIVE --exclude ARCHIVE -P -C DIR
- * --files-from MANIFEST` and `-z` or `--use-compress-program zstdmt [--long=N]`); otherwise a
- * message naming what is not understood. DIR and MANIFEST are not used (see createArchive).
- */
-export function creationPlan(args: readonly string[]): CreationPlan | string {
-  let archive: string | undefined;
   let program: string[] | undefined;
   const unknown = `runlane does not know the tar arguments ${JSON.stringify(args)}`;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    if (arg === '-cf') archive = args[++i];
-    else if (arg === '--exclude' || arg === '-C' || arg === '--files-from') i++;
-    else if (arg === '-P' || arg === '--posix') continue;
+    if (arg === (creating ? '-cf' : '-xf')) archive = args[++i];
+    else if (arg === '-C') dir = args[++i];
+    else if (arg === '-P' || (creating && arg === '--posix')) continue;
+    else if (creating && (arg === '--exclude' || arg === '--files-from')) i++;
     else if (arg === '-z') program = ['gzip'];
-    else if (arg === '--use-compress-program' && /^zstd(mt)?$/.test(args[i + 1] ?? '')) {
+    else if (arg === '--use-compress-program' && compressor.test(args[i + 1] ?? '')) {
       program = [args[++i]];
       while (/^--long=\d+$/.test(args[i + 1] ?? '')) program.push(args[++i]);
     } else return unknown;
   }
-  if (!archive || !program) return unknown;
-  return { archive: path.resolve(archive), program };
+  if (!archive || !dir || !program) return unknown;
+  return { archive, dir, program };
+}
+
+/** The extraction asked for (see parseTarArgs), its directory resolved. */
+export function extractionPlan(args: readonly string[]): ExtractionPlan | string {
+  const parsed = parseTarArgs(args, 'extract');
+  if (typeof parsed === 'string') return parsed;
+  return { archive: parsed.archive, dir: path.resolve(parsed.dir), program: parsed.program.join(' ') };
+}
+
+/** Refuses unless `real` is GNU tar, whose behaviour (`what`) the guard relies on. */
+function notGnuTar(real: string, env: NodeJS.ProcessEnv, what: string): string | undefined {
+  const version = spawnSync(real, ['--version'], { encoding: 'utf8', env });
+  return /GNU tar/.test(version.stdout ?? '') ? undefined : `${real} is not GNU tar, whose ${what} the guard relies on`;
 }
 
 /**
@@ -253,11 +240,11 @@ export function creationPlan(args: readonly string[]): CreationPlan | string {
  * are one tar run; several parents are appended into one uncompressed archive first.
  */
 function createArchive(real: string, args: readonly string[], env: NodeJS.ProcessEnv): number {
-  const plan = creationPlan(args);
+  const plan = parseTarArgs(args, 'create');
   if (typeof plan === 'string') return refuse(plan);
-  const version = spawnSync(real, ['--version'], { encoding: 'utf8', env });
-  if (!/GNU tar/.test(version.stdout ?? ''))
-    return refuse(`${real} is not GNU tar, whose creation the guard relies on`);
+  const notGnu = notGnuTar(real, env, 'creation');
+  if (notGnu) return refuse(notGnu);
+  const archive = path.resolve(plan.archive);
   let members: string[];
   try {
     members = JSON.parse(fs.readFileSync(env.RUNLANE_SAVE_MEMBERS ?? '', 'utf8')) as string[];
@@ -275,10 +262,12 @@ function createArchive(real: string, args: readonly string[], env: NodeJS.Proces
   for (const member of members) {
     const cut = member.lastIndexOf('/');
     const parent = cut < 0 ? '' : member.slice(0, cut);
-    groups.set(parent, [...(groups.get(parent) ?? []), cut < 0 ? member : member.slice(cut + 1)]);
+    const names = groups.get(parent) ?? [];
+    if (names.length === 0) groups.set(parent, names);
+    names.push(member.slice(cut + 1));
   }
   const direct = groups.size === 1;
-  const plain = direct ? plan.archive : `${plan.archive}.runlane.tar`;
+  const plain = direct ? archive : `${archive}.runlane.tar`;
   const lists = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-create-'));
   try {
     let first = true;
@@ -311,7 +300,7 @@ function createArchive(real: string, args: readonly string[], env: NodeJS.Proces
     }
     if (!direct) {
       const input = fs.openSync(plain, 'r');
-      const output = fs.openSync(plan.archive, 'w');
+      const output = fs.openSync(archive, 'w');
       try {
         const out = spawnSync(plan.program[0], [...plan.program.slice(1), '-c'], {
           stdio: [input, output, 'inherit'],
