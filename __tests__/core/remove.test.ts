@@ -54,6 +54,32 @@ describe('the safe delete', () => {
     expect(fs.readdirSync(base)).toEqual([]);
   });
 
+  it('a bind mount below the depth where directories are moved up is never entered: what it shows stays, the rest goes', () => {
+    const base = fs.mkdtempSync(path.join(scratch(), 'deep-mount-'));
+    const outside = path.join(base, 'outside');
+    preciousTree(outside);
+    const before = treeHash(outside);
+    const levels = Array(MAX_DEPTH + 10).fill('a');
+    const mountPoint = path.join(base, 'root', 'lane', ...levels, 'cache');
+    fs.mkdirSync(mountPoint, { recursive: true });
+    fs.writeFileSync(path.join(base, 'root', 'lane', ...levels, 'own.o'), 'x');
+    expect(spawnSync('mount', ['--bind', outside, mountPoint]).status).toBe(0);
+    let report: ReturnType<typeof removeAt>;
+    try {
+      report = removeAt(path.join(base, 'root'), 'lane');
+    } finally {
+      // The mount moved up with the directory above it: unmount it wherever it is now.
+      const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+      for (const line of mounts) {
+        const target = line.split(' ')[4];
+        if (target?.startsWith(path.join(base, 'root'))) spawnSync('umount', [target]);
+      }
+    }
+    expect(report.removed).toBe(false);
+    expect(report.failures).toEqual([expect.objectContaining({ code: 'EBUSY' })]);
+    expect(treeHash(outside)).toBe(before);
+  });
+
   it('never enters a bind mount of the same device: the mount is reported with its source, the rest removed', () => {
     const base = fs.mkdtempSync(path.join(scratch(), 'bind-'));
     const outside = path.join(base, 'outside');
