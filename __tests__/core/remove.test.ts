@@ -54,7 +54,7 @@ describe('the safe delete', () => {
     expect(fs.readdirSync(base)).toEqual([]);
   });
 
-  it('a bind mount below the depth where directories are moved up is never entered: what it shows stays, the rest goes', () => {
+  it('bind mounts at and below the depth where directories are moved up are never entered: what they show stays, the rest goes', () => {
     const base = fs.mkdtempSync(path.join(scratch(), 'deep-mount-'));
     const outside = path.join(base, 'outside');
     preciousTree(outside);
@@ -63,7 +63,11 @@ describe('the safe delete', () => {
     const mountPoint = path.join(base, 'root', 'lane', ...levels, 'cache');
     fs.mkdirSync(mountPoint, { recursive: true });
     fs.writeFileSync(path.join(base, 'root', 'lane', ...levels, 'own.o'), 'x');
+    // One at exactly MAX_DEPTH, where a directory would be moved up (a mount point cannot be).
+    const atDepth = path.join(base, 'root', 'lane', ...levels.slice(0, MAX_DEPTH - 1), 'm');
+    fs.mkdirSync(atDepth);
     expect(spawnSync('mount', ['--bind', outside, mountPoint]).status).toBe(0);
+    expect(spawnSync('mount', ['--bind', outside, atDepth]).status).toBe(0);
     let report: ReturnType<typeof removeAt>;
     try {
       report = removeAt(path.join(base, 'root'), 'lane');
@@ -76,7 +80,10 @@ describe('the safe delete', () => {
       }
     }
     expect(report.removed).toBe(false);
-    expect(report.failures).toEqual([expect.objectContaining({ code: 'EBUSY' })]);
+    expect(report.failures).toEqual([
+      expect.objectContaining({ code: 'EBUSY', message: expect.stringMatching(/a file system is mounted here/) }),
+      expect.objectContaining({ code: 'EBUSY', message: expect.stringMatching(/a file system is mounted here/) }),
+    ]);
     expect(treeHash(outside)).toBe(before);
   });
 

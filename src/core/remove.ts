@@ -504,8 +504,11 @@ function hoist(parent: Dir, name: EntryName, top: Dir, walk: Walk): boolean {
       fs.renameSync(parent.at(name), top.at(moved));
       walk.hoisted.push(moved);
       return true;
-    } catch {
-      return false;
+    } catch (error) {
+      // A mount point cannot be moved: reported as the mount it is, never entered.
+      if (errorCode(error) !== 'EBUSY') return false;
+      mountFailure(walk, parent, name);
+      return true;
     }
   }
   return false;
