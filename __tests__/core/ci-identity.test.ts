@@ -4,9 +4,9 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
-import { detectIdentity } from '../../src/core/ci-identity.js';
-import { DEFAULT_KEY_TEMPLATE, laneKey } from '../../src/core/key.js';
-import { isLaneName } from '../../src/core/layout.js';
+import { detectIdentity } from '../../src/core/lane/ci-identity.js';
+import { DEFAULT_KEY_TEMPLATE, laneKey } from '../../src/core/lane/key.js';
+import { isLaneName } from '../../src/core/root/layout.js';
 
 /** Recorded environment sets, one per CI system (only the variables runlane reads, and noise). */
 const CASES: [string, Record<string, string>, Record<string, unknown>][] = [

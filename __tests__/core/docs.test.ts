@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { ACTION_DIR } from '../../scripts/runner-sim.mjs';
-import { PRESETS } from '../../src/core/presets.js';
+import { PRESETS } from '../../src/core/lane/presets.js';
 
 const readme = fs.readFileSync(path.join(ACTION_DIR, 'README.md'), 'utf8');
 const action = parse(fs.readFileSync(path.join(ACTION_DIR, 'action.yml'), 'utf8')) as {

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
-import { SettingError } from '../../src/core/errors.js';
+import { SettingError } from '../../src/core/common/errors.js';
 import {
   DEFAULT_KEY_TEMPLATE,
   KEY_MAX,
@@ -11,8 +11,8 @@ import {
   parseMatrix,
   scopeOf,
   type RunIdentity,
-} from '../../src/core/key.js';
-import { isSafeSegment, slug } from '../../src/core/sanitize.js';
+} from '../../src/core/lane/key.js';
+import { isSafeSegment, slug } from '../../src/core/lane/sanitize.js';
 
 const identity = (over: Partial<RunIdentity> = {}): RunIdentity => ({
   repository: 'acme/widgets',

@@ -2,12 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { dockerArgs, planExports, shellQuote } from '../../src/core/env-plan.js';
-import { parseEnvRequests, parseLinkRequests } from '../../src/core/lane-paths.js';
-import { PRESETS, parsePresets } from '../../src/core/presets.js';
-import { checkRoot, chooseRoot, ensureRoot, MARKER } from '../../src/core/root.js';
-import { humanDuration, parseDuration, parseSpace } from '../../src/core/units.js';
-import { parseWarmFrom, parseWarmKeep } from '../../src/core/warm-start.js';
+import { dockerArgs, planExports, shellQuote } from '../../src/core/lane/env-plan.js';
+import { parseEnvRequests, parseLinkRequests } from '../../src/core/lane/requests.js';
+import { PRESETS, parsePresets } from '../../src/core/lane/presets.js';
+import { checkRoot, chooseRoot, ensureRoot, MARKER } from '../../src/core/root/root.js';
+import { humanDuration, parseDuration, parseSpace } from '../../src/core/common/units.js';
+import { parseWarmFrom, parseWarmKeep } from '../../src/core/warm/start.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-parse-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));

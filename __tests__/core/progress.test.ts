@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { Meter } from '../../src/core/progress.js';
+import { Meter } from '../../src/core/common/progress.js';
 import {
   STATUS_HEADER,
   formatTable,
@@ -7,7 +7,7 @@ import {
   statusCells,
   warmCell,
   type StatusRow,
-} from '../../src/core/report.js';
+} from '../../src/core/ops/report.js';
 
 const statusTable = (rows: StatusRow[]) => [STATUS_HEADER, ...rows.map((row) => statusCells(row))];
 

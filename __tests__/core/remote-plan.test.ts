@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
-import { topLevelNames } from '../../src/action/remote.js';
+import { topLevelNames } from '../../src/remote/remote.js';
 import { runIdentity } from '../../src/action/identity.js';
 import {
   archivedRoots,
@@ -13,7 +13,7 @@ import {
   remotePaths,
   remoteService,
   saveDecision,
-} from '../../src/core/remote-plan.js';
+} from '../../src/remote/plan.js';
 
 const identity = { repository: 'acme/widgets', workflow: 'ci.yml', job: 'build', step: 'lane', matrix: '' };
 

@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
-import { Dir, removeIn } from '../../src/core/remove.js';
-import { removeInParallel } from '../../src/core/parallel-remove.js';
+import { Dir } from '../../src/core/delete/dir.js';
+import { removeIn } from '../../src/core/delete/remove.js';
+import { removeInParallel } from '../../src/core/delete/parallel.js';
 import { startSwapper } from '../helpers/jobs.js';
 import { preciousTree, removeAt, treeHash, useScratch } from '../helpers/trees.js';
 

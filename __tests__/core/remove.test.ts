@@ -2,11 +2,12 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
-import { describeMount, mountsUnder, parseMountinfo } from '../../src/core/mounts.js';
-import { Layout } from '../../src/core/layout.js';
-import { Dir, MAX_DEPTH, walkTree } from '../../src/core/remove.js';
-import { sweepTable } from '../../src/core/report.js';
-import { emptyTrash } from '../../src/core/trash.js';
+import { describeMount, mountsUnder, parseMountinfo } from '../../src/core/delete/mounts.js';
+import { Layout } from '../../src/core/root/layout.js';
+import { Dir, MAX_DEPTH } from '../../src/core/delete/dir.js';
+import { walkTree } from '../../src/core/delete/walk.js';
+import { sweepTable } from '../../src/core/ops/report.js';
+import { emptyTrash } from '../../src/core/root/trash.js';
 import { preciousTree, removeAt, treeHash, useScratch } from '../helpers/trees.js';
 
 const scratch = useScratch('runlane-remove-');

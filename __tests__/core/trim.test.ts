@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { Dir, MAX_DEPTH } from '../../src/core/remove.js';
-import { describeTrim, parseWarmMaxSize, trimLane } from '../../src/core/trim.js';
+import { Dir, MAX_DEPTH } from '../../src/core/delete/dir.js';
+import { describeTrim, parseWarmMaxSize, trimLane } from '../../src/core/warm/trim.js';
 
 const made: string[] = [];
 afterAll(() => {

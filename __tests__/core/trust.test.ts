@@ -4,8 +4,9 @@ import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
 import { runIdentity, slotParts, trustClassOf } from '../../src/action/identity.js';
-import { isLaneName } from '../../src/core/layout.js';
-import { warmSlot, type SlotParts } from '../../src/core/warm.js';
+import { isLaneName } from '../../src/core/root/layout.js';
+import { warmSlot } from '../../src/core/warm/warm.js';
+import { type SlotParts } from '../../src/core/lane/ci-identity.js';
 
 const parts = (over: Partial<SlotParts> = {}): SlotParts => ({
   repository: 'acme/widgets',

@@ -3,9 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { hashFiles, isWarmKeyHash, parseWarmKey, resolveWarmKey } from '../../src/core/warm-key.js';
-import { remoteKeys } from '../../src/core/remote-plan.js';
-import { warmSlot, type SlotParts } from '../../src/core/warm.js';
+import { hashFiles, isWarmKeyHash, parseWarmKey, resolveWarmKey } from '../../src/core/warm/key.js';
+import { remoteKeys } from '../../src/remote/plan.js';
+import { warmSlot } from '../../src/core/warm/warm.js';
+import { type SlotParts } from '../../src/core/lane/ci-identity.js';
 
 const made: string[] = [];
 afterAll(() => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { VERSION } from '../../src/core/version.js';
+import { VERSION } from '../../src/core/common/version.js';
 import { ACTION_DIR, awaitBackgroundDeletes } from '../../scripts/runner-sim.mjs';
 import { CLI } from '../helpers/jobs.js';
 

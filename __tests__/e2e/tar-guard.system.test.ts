@@ -4,7 +4,7 @@ import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { ACTION_DIR } from '../../scripts/runner-sim.mjs';
-import { MAX_DEPTH } from '../../src/core/remove.js';
+import { MAX_DEPTH } from '../../src/core/delete/dir.js';
 import { checkTree, extractionPlan } from '../../src/remote/tar-guard.js';
 
 const made: string[] = [];

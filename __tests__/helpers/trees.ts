@@ -6,8 +6,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect } from '@jest/globals';
-import { mountsUnder } from '../../src/core/mounts.js';
-import { Dir, removeIn } from '../../src/core/remove.js';
+import { mountsUnder } from '../../src/core/delete/mounts.js';
+import { Dir } from '../../src/core/delete/dir.js';
+import { removeIn } from '../../src/core/delete/remove.js';
 import { newJob, within } from './jobs.js';
 
 export const sh = (command: string, ...args: string[]) => spawnSync(command, args, { encoding: 'utf8' });

@@ -1,6 +1,6 @@
-import { detectIdentity, type Identity } from '../core/ci-identity.js';
+import { detectIdentity, type Identity } from '../core/lane/ci-identity.js';
 
-export { slotParts, trustClassOf, type Identity } from '../core/ci-identity.js';
+export { slotParts, trustClassOf, type Identity } from '../core/lane/ci-identity.js';
 
 export type Platform = 'github' | 'gitea' | 'forgejo';
 

@@ -1,7 +1,7 @@
 import * as core from './toolkit.js';
-import { isMarkedRoot } from '../core/root.js';
-import { shown } from '../core/report.js';
-import { humanDuration } from '../core/units.js';
+import { isMarkedRoot } from '../core/root/root.js';
+import { shown } from '../core/ops/report.js';
+import { humanDuration } from '../core/common/units.js';
 import { getSettings } from './settings.js';
 import { sweepPhase } from './sweep.js';
 

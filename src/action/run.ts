@@ -1,6 +1,6 @@
 import * as core from './toolkit.js';
-import { errorMessage } from '../core/errors.js';
-import { setActor } from '../core/journal.js';
+import { errorMessage } from '../core/common/errors.js';
+import { setActor } from '../core/root/journal.js';
 
 /**
  * The one place that decides how a phase's error surfaces: main fails the step; pre and

@@ -1,16 +1,16 @@
 import os from 'node:os';
 import * as core from './toolkit.js';
-import { SettingError } from '../core/errors.js';
-import { parseKeyTemplate, parseMatrix } from '../core/key.js';
-import { parseEnvRequests, parseLinkRequests, type EnvRequest, type LinkRequest } from '../core/lane-paths.js';
-import { parsePresets } from '../core/presets.js';
-import type { Privileged } from '../core/remove.js';
-import { checkRoot, chooseRoot } from '../core/root.js';
-import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
-import { parseWarmFrom, parseWarmKeep } from '../core/warm-start.js';
-import { parseWarmKey, type WarmKeyTemplate } from '../core/warm-key.js';
-import { parseWarmMaxSize } from '../core/trim.js';
-import { parseRemote, parseRemotePaths, parseRemoteSave, type RemoteSave } from '../core/remote-plan.js';
+import { SettingError } from '../core/common/errors.js';
+import { parseKeyTemplate, parseMatrix } from '../core/lane/key.js';
+import { parseEnvRequests, parseLinkRequests, type EnvRequest, type LinkRequest } from '../core/lane/requests.js';
+import { parsePresets } from '../core/lane/presets.js';
+import type { Privileged } from '../core/delete/remove.js';
+import { checkRoot, chooseRoot } from '../core/root/root.js';
+import { parseDuration, parseSpace, type SpaceTarget } from '../core/common/units.js';
+import { parseWarmFrom, parseWarmKeep } from '../core/warm/start.js';
+import { parseWarmKey, type WarmKeyTemplate } from '../core/warm/key.js';
+import { parseWarmMaxSize } from '../core/warm/trim.js';
+import { parseRemote, parseRemotePaths, parseRemoteSave, type RemoteSave } from '../remote/plan.js';
 import { CLEANUPS, Inputs, MODES, type Cleanup, type Mode } from './constants.js';
 import { platformOf, type Platform } from './identity.js';
 

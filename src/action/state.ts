@@ -1,9 +1,9 @@
 import path from 'node:path';
 import * as core from './toolkit.js';
-import { isLaneName } from '../core/layout.js';
-import { checkLinkPlan, type LinkPlan } from '../core/links.js';
-import { isWarmKeyHash } from '../core/warm-key.js';
-import type { TrustClass } from '../core/warm.js';
+import { isLaneName } from '../core/root/layout.js';
+import { checkLinkPlan, type LinkPlan } from '../core/job/links.js';
+import { isWarmKeyHash } from '../core/warm/key.js';
+import type { TrustClass } from '../core/lane/ci-identity.js';
 import { State } from './constants.js';
 
 const TRUST_CLASSES: readonly TrustClass[] = ['trusted', 'untrusted', 'privileged'];

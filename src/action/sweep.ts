@@ -8,12 +8,12 @@ import {
   sweepSummary,
   sweepTable,
   sweepTableNote,
-} from '../core/report.js';
-import { metersTo } from '../core/progress.js';
-import { Layout } from '../core/layout.js';
-import { sweep } from '../core/sweep.js';
-import { listTrash, startBackgroundEmpty } from '../core/trash.js';
-import { bundled } from './bundles.js';
+} from '../core/ops/report.js';
+import { metersTo } from '../core/common/progress.js';
+import { Layout } from '../core/root/layout.js';
+import { sweep } from '../core/ops/sweep.js';
+import { listTrash, startBackgroundEmpty } from '../core/root/trash.js';
+import { bundled } from '../core/common/bundles.js';
 import { escapeHtml, writeSummary } from './run.js';
 import type { Settings } from './settings.js';
 

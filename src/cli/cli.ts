@@ -4,11 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { SettingError, errorMessage } from '../core/errors.js';
-import { forEachLane } from '../core/lane.js';
-import { Layout, isLaneName, type LaneMeta } from '../core/layout.js';
-import { recordSize, recordedSize } from '../core/sizes.js';
-import { humanBytes, type Privileged, type RemoveFailure, type TreeSize } from '../core/remove.js';
+import { SettingError, errorMessage } from '../core/common/errors.js';
+import { forEachLane } from '../core/root/liveness.js';
+import { Layout, isLaneName, type LaneMeta } from '../core/root/layout.js';
+import { recordSize, recordedSize } from '../core/root/sizes.js';
+import { humanBytes } from '../core/common/units.js';
+import { type Privileged, type RemoveFailure } from '../core/delete/remove.js';
+import { type TreeSize } from '../core/delete/walk.js';
 import {
   describeFailures,
   shown,
@@ -21,18 +23,18 @@ import {
   sweepTable,
   sweepTableNote,
   type StatusRow,
-} from '../core/report.js';
-import { emptyTrash, listTrash } from '../core/trash.js';
-import { listParked } from '../core/warm.js';
-import { checkRoot, findRoot, plural, requireMarkedRoot, rootSetting } from '../core/root.js';
-import { VERSION } from '../core/version.js';
-import { ACTORS, readJournal, setActor, type Actor } from '../core/journal.js';
-import { sweep } from '../core/sweep.js';
-import { parseDuration, parseSpace, type SpaceTarget } from '../core/units.js';
-import { formatSpace, requiredFree } from '../core/space.js';
-import { metersTo, silentMeters, type Meter, type Meters } from '../core/progress.js';
-import type { Parallel } from '../core/parallel-remove.js';
-import { bundled } from '../action/bundles.js';
+} from '../core/ops/report.js';
+import { emptyTrash, listTrash } from '../core/root/trash.js';
+import { listParked } from '../core/warm/warm.js';
+import { checkRoot, findRoot, plural, requireMarkedRoot, rootSetting } from '../core/root/root.js';
+import { VERSION } from '../core/common/version.js';
+import { ACTORS, readJournal, setActor, type Actor } from '../core/root/journal.js';
+import { sweep } from '../core/ops/sweep.js';
+import { parseDuration, parseSpace, type SpaceTarget } from '../core/common/units.js';
+import { formatSpace, requiredFree } from '../core/common/space.js';
+import { metersTo, silentMeters, type Meter, type Meters } from '../core/common/progress.js';
+import type { Parallel } from '../core/delete/parallel.js';
+import { bundled } from '../core/common/bundles.js';
 import { closeCommand, envCommand, runCommand, RUNLANE_FAILED, type EnvFormat, type LaneOptions } from './run.js';
 
 /** Commander parsers that turn a SettingError into a usage error naming the option. */
@@ -602,7 +604,7 @@ export function buildCli(): Command {
       sizeHeapForScans();
       const root = resolveRoot(options.root);
       // prom-client is loaded only here: every other command (and runlane run) starts without it.
-      const { metricsText, writeTextfile } = await import('./metrics.js');
+      const { metricsText, writeTextfile } = await import('../core/ops/metrics.js');
       const text = await metricsText(root, {
         keepFree: options.keepFree ?? undefined,
         sizes: Boolean(options.sizes),

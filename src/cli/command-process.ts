@@ -2,9 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bundled } from '../action/bundles.js';
-import { errorCode, errorMessage } from '../core/errors.js';
-import { PERLS, executable } from '../core/lease.js';
+import { bundled } from '../core/common/bundles.js';
+import { errorCode, errorMessage } from '../core/common/errors.js';
+import { PERLS, executable } from '../core/lease/holder.js';
 
 /** How COMMAND ended, and what it left running that runlane ended before the lane was closed. */
 export interface CommandEnd {

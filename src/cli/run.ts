@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { bundled } from '../action/bundles.js';
-import { detectIdentity, slotParts, type Identity } from '../core/ci-identity.js';
-import { planExports, shellQuote, type Export } from '../core/env-plan.js';
-import { errorMessage, SettingError } from '../core/errors.js';
-import { DEFAULT_KEY_TEMPLATE, laneKey, parseKeyTemplate, parseMatrix } from '../core/key.js';
+import { bundled } from '../core/common/bundles.js';
+import { detectIdentity, slotParts, type Identity } from '../core/lane/ci-identity.js';
+import { planExports, shellQuote, type Export } from '../core/lane/env-plan.js';
+import { errorMessage, SettingError } from '../core/common/errors.js';
+import { DEFAULT_KEY_TEMPLATE, laneKey, parseKeyTemplate, parseMatrix } from '../core/lane/key.js';
 import {
   closeActionFor,
   closeLane,
@@ -15,22 +15,22 @@ import {
   startAfterClose,
   type CloseResult,
   type OpenedLane,
-} from '../core/lane.js';
-import { parseEnvRequests, parseLinkRequests } from '../core/lane-paths.js';
-import { isLaneName, Layout } from '../core/layout.js';
-import { makeLinks, planLinks, removeLinks, type LinkPlan } from '../core/links.js';
-import { parsePresets } from '../core/presets.js';
-import type { Privileged } from '../core/remove.js';
-import { setActor } from '../core/journal.js';
-import { shown } from '../core/report.js';
+} from '../core/job/job.js';
+import { parseEnvRequests, parseLinkRequests } from '../core/lane/requests.js';
+import { isLaneName, Layout } from '../core/root/layout.js';
+import { makeLinks, planLinks, removeLinks, type LinkPlan } from '../core/job/links.js';
+import { parsePresets } from '../core/lane/presets.js';
+import type { Privileged } from '../core/delete/remove.js';
+import { setActor } from '../core/root/journal.js';
+import { shown } from '../core/ops/report.js';
 import { startCommand } from './command-process.js';
-import { checkRoot, chooseRoot, rootSetting } from '../core/root.js';
-import { parseDuration } from '../core/units.js';
-import { warmSlot } from '../core/warm.js';
-import { describeWarm, parseWarmFrom, parseWarmKeep, startWarm } from '../core/warm-start.js';
+import { checkRoot, chooseRoot, rootSetting } from '../core/root/root.js';
+import { parseDuration } from '../core/common/units.js';
+import { warmSlot } from '../core/warm/warm.js';
+import { describeWarm, parseWarmFrom, parseWarmKeep, startWarm } from '../core/warm/start.js';
 import { CLEANUPS } from '../action/constants.js';
-import { parseWarmKey, resolveWarmKey } from '../core/warm-key.js';
-import { describeTrim, parseWarmMaxSize, trimForPark } from '../core/trim.js';
+import { parseWarmKey, resolveWarmKey } from '../core/warm/key.js';
+import { describeTrim, parseWarmMaxSize, trimForPark } from '../core/warm/trim.js';
 
 /** Exit status of `runlane run` and `runlane env` when runlane itself fails (as `env` and `timeout` use). */
 export const RUNLANE_FAILED = 125;

@@ -1,5 +1,5 @@
 import { isMainThread, workerData } from 'node:worker_threads';
-import { deleteWorker, type WorkerData } from '../core/parallel-remove.js';
+import { deleteWorker, type WorkerData } from '../core/delete/parallel.js';
 
 // A worker thread of a parallel delete (see removeInParallel); run directly, it does nothing.
 if (!isMainThread) void deleteWorker(workerData as WorkerData);

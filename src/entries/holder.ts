@@ -1,3 +1,3 @@
-import { holdLease } from '../core/holder.js';
+import { holdLease } from '../core/lease/hold.js';
 
 holdLease(process.argv.slice(2));

@@ -1,3 +1,3 @@
-import { remoteMain } from '../remote/remote.js';
+import { remoteMain } from '../remote/transfer.js';
 
 await remoteMain();

@@ -1,98 +1,201 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as cache from '@actions/cache';
+import { errorMessage } from '../core/common/errors.js';
+import { archivedRoots } from './plan.js';
+import { Dir } from '../core/delete/dir.js';
+import { removeIn } from '../core/delete/remove.js';
+import { treeSizeIn } from '../core/delete/walk.js';
+import type { RemoteAnswer, RemoteRequest } from './transfer.js';
+import { bundled } from '../core/common/bundles.js';
+import { executable } from '../core/lease/holder.js';
 
-/**
- * The remote tier's transfers, run in a child process of main or post (`dist/remote`), so that
- * `@actions/cache` and its HTTP stack load only when a transfer happens, and a hung service or
- * tar is bounded by killing one process group. The request comes as JSON on stdin; the answer
- * goes as one JSON line to fd 3, apart from the log (stdout), where `@actions/cache` writes its
- * own notices and masks.
- */
-export interface RemoteRequest {
-  op: 'restore' | 'save';
-  /** The directory the archive's paths are relative to (a staging directory, or the lane). */
-  dir: string;
-  paths: string[];
+export interface RemoteOutcome {
+  /** The entry's key restored or saved; empty when nothing was transferred. */
   key: string;
-  restoreKeys: string[];
-  /** save: what runlane selected to archive (lane-relative; see archive-select.ts). */
-  members?: string[];
-}
-
-export interface RemoteAnswer {
-  /** restore: the key of the entry restored; save: the key saved. Empty when nothing was. */
-  key: string;
-  /** Why nothing was transferred when that is no failure (a miss, an entry that exists). */
+  /** Why nothing was transferred, when it was no failure (a miss, an entry that exists). */
   note?: string;
-  /** What failed (an entry that could not be restored, an upload the service refused). */
+  /** What went wrong (a dead or hung service, a refused archive): a warning, never the job's failure. */
   error?: string;
-}
-
-export async function remoteMain(): Promise<void> {
-  watchOwnEnd();
-  const request = JSON.parse(fs.readFileSync(0, 'utf8')) as RemoteRequest;
-  // Archives hold paths relative to the lane, so an entry restores into any lane on any host.
-  process.chdir(request.dir);
-  process.env.GITHUB_WORKSPACE = request.dir;
-  const answer = request.op === 'restore' ? await restore(request) : await save(request);
-  fs.writeSync(3, `${JSON.stringify(answer)}\n`);
+  seconds: number;
 }
 
 /**
- * The transfer ends with the step that started it: past its own deadline, or as soon as its
- * parent is gone (main killed or cancelled), it kills its whole process group (tar, zstd), so
- * nothing writes into a lane that post has since removed.
+ * Runs one transfer in a child process of its own process group, bounded by `timeoutMs`:
+ * past it, the whole group (node, tar, zstd) is killed, so a hung service cannot hold the job.
  */
-function watchOwnEnd(): void {
-  // The parent's pid as main gave it: read here, it could already be the reaper's if main
-  // died while this bundle was loading.
-  const parent = Number(process.env.RUNLANE_PARENT_PID ?? process.ppid);
-  const deadline = Date.now() + Number(process.env.RUNLANE_TRANSFER_MS ?? 600_000);
-  const end = () => {
-    try {
-      process.kill(0, 'SIGKILL');
-    } finally {
-      process.exit(9);
-    }
-  };
-  const check = () => {
-    if (process.ppid !== parent || Date.now() >= deadline) end();
-  };
-  check();
-  setInterval(check, 500).unref();
-}
-
-async function restore(request: RemoteRequest): Promise<RemoteAnswer> {
-  const key = await cache.restoreCache([...request.paths], request.key, request.restoreKeys);
-  if (key) return { key };
-  // Nothing restored: a miss, or an entry that exists but could not be restored (refused by
-  // the guard, corrupt, cut off), which is reported as the failure it is. Asked only now, so
-  // a hit costs one lookup.
-  const found = await cache.restoreCache([...request.paths], request.key, request.restoreKeys, { lookupOnly: true });
-  if (!found) return { key: '', note: 'no entry for this job' };
-  let why = 'see the warning above';
+export async function runRemote(
+  request: RemoteRequest,
+  limits: { timeoutMs: number; maxBytes: number; maxEntries?: number },
+): Promise<RemoteOutcome> {
+  // Node's timers hold 2^31 - 1 ms at most (24.8 days); a longer bound would fire at once.
+  const timeoutMs = Math.min(limits.timeoutMs, 2 ** 31 - 1);
+  const started = Date.now();
+  const script = bundled('remote');
+  const tar = onPath('tar');
+  if (!tar) return { key: '', error: 'no tar on PATH', seconds: 0 };
+  // A private temporary directory for the archive and the guard's verdict, removed afterwards
+  // whatever happened (a download cut off at the timeout leaves a partial archive there).
+  const temp = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-transfer-'));
   try {
-    why = fs.readFileSync(process.env.RUNLANE_GUARD_REPORT ?? '', 'utf8').trim() || why;
-  } catch {
-    // The guard said nothing: the download or tar failed another way.
+    return await transfer(request, {
+      script,
+      tar,
+      temp,
+      timeoutMs,
+      maxBytes: limits.maxBytes,
+      maxEntries: limits.maxEntries ?? Number.MAX_SAFE_INTEGER,
+      started,
+    });
+  } finally {
+    fs.rmSync(temp, { recursive: true, force: true });
   }
-  return { key: '', error: `the entry ${found} could not be restored: ${why}` };
 }
 
-async function save(request: RemoteRequest): Promise<RemoteAnswer> {
-  // An entry under the exact key is immutable: found, it is not uploaded again.
-  const existing = await cache.restoreCache([...request.paths], request.key, [], { lookupOnly: true });
-  if (existing === request.key) return { key: '', note: 'an entry with this exact key exists already' };
-  // The archive holds what runlane selected, read through the lane post holds open (the tar
-  // guard creates it); the paths still go to the library, whose entry version is their hash.
-  const list = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), 'runlane-members.json');
-  fs.writeFileSync(list, JSON.stringify(request.members ?? []));
-  process.env.RUNLANE_SAVE_MEMBERS = list;
-  process.env.RUNLANE_SAVE_DIR = request.dir;
-  const id = await cache.saveCache([...request.paths], request.key);
-  return id === -1
-    ? { key: '', error: 'the cache service did not take it (see the warning above)' }
-    : { key: request.key };
+async function transfer(
+  request: RemoteRequest,
+  {
+    script,
+    tar,
+    temp,
+    timeoutMs,
+    maxBytes,
+    maxEntries,
+    started,
+  }: Record<'script' | 'tar' | 'temp', string> & Record<'timeoutMs' | 'maxBytes' | 'maxEntries' | 'started', number>,
+): Promise<RemoteOutcome> {
+  const seconds = () => (Date.now() - started) / 1000;
+  const report = path.join(temp, 'guard-report');
+  const child = spawn(process.execPath, [script], {
+    detached: true,
+    stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
+    env: {
+      ...process.env,
+      PATH: `${path.join(path.dirname(script), 'bin')}${path.delimiter}${process.env.PATH ?? ''}`,
+      RUNLANE_NODE: process.execPath,
+      RUNLANE_TAR_GUARD: bundled('tar-guard'),
+      RUNLANE_REAL_TAR: tar,
+      RUNLANE_TRANSFER_MS: String(timeoutMs),
+      RUNLANE_PARENT_PID: String(process.pid),
+      RUNLANE_MAX_BYTES: String(maxBytes),
+      RUNLANE_MAX_ENTRIES: String(maxEntries),
+      RUNLANE_GUARD_REPORT: report,
+      RUNNER_TEMP: temp,
+    },
+  });
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.end(JSON.stringify(request));
+  const answerPipe = child.stdio[3] as NodeJS.ReadableStream | null;
+  let text = '';
+  answerPipe?.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  const result = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>((resolve) => {
+    const timer = setTimeout(() => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+      resolve({ code: null, signal: 'SIGKILL', timedOut: true });
+    }, timeoutMs);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, timedOut: false });
+    });
+    child.once('error', () => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, timedOut: false });
+    });
+  });
+  if (result.timedOut) {
+    // The group is dead; wait for it, so nothing writes into the staging directory afterwards.
+    await new Promise((resolve) =>
+      child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('close', resolve),
+    );
+    return { key: '', error: `no result within remote-timeout (${timeoutMs / 1000} s); stopped`, seconds: seconds() };
+  }
+  try {
+    const answer = JSON.parse(text.trim().split('\n')[0] ?? '') as RemoteAnswer;
+    return { key: answer.key, note: answer.note, error: answer.error, seconds: seconds() };
+  } catch {
+    return {
+      key: '',
+      error: `the transfer ended without a result (${result.signal ?? `exit ${result.code}`})`,
+      seconds: seconds(),
+    };
+  }
+}
+
+function onPath(tool: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir || !path.isAbsolute(dir)) continue;
+    const file = path.join(dir, tool);
+    if (executable(file)) return file;
+  }
+  return undefined;
+}
+
+/** The staging directory a restore extracts into, inside the lane (removed with it, whatever happens). */
+export const STAGING = '.runlane-remote';
+
+/**
+ * The top-level lane entries an archive of `paths` may hold (their first literal components);
+ * undefined when a path covers the whole lane (`.`, `*`): any name but the staging directory's.
+ */
+export function topLevelNames(paths: readonly string[]): Set<string> | undefined {
+  const roots = archivedRoots(paths);
+  return roots.some((parts) => parts.length === 0) ? undefined : new Set(roots.map((parts) => parts[0]));
+}
+
+/**
+ * Moves what a restore put in the staging directory into the lane (renames within one file
+ * system; the lane's own empty directories are replaced), then removes the staging directory.
+ * Only the top-level names the archived paths allow are taken; anything else (another
+ * preset's directory, the staging directory's own name) refuses the whole restore. A move
+ * that fails midway takes back what was moved, so the lane is as cold and clean as before.
+ */
+export function adoptStaging(lane: Dir, allowed: ReadonlySet<string> | undefined): { bytes: number; files: number } {
+  const staging = lane.openChild(STAGING);
+  const moved: { name: string; wasEmptyDir: boolean }[] = [];
+  try {
+    const names = staging.names();
+    const stray = names.find((name) => name === STAGING || (allowed !== undefined && !allowed.has(name)));
+    if (stray !== undefined) throw new Error(`the archive holds ${JSON.stringify(stray)}, outside the archived paths`);
+    try {
+      for (const name of names) {
+        const there = lane.lstat(name);
+        const wasEmptyDir = Boolean(there?.isDirectory() && fs.readdirSync(lane.at(name)).length === 0);
+        if (wasEmptyDir) fs.rmdirSync(lane.at(name));
+        fs.renameSync(staging.at(name), lane.at(name));
+        moved.push({ name, wasEmptyDir });
+      }
+    } catch (error) {
+      for (const { name, wasEmptyDir } of moved) {
+        removeIn(lane, name, '');
+        if (wasEmptyDir) fs.mkdirSync(lane.at(name));
+      }
+      throw error;
+    }
+  } finally {
+    staging.close();
+  }
+  fs.rmdirSync(lane.at(STAGING));
+  let bytes = 0;
+  let files = 0;
+  for (const name of lane.names()) {
+    const size = treeSizeIn(lane, name);
+    bytes += size.bytes;
+    files += size.files;
+  }
+  return { bytes, files };
+}
+
+/** Removes the staging directory and whatever a failed restore left in it: the lane stays cold and clean. */
+export function dropStaging(lane: Dir): string | undefined {
+  try {
+    const result = removeIn(lane, STAGING, '');
+    return result.removed ? undefined : `${STAGING} could not be removed entirely`;
+  } catch (error) {
+    return errorMessage(error);
+  }
 }

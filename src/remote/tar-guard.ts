@@ -2,9 +2,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { errorMessage } from '../core/errors.js';
-import { memberProblem } from '../core/archive-select.js';
-import { Dir, MAX_DEPTH, nameText, walkTree, type EntryName } from '../core/remove.js';
+import { errorMessage } from '../core/common/errors.js';
+import { memberProblem } from './select.js';
+import { Dir, MAX_DEPTH, nameText, type EntryName } from '../core/delete/dir.js';
+import { walkTree } from '../core/delete/walk.js';
 
 /**
  * Stands in for `tar` on a transfer's PATH (`dist/remote/bin/tar` runs it; its own small
