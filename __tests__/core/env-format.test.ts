@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
-import { formatVariables } from '../../src/cli/run.js';
+import { formatVariables } from '../../src/cli/lane-session.js';
 import { parseFileCommands } from '../../scripts/runner-sim.mjs';
 
 const variables = [

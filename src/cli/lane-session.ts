@@ -23,7 +23,7 @@ import { parsePresets } from '../core/lane/presets.js';
 import type { Privileged } from '../core/delete/remove.js';
 import { setActor } from '../core/root/journal.js';
 import { shown } from '../core/ops/report.js';
-import { startCommand } from './command-process.js';
+import { startCommand } from './keeper.js';
 import { checkRoot, chooseRoot, rootSetting } from '../core/root/root.js';
 import { parseDuration } from '../core/common/units.js';
 import { warmSlot } from '../core/warm/warm.js';
