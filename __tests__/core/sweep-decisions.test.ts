@@ -80,12 +80,12 @@ describe('the sweep decides a scanned lane', () => {
 });
 
 describe('the sweep decides a parked lane', () => {
-  it.each([
+  it.each<[string, string, boolean, typeof bounds, 'leave' | 'evict' | 'weigh']>([
     ['a busy one stays, whatever its age', at(1000), true, bounds, 'leave'],
     ['one past max-age goes', at(25), false, bounds, 'evict'],
     ['one within max-age is weighed', at(23), false, bounds, 'weigh'],
     ['one past max-age is only weighed when time is up', at(25), false, { ...bounds, overTime: true }, 'weigh'],
-  ] as const)('%s', (_what, parked, busy, given, expected) => {
+  ])('%s', (_what, parked, busy, given, expected) => {
     const decision = decideParked(parked, busy, given);
     expect(decision.do).toBe(expected);
     if (decision.do === 'leave') expect(decision.reason.startsWith(BUSY)).toBe(true);

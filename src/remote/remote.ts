@@ -1,3 +1,10 @@
+/**
+ * src/remote: the remote tier, a warm start through the forge's cache service: the plan of
+ * keys and paths (plan.ts), the upload's selection of members (select.ts), the tar guard that
+ * builds and checks archives (tar-guard.ts), the @actions/cache transfer in a process of its
+ * own (transfer.ts), and here, the staging area and the transfer's start. It may import
+ * src/core; the core never imports it, and it never imports the action or the CLI.
+ */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -1,3 +1,8 @@
+/**
+ * src/core/common: what every concept uses and none owns: errors that name the setting and the
+ * value, units (durations, sizes, bytes for humans), atomic writes, free space, progress
+ * meters, the paths of the bundles, the version. It imports nothing of runlane.
+ */
 /** A setting that cannot be accepted: names the setting, the offending value and what would be accepted. */
 export class SettingError extends Error {
   constructor(

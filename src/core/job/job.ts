@@ -1,3 +1,9 @@
+/**
+ * src/core/job: a job's lane from open to close: main opens it (a fresh lane or a warm one,
+ * its lease handed to a holder), post closes it (removed, kept, deferred or parked), and the
+ * links into it (links.ts). It may import every concept below it: src/core/common, delete,
+ * lease, lane, root and warm.
+ */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

@@ -1,3 +1,10 @@
+/**
+ * src/core/lane: a lane's identity and what it offers the job, all pure or read-only: the key
+ * (key.ts) from the run's identity (ci-identity.ts, one table per CI system), the names made
+ * safe (sanitize.ts), the job's requests for variables and links (requests.ts), the presets
+ * and the plan of exported variables (presets.ts, env-plan.ts). It may import
+ * src/core/common, src/core/delete and src/core/lease.
+ */
 import { SettingError } from '../common/errors.js';
 import { shortHash, slug } from './sanitize.js';
 

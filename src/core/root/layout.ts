@@ -1,3 +1,10 @@
+/**
+ * src/core/root: the root on disk: its marker and where it is (root.ts), its directories and
+ * each lane's metadata (layout.ts), the states of its lanes, decided by their leases
+ * (liveness.ts), recorded sizes (sizes.ts), the journal (journal.ts) and the trash, where
+ * lanes go by rename to be deleted later (trash.ts). It may import src/core/common, delete,
+ * lease and lane.
+ */
 import fs from 'node:fs';
 import path from 'node:path';
 import { prepareAtomic, writeFileAtomic, type PreparedWrite } from '../common/atomic.js';
@@ -6,7 +13,7 @@ import { readJsonNoFollow } from '../delete/open-regular.js';
 import { Dir, isEntryName } from '../delete/dir.js';
 import { treeSizeIn, type TreeSize } from '../delete/walk.js';
 import { isSafeSegment } from '../lane/sanitize.js';
-import { LockFile } from '../lease/lock.js';
+import type { LockFile } from '../lease/lock.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
 export interface LaneMeta {

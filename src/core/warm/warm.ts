@@ -1,3 +1,9 @@
+/**
+ * src/core/warm: warm start: the slot a lane parks in (warm.ts: slots, park, claim, copy,
+ * eviction), the user's warm key (key.ts), which parked lane a job starts from (start.ts), and
+ * trimming a lane before it is parked (trim.ts). It may import everything below it:
+ * src/core/common, delete, lease, lane and root.
+ */
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { writeFileAtomic } from '../common/atomic.js';
