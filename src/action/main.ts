@@ -32,6 +32,14 @@ export async function main(): Promise<void> {
     await sweepPhase(settings, 'main');
     return;
   }
+  const plan = planJob(settings);
+  const opened = await openJobLane(settings, plan);
+  exportToJob(plan);
+  publish(settings, plan, opened, started);
+}
+
+/** What main will do, computed before anything is created: everything that can be refused is refused here. */
+function planJob(settings: Settings) {
   const identity = runIdentity(process.env, settings.matrix);
   const warmKey = settings.warm
     ? resolveWarmKey(settings.warmKey, { env: process.env, workspace: settings.workspace, trust: identity.trust })
@@ -39,11 +47,16 @@ export async function main(): Promise<void> {
   if (warmKey?.hash) identity.warmKey = warmKey.hash;
   const key = laneKey(settings.keyTemplate, identity);
   const lanePath = new Layout(settings.root).lane(key);
-  const notes: string[] = [];
-  // Everything that can be refused is refused before anything is created.
   const exports = planExports(lanePath, settings.presets, settings.env, process.env);
   const links = planLinks(settings.workspace, settings.links, lanePath);
+  return { identity, warmKey, key, exports, links };
+}
+type JobPlan = ReturnType<typeof planJob>;
 
+/** Opens the lane (warm from a parked lane, else from the cache service, else cold) and saves what main decided. */
+async function openJobLane(settings: Settings, plan: JobPlan) {
+  const { identity, warmKey, key, exports, links } = plan;
+  const notes: string[] = [];
   core.startGroup(`runlane: lane ${key}`);
   core.info(`root: ${shown(settings.root)} (from ${settings.rootSource})`);
   core.info(`runner: ${platformOf(process.env)}, scope: ${identity.scope}, trust: ${identity.trust}`);
@@ -99,7 +112,11 @@ export async function main(): Promise<void> {
     `lease: held by pid ${lane.holderPid} until post, the job's end${settings.leaseTimeoutMs === null ? '' : ` or ${humanDuration(settings.leaseTimeoutMs)}`}`,
   );
   core.endGroup();
+  return { lane, remote, warmText };
+}
 
+/** The lane's variables into the job's environment, and its links into the work tree. */
+function exportToJob({ exports, links }: JobPlan): void {
   core.startGroup('runlane: environment');
   for (const variable of exports) {
     core.exportVariable(variable.name, variable.value);
@@ -113,7 +130,15 @@ export async function main(): Promise<void> {
     for (const link of links) core.info(shown(`${link.link} -> ${link.target} (replaced: ${link.replaces})`));
     core.endGroup();
   }
+}
 
+/** The step's outputs and the job summary. */
+function publish(
+  settings: Settings,
+  { identity, key, exports, links }: JobPlan,
+  { lane, remote, warmText }: Awaited<ReturnType<typeof openJobLane>>,
+  started: number,
+): void {
   const docker = dockerArgs(lane.path, exports);
   core.setOutput(Outputs.Path, lane.path);
   core.setOutput(Outputs.Key, key);
