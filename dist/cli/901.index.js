@@ -13,17 +13,11 @@ export const modules = {
 /* harmony import */ var prom_client__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(5222);
 /* harmony import */ var _common_atomic_js__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(4112);
 /* harmony import */ var _root_journal_js__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(5823);
-/* harmony import */ var _root_liveness_js__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(4179);
-/* harmony import */ var _root_layout_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(5388);
-/* harmony import */ var _root_sizes_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(7286);
-/* harmony import */ var _common_space_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(3039);
-/* harmony import */ var _root_trash_js__WEBPACK_IMPORTED_MODULE_7__ = __webpack_require__(2323);
-/* harmony import */ var _warm_warm_js__WEBPACK_IMPORTED_MODULE_8__ = __webpack_require__(4872);
-/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_9__ = __webpack_require__(3024);
-/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_9___default = /*#__PURE__*/__webpack_require__.n(node_fs__WEBPACK_IMPORTED_MODULE_9__);
-
-
-
+/* harmony import */ var _root_layout_js__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(5388);
+/* harmony import */ var _common_space_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(3039);
+/* harmony import */ var _census_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(2293);
+/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(3024);
+/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_6___default = /*#__PURE__*/__webpack_require__.n(node_fs__WEBPACK_IMPORTED_MODULE_6__);
 
 
 
@@ -52,73 +46,62 @@ function reasonLabel(reason) {
  */
 async function metricsText(root, options) {
     const registry = new prom_client__WEBPACK_IMPORTED_MODULE_0__.Registry();
-    const gauge = (name, help, labelNames = []) => new prom_client__WEBPACK_IMPORTED_MODULE_0__.Gauge({ name, help, labelNames, registers: [registry] });
-    const lanes = gauge('runlane_lanes', 'Lanes under the root by state.', ['state']);
-    const bytes = gauge('runlane_lane_bytes', 'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.', ['state']);
-    const layout = new _root_layout_js__WEBPACK_IMPORTED_MODULE_4__/* .Layout */ .PE(root);
-    let problems = 0;
+    const layout = new _root_layout_js__WEBPACK_IMPORTED_MODULE_3__/* .Layout */ .PE(root);
     try {
-        const counts = new Map(['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]));
-        const add = (state, size) => {
-            counts.set(state, (counts.get(state) ?? 0) + 1);
-            const measured = size();
-            if (measured !== undefined)
-                bytes.inc({ state }, measured);
-        };
-        // O(lanes) by default: the size recorded when the lane was kept or parked, else none.
-        const sizeOf = (meta, area, names) => () => options.sizes ? layout.sizeOf(area, names).bytes : (0,_root_sizes_js__WEBPACK_IMPORTED_MODULE_5__/* .recordedSize */ .O)(meta)?.bytes;
-        const part = (body) => {
-            try {
-                return body();
-            }
-            catch {
-                problems++;
-                return [];
-            }
-        };
-        let oldestLive;
-        // One lane at a time: 100,000 lanes are counted without holding their metadata.
-        part(() => {
-            (0,_root_liveness_js__WEBPACK_IMPORTED_MODULE_3__/* .forEachLane */ .lH)(layout, (lane) => {
-                // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
-                // a job can write a `retained` marker into its own live lane, not take its lease away.
-                const state = lane.leased ? 'live' : lane.state;
-                add(state, sizeOf(lane.meta, 'lanes', [lane.key]));
-                if (state === 'unknown')
-                    problems++;
-                const created = Date.parse(lane.created ?? '');
-                if (state === 'live' && !Number.isNaN(created))
-                    oldestLive = Math.min(oldestLive ?? created, created);
-            });
-            return [];
-        });
-        for (const lane of part(() => (0,_warm_warm_js__WEBPACK_IMPORTED_MODULE_8__/* .listParked */ .wv)(layout)))
-            add('parked', sizeOf(lane.meta, 'parked', [lane.slot, lane.key]));
-        const trash = part(() => (0,_root_trash_js__WEBPACK_IMPORTED_MODULE_7__/* .listTrash */ .hQ)(layout));
-        for (const entry of trash)
-            add('trash', sizeOf(undefined, 'trash', [entry.name]));
-        for (const [state, count] of counts)
-            lanes.set({ state }, count);
-        if (options.sizes)
-            for (const state of counts.keys())
-                bytes.inc({ state }, 0);
-        gauge('runlane_root_free_bytes', "Bytes free for unprivileged users on the root's file system.").set((0,_common_space_js__WEBPACK_IMPORTED_MODULE_6__/* .freeBytes */ .go)(root));
-        const stats = node_fs__WEBPACK_IMPORTED_MODULE_9___default().statfsSync(root);
-        gauge('runlane_root_size_bytes', "Size of the root's file system.").set(stats.blocks * stats.bsize);
-        if (options.keepFree) {
-            gauge('runlane_keep_free_target_bytes', 'Free space the sweep keeps (keep-free).').set((0,_common_space_js__WEBPACK_IMPORTED_MODULE_6__/* .requiredFree */ .Gh)(root, options.keepFree));
+        const census = laneMetrics(registry, layout, options);
+        spaceMetrics(registry, root, options.keepFree);
+        if (census.oldestLive !== undefined) {
+            gaugeIn(registry, 'runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set((Date.now() - census.oldestLive) / 1000);
         }
-        if (oldestLive !== undefined) {
-            gauge('runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set((Date.now() - oldestLive) / 1000);
-        }
-        gauge('runlane_trash_resisting_entries', 'Trash entries that resisted deletion (retried every sweep).').set(trash.filter((entry) => entry.failures.length > 0).length);
-        gauge('runlane_problems', 'Parts of the root a listing had to skip (refused directories, unusable locks).').set(problems);
+        gaugeIn(registry, 'runlane_trash_resisting_entries', 'Trash entries that resisted deletion (retried every sweep).').set(census.resisting);
+        gaugeIn(registry, 'runlane_problems', 'Parts of the root a listing had to skip (refused directories, unusable locks).').set(census.problems);
         journalMetrics(registry, (0,_root_journal_js__WEBPACK_IMPORTED_MODULE_2__/* .readJournal */ .a0)(layout));
     }
     finally {
         layout.close();
     }
     return registry.metrics();
+}
+function gaugeIn(registry, name, help, labelNames = []) {
+    return new prom_client__WEBPACK_IMPORTED_MODULE_0__.Gauge({ name, help, labelNames, registers: [registry] });
+}
+/** Lanes, parked lanes and trash entries counted (and sized) by state, one at a time. */
+function laneMetrics(registry, layout, options) {
+    const lanes = gaugeIn(registry, 'runlane_lanes', 'Lanes under the root by state.', ['state']);
+    const bytes = gaugeIn(registry, 'runlane_lane_bytes', 'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.', ['state']);
+    const census = { resisting: 0, problems: 0 };
+    const counts = new Map(['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]));
+    const onProblem = () => census.problems++;
+    (0,_census_js__WEBPACK_IMPORTED_MODULE_5__/* .takeCensus */ .T)(layout, { sizes: options.sizes, onProblem }, (entry) => {
+        // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
+        // a job can write a `retained` marker into its own live lane, not take its lease away.
+        const state = entry.leased ? 'live' : entry.state;
+        counts.set(state, (counts.get(state) ?? 0) + 1);
+        if (entry.size)
+            bytes.inc({ state }, entry.size.bytes);
+        if (state === 'unknown')
+            census.problems++;
+        if (entry.failures?.length)
+            census.resisting++;
+        const created = Date.parse(entry.since ?? '');
+        if (state === 'live' && !Number.isNaN(created))
+            census.oldestLive = Math.min(census.oldestLive ?? created, created);
+    });
+    for (const [state, count] of counts)
+        lanes.set({ state }, count);
+    if (options.sizes)
+        for (const state of counts.keys())
+            bytes.inc({ state }, 0);
+    return census;
+}
+/** The root's file system: free bytes, size, and the keep-free target when one is set. */
+function spaceMetrics(registry, root, keepFree) {
+    gaugeIn(registry, 'runlane_root_free_bytes', "Bytes free for unprivileged users on the root's file system.").set((0,_common_space_js__WEBPACK_IMPORTED_MODULE_4__/* .freeBytes */ .go)(root));
+    const stats = node_fs__WEBPACK_IMPORTED_MODULE_6___default().statfsSync(root);
+    gaugeIn(registry, 'runlane_root_size_bytes', "Size of the root's file system.").set(stats.blocks * stats.bsize);
+    if (keepFree) {
+        gaugeIn(registry, 'runlane_keep_free_target_bytes', 'Free space the sweep keeps (keep-free).').set((0,_common_space_js__WEBPACK_IMPORTED_MODULE_4__/* .requiredFree */ .Gh)(root, keepFree));
+    }
 }
 /** Counters over the journal (they restart when it rotates, which Prometheus' rate() handles). */
 function journalMetrics(registry, records) {

@@ -86,6 +86,18 @@ async function closeLaneOfJob(settings: Settings, lane: LaneState, started: numb
     // Closed whatever failed: the log keeps its shape.
     core.endGroup();
   }
+  warnAfterClose(lane, result);
+  writeSummary((summary) =>
+    summary
+      .addHeading('runlane: cleanup', 3)
+      .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true)
+      .addRaw(trimmed ? `<p>warm size: ${escapeHtml(trimmed)}</p>` : '', true)
+      .addRaw(uploaded ? `<p>cache service: ${escapeHtml(uploaded)}</p>` : '', true),
+  );
+}
+
+/** What the close left undone, as warnings: a synchronous fallback, a holder, files, old trash. */
+function warnAfterClose(lane: LaneState, result: CloseResult): void {
   if (result.fallback) {
     core.warning(
       `runlane: could not rename ${lane.lanePath} into the trash (${shown(result.fallback)}); deleted it synchronously instead`,
@@ -111,13 +123,6 @@ async function closeLaneOfJob(settings: Settings, lane: LaneState, started: numb
       `runlane: the trash entry ${shown(entry.path)} still resists deletion:\n${describeFailures(entry.failures)}`,
     );
   }
-  writeSummary((summary) =>
-    summary
-      .addHeading('runlane: cleanup', 3)
-      .addRaw(`<code>${escapeHtml(lane.lanePath)}</code>: ${escapeHtml(outcome)}`, true)
-      .addRaw(trimmed ? `<p>warm size: ${escapeHtml(trimmed)}</p>` : '', true)
-      .addRaw(uploaded ? `<p>cache service: ${escapeHtml(uploaded)}</p>` : '', true),
-  );
 }
 
 /**

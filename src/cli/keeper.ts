@@ -88,25 +88,20 @@ function startKept(perl: string, program: string, command: readonly string[], op
     },
     done: new Promise<CommandEnd>((resolve) => {
       let result: CommandEnd | undefined;
-      let text = '';
       const reports = (child.stdio as unknown as (NodeJS.ReadableStream | null)[])[5];
-      reports?.on('data', (chunk: Buffer) => {
-        text += chunk.toString();
-        for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n')) {
-          const [word, ...rest] = text.slice(0, end).split(' ');
-          text = text.slice(end + 1);
-          if (word === 'started') {
-            commandPid = Number(rest[0]);
-            if (rest[1] !== '1')
-              running.limit = 'prctl(PR_SET_CHILD_SUBREAPER) failed: only what stays in its process tree is ended';
-          } else if (word === 'failed') {
-            const errno = Number(rest[0]);
-            const message = rest.slice(1).join(' ');
-            result = { status: errno === os.constants.errno.ENOENT ? 127 : 126, ended: 0, killed: 0, problem: message };
-          } else if (word === 'exited') {
-            const [code, signal, ended, killed] = rest.map(Number);
-            result = { status: signal ? 128 + signal : code, ended, killed };
-          }
+      onLines(reports, (line) => {
+        const [word, ...rest] = line.split(' ');
+        if (word === 'started') {
+          commandPid = Number(rest[0]);
+          if (rest[1] !== '1')
+            running.limit = 'prctl(PR_SET_CHILD_SUBREAPER) failed: only what stays in its process tree is ended';
+        } else if (word === 'failed') {
+          const errno = Number(rest[0]);
+          const message = rest.slice(1).join(' ');
+          result = { status: errno === os.constants.errno.ENOENT ? 127 : 126, ended: 0, killed: 0, problem: message };
+        } else if (word === 'exited') {
+          const [code, signal, ended, killed] = rest.map(Number);
+          result = { status: signal ? 128 + signal : code, ended, killed };
         }
       });
       child.once('error', (error) => resolve({ status: 125, ended: 0, killed: 0, problem: errorMessage(error) }));
@@ -125,6 +120,19 @@ function startKept(perl: string, program: string, command: readonly string[], op
     }),
   };
   return running;
+}
+
+/** Calls `each` with every whole line `stream` writes (the keeper's reports: one word, then fields). */
+function onLines(stream: NodeJS.ReadableStream | null | undefined, each: (line: string) => void): void {
+  let text = '';
+  stream?.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+    for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n')) {
+      const line = text.slice(0, end);
+      text = text.slice(end + 1);
+      each(line);
+    }
+  });
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

@@ -23,7 +23,7 @@ import { parsePresets } from '../core/lane/presets.js';
 import type { Privileged } from '../core/delete/remove.js';
 import { setActor } from '../core/root/journal.js';
 import { shown } from '../core/ops/report.js';
-import { startCommand } from './keeper.js';
+import { startCommand, type CommandEnd, type RunningCommand } from './keeper.js';
 import { checkRoot, chooseRoot, rootSetting } from '../core/root/root.js';
 import { parseDuration } from '../core/common/units.js';
 import { warmSlot } from '../core/warm/warm.js';
@@ -236,15 +236,34 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
   for (const variable of plan.exports) env[variable.name] = variable.value;
 
   const running = startCommand(command, { env, graceMs, lockFd: lane.lock!.descriptor });
+  const forwarding = forwardSignals(running, options, graceMs, graceText);
+  const end = await running.done;
+  forwarding.exited();
+  const status = end.status;
+  reportEnd(command, running, end, options);
+  try {
+    closePlanned(plan, options, lane, status === 0);
+  } catch (error) {
+    process.stderr.write(`runlane: closing the lane failed (the sweep reaps it): ${errorMessage(error)}\n`);
+  } finally {
+    forwarding.stop();
+  }
+  return status;
+}
+
+/**
+ * Passes runlane's SIGINT, SIGTERM and SIGHUP to COMMAND's process group; a second SIGINT, or
+ * the grace period running out, escalates to SIGKILL. Once COMMAND is gone (`exited`) the lane
+ * is being closed (milliseconds): a late signal must not kill runlane halfway through, so the
+ * handlers stay, doing nothing, until `stop`.
+ */
+function forwardSignals(running: RunningCommand, options: LaneOptions, graceMs: number, graceText: string) {
   let signalled = 0;
   let killTimer: NodeJS.Timeout | undefined;
   let exited = false;
   const forward = (signal: NodeJS.Signals) => {
-    // Once COMMAND is gone the lane is being closed (milliseconds): a late signal must not
-    // kill runlane halfway through, so the handlers stay until the close is done.
     if (exited) return;
     signalled++;
-    // A second interrupt, or the grace period running out, escalates to SIGKILL.
     if (signalled > 1 && signal === 'SIGINT') {
       say(options, `${signal} again: COMMAND's process group is killed (SIGKILL)`);
       return running.signal('SIGKILL');
@@ -258,11 +277,21 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
     killTimer = setTimeout(() => running.signal('SIGKILL'), graceMs);
   };
   for (const signal of SIGNALS) process.on(signal, forward);
-  const end = await running.done;
-  exited = true;
-  if (killTimer) clearTimeout(killTimer);
-  const status = end.status;
+  return {
+    exited() {
+      exited = true;
+      if (killTimer) clearTimeout(killTimer);
+    },
+    stop() {
+      for (const each of SIGNALS) process.off(each, forward);
+    },
+  };
+}
+
+/** How COMMAND ended, when there is more to say than its status: why it could not run, what it left. */
+function reportEnd(command: string[], running: RunningCommand, end: CommandEnd, options: LaneOptions): void {
   if (end.problem) {
+    const status = end.status;
     const what = status === 126 || status === 127 ? `cannot run ${shown(command[0])}` : 'COMMAND';
     process.stderr.write(`runlane: ${what}: ${shown(end.problem)}\n`);
   }
@@ -272,17 +301,6 @@ export async function runCommand(command: string[], options: LaneOptions, graceT
     const processes = end.ended === 1 ? '1 process' : `${end.ended} processes`;
     say(options, `COMMAND left ${processes} running: ended them (SIGTERM${needed}) before closing the lane`);
   }
-  const stopForwarding = () => {
-    for (const each of SIGNALS) process.off(each, forward);
-  };
-  try {
-    closePlanned(plan, options, lane, status === 0);
-  } catch (error) {
-    process.stderr.write(`runlane: closing the lane failed (the sweep reaps it): ${errorMessage(error)}\n`);
-  } finally {
-    stopForwarding();
-  }
-  return status;
 }
 
 export type EnvFormat = 'shell' | 'json' | 'github' | 'dotenv';

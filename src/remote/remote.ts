@@ -5,7 +5,7 @@
  * own (transfer.ts), and here, the staging area and the transfer's start. It may import
  * src/core; the core never imports it, and it never imports the action or the CLI.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -60,60 +60,17 @@ export async function runRemote(
   }
 }
 
-async function transfer(
-  request: RemoteRequest,
-  {
-    script,
-    tar,
-    temp,
-    timeoutMs,
-    maxBytes,
-    maxEntries,
-    started,
-  }: Record<'script' | 'tar' | 'temp', string> & Record<'timeoutMs' | 'maxBytes' | 'maxEntries' | 'started', number>,
-): Promise<RemoteOutcome> {
+type TransferSetup = Record<'script' | 'tar' | 'temp', string> &
+  Record<'timeoutMs' | 'maxBytes' | 'maxEntries' | 'started', number>;
+
+async function transfer(request: RemoteRequest, setup: TransferSetup): Promise<RemoteOutcome> {
+  const { timeoutMs, started } = setup;
   const seconds = () => (Date.now() - started) / 1000;
-  const report = path.join(temp, 'guard-report');
-  const child = spawn(process.execPath, [script], {
-    detached: true,
-    stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
-    env: {
-      ...process.env,
-      PATH: `${path.join(path.dirname(script), 'bin')}${path.delimiter}${process.env.PATH ?? ''}`,
-      RUNLANE_NODE: process.execPath,
-      RUNLANE_TAR_GUARD: bundled('tar-guard'),
-      RUNLANE_REAL_TAR: tar,
-      RUNLANE_TRANSFER_MS: String(timeoutMs),
-      RUNLANE_PARENT_PID: String(process.pid),
-      RUNLANE_MAX_BYTES: String(maxBytes),
-      RUNLANE_MAX_ENTRIES: String(maxEntries),
-      RUNLANE_GUARD_REPORT: report,
-      RUNNER_TEMP: temp,
-    },
-  });
-  child.stdin?.on('error', () => undefined);
-  child.stdin?.end(JSON.stringify(request));
+  const child = spawnTransfer(request, setup);
   const answerPipe = child.stdio[3] as NodeJS.ReadableStream | null;
   let text = '';
   answerPipe?.on('data', (chunk: Buffer) => (text += chunk.toString()));
-  const result = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>((resolve) => {
-    const timer = setTimeout(() => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // Gone meanwhile.
-      }
-      resolve({ code: null, signal: 'SIGKILL', timedOut: true });
-    }, timeoutMs);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, timedOut: false });
-    });
-    child.once('error', () => {
-      clearTimeout(timer);
-      resolve({ code: null, signal: null, timedOut: false });
-    });
-  });
+  const result = await endOrKill(child, timeoutMs);
   if (result.timedOut) {
     // The group is dead; wait for it, so nothing writes into the staging directory afterwards.
     await new Promise((resolve) =>
@@ -131,6 +88,59 @@ async function transfer(
       seconds: seconds(),
     };
   }
+}
+
+/**
+ * The transfer process in a process group of its own, the request on its stdin and its answer
+ * on fd 3; `tar` on its PATH is the guard, which runs the real one.
+ */
+function spawnTransfer(request: RemoteRequest, setup: TransferSetup): ChildProcess {
+  const { script, tar, temp } = setup;
+  const child = spawn(process.execPath, [script], {
+    detached: true,
+    stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
+    env: {
+      ...process.env,
+      PATH: `${path.join(path.dirname(script), 'bin')}${path.delimiter}${process.env.PATH ?? ''}`,
+      RUNLANE_NODE: process.execPath,
+      RUNLANE_TAR_GUARD: bundled('tar-guard'),
+      RUNLANE_REAL_TAR: tar,
+      RUNLANE_TRANSFER_MS: String(setup.timeoutMs),
+      RUNLANE_PARENT_PID: String(process.pid),
+      RUNLANE_MAX_BYTES: String(setup.maxBytes),
+      RUNLANE_MAX_ENTRIES: String(setup.maxEntries),
+      RUNLANE_GUARD_REPORT: path.join(temp, 'guard-report'),
+      RUNNER_TEMP: temp,
+    },
+  });
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.end(JSON.stringify(request));
+  return child;
+}
+
+/** The child's end, or its whole group killed when `timeoutMs` passes first. */
+function endOrKill(
+  child: ChildProcess,
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: string | null; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+      resolve({ code: null, signal: 'SIGKILL', timedOut: true });
+    }, timeoutMs);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, timedOut: false });
+    });
+    child.once('error', () => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, timedOut: false });
+    });
+  });
 }
 
 function onPath(tool: string): string | undefined {

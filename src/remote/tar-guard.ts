@@ -37,30 +37,39 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
   if (notGnu) return refuse(notGnu);
   const maxBytes = Number(process.env.RUNLANE_MAX_BYTES ?? Infinity);
   const maxEntries = Number(process.env.RUNLANE_MAX_ENTRIES ?? Infinity);
+  const { code, overEntries, failed, tarError } = await extract(real, plan, env, maxBytes, maxEntries);
+  if (overEntries) return refuse(`it holds more than ${maxEntries} entries (remote-max-entries)`);
+  if (failed) return refuse(`it could not be decompressed (${plan.program} exit ${failed})`);
+  // What is on disk names the cause best (a symlink that leads out, a device), even when tar
+  // failed on it (a file written through such a symlink fails).
+  const problem = checkTree(plan.dir, maxBytes, maxEntries);
+  if (problem) return refuse(problem);
+  if (code !== 0) {
+    const first = tarError.trim().split('\n')[0] ?? '';
+    return refuse(`tar could not extract it (exit ${code ?? 'by a signal'}${first ? `: ${first}` : ''})`);
+  }
+  return 0;
+}
+
+/**
+ * Runs the real tar on the archive: its decompressor capped at a byte bound, stopped at the
+ * first member over `maxEntries`, killed if this process is stopped.
+ */
+async function extract(
+  real: string,
+  plan: ExtractionPlan,
+  env: NodeJS.ProcessEnv,
+  maxBytes: number,
+  maxEntries: number,
+): Promise<{ code: number | null; overEntries: boolean; failed: string; tarError: string }> {
   // Headers, padding and pax records on top of the files' bytes: generous, still a bound.
   const streamCap = Number.isFinite(maxBytes) ? maxBytes * 2 + 256 * 1048576 : Number.MAX_SAFE_INTEGER;
   const marks = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-guard-'));
   const failedMark = path.join(marks, 'decompress-failed');
-  const tar = spawn(
-    real,
-    [
-      '-x',
-      '-f',
-      plan.archive,
-      '-C',
-      plan.dir,
-      `--use-compress-program=runlane-decompress ${plan.program}`,
-      '--no-same-owner',
-      '--no-same-permissions',
-      // One line per member as it is extracted (names quoted, so one line each): counted,
-      // and tar is stopped at the first member over remote-max-entries.
-      '--verbose',
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...env, RUNLANE_STREAM_CAP: String(streamCap), RUNLANE_DECOMPRESS_FAILED: failedMark },
-    },
-  );
+  const tar = spawn(real, extractArgs(plan), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...env, RUNLANE_STREAM_CAP: String(streamCap), RUNLANE_DECOMPRESS_FAILED: failedMark },
+  });
   let extracted = 0;
   let overEntries = false;
   tar.stdout.on('data', (chunk: Buffer) => {
@@ -93,17 +102,23 @@ export async function tarGuard(args: readonly string[]): Promise<number> {
   } finally {
     fs.rmSync(marks, { recursive: true, force: true });
   }
-  if (overEntries) return refuse(`it holds more than ${maxEntries} entries (remote-max-entries)`);
-  if (failed) return refuse(`it could not be decompressed (${plan.program} exit ${failed})`);
-  // What is on disk names the cause best (a symlink that leads out, a device), even when tar
-  // failed on it (a file written through such a symlink fails).
-  const problem = checkTree(plan.dir, maxBytes, maxEntries);
-  if (problem) return refuse(problem);
-  if (code !== 0) {
-    const first = tarError.trim().split('\n')[0] ?? '';
-    return refuse(`tar could not extract it (exit ${code ?? 'by a signal'}${first ? `: ${first}` : ''})`);
-  }
-  return 0;
+  return { code, overEntries, failed, tarError };
+}
+
+function extractArgs(plan: ExtractionPlan): string[] {
+  return [
+    '-x',
+    '-f',
+    plan.archive,
+    '-C',
+    plan.dir,
+    `--use-compress-program=runlane-decompress ${plan.program}`,
+    '--no-same-owner',
+    '--no-same-permissions',
+    // One line per member as it is extracted (names quoted, so one line each): counted,
+    // and tar is stopped at the first member over remote-max-entries.
+    '--verbose',
+  ];
 }
 
 /**
@@ -259,14 +274,7 @@ function createArchive(real: string, args: readonly string[], env: NodeJS.Proces
   } catch (error) {
     return refuse(`the lane cannot be opened: ${errorMessage(error)}`);
   }
-  const groups = new Map<string, string[]>();
-  for (const member of members) {
-    const cut = member.lastIndexOf('/');
-    const parent = cut < 0 ? '' : member.slice(0, cut);
-    const names = groups.get(parent) ?? [];
-    if (names.length === 0) groups.set(parent, names);
-    names.push(member.slice(cut + 1));
-  }
+  const groups = byParent(members);
   const direct = groups.size === 1;
   const plain = direct ? archive : `${archive}.runlane.tar`;
   const lists = fs.mkdtempSync(path.join(os.tmpdir(), 'runlane-create-'));
@@ -299,26 +307,40 @@ function createArchive(real: string, args: readonly string[], env: NodeJS.Proces
       if (problem) return refuse(problem);
       first = false;
     }
-    if (!direct) {
-      const input = fs.openSync(plain, 'r');
-      const output = fs.openSync(archive, 'w');
-      try {
-        const out = spawnSync(plan.program[0], [...plan.program.slice(1), '-c'], {
-          stdio: [input, output, 'inherit'],
-          env,
-        });
-        if (out.status !== 0)
-          return refuse(`${plan.program[0]} could not compress the archive (exit ${out.status ?? out.signal})`);
-      } finally {
-        fs.closeSync(input);
-        fs.closeSync(output);
-        fs.rmSync(plain, { force: true });
-      }
-    }
-    return 0;
+    const problem = direct ? undefined : compress(plain, archive, plan.program, env);
+    return problem ? refuse(problem) : 0;
   } finally {
     lane.close();
     fs.rmSync(lists, { recursive: true, force: true });
+  }
+}
+
+/** Members grouped by their parent directory (`''` for the lane's own), in the order given. */
+function byParent(members: readonly string[]): Map<string, string[]> {
+  const groups = new Map<string, string[]>();
+  for (const member of members) {
+    const cut = member.lastIndexOf('/');
+    const parent = cut < 0 ? '' : member.slice(0, cut);
+    const names = groups.get(parent) ?? [];
+    if (names.length === 0) groups.set(parent, names);
+    names.push(member.slice(cut + 1));
+  }
+  return groups;
+}
+
+/** Compresses the uncompressed archive `plain` into `archive` with `program`, then removes it; why not, if it failed. */
+function compress(plain: string, archive: string, program: string[], env: NodeJS.ProcessEnv): string | undefined {
+  const input = fs.openSync(plain, 'r');
+  const output = fs.openSync(archive, 'w');
+  try {
+    const out = spawnSync(program[0], [...program.slice(1), '-c'], { stdio: [input, output, 'inherit'], env });
+    return out.status === 0
+      ? undefined
+      : `${program[0]} could not compress the archive (exit ${out.status ?? out.signal})`;
+  } finally {
+    fs.closeSync(input);
+    fs.closeSync(output);
+    fs.rmSync(plain, { force: true });
   }
 }
 

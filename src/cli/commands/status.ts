@@ -1,12 +1,8 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
-import { errorMessage } from '../../core/common/errors.js';
-import { forEachLane } from '../../core/root/liveness.js';
 import { Layout, type LaneMeta } from '../../core/root/layout.js';
-import { recordedSize } from '../../core/root/sizes.js';
 import { humanBytes } from '../../core/common/units.js';
 import { type RemoveFailure } from '../../core/delete/remove.js';
-import { type TreeSize } from '../../core/delete/walk.js';
 import {
   describeFailures,
   shown,
@@ -15,8 +11,7 @@ import {
   statusCells,
   type StatusRow,
 } from '../../core/ops/report.js';
-import { listTrash } from '../../core/root/trash.js';
-import { listParked } from '../../core/warm/warm.js';
+import { takeCensus, type Measured } from '../../core/ops/census.js';
 import { plural } from '../../core/root/root.js';
 import { type SpaceTarget } from '../../core/common/units.js';
 import { formatSpace, requiredFree } from '../../core/common/space.js';
@@ -34,9 +29,6 @@ type Row = StatusRow & {
   leaseUntil?: string;
   trust?: string;
 };
-
-/** A size and when it was measured (when the lane was kept or parked, or now with --sizes). */
-type Measured = TreeSize & { measured: string };
 
 /** A status row for a lane (live, orphan, kept or parked), with its size (when known) and owner. */
 function laneRow(
@@ -127,58 +119,27 @@ function statusRows(
 ): { rows: Row[]; problems: string[] } {
   const layout = new Layout(root);
   const problems: string[] = [];
-  const part = <T>(what: string, body: () => T[]): T[] => {
-    try {
-      return body();
-    } catch (error) {
-      problems.push(`${what}: ${errorMessage(error)}`);
-      return [];
-    }
-  };
-  const measure = (area: 'lanes' | 'parked' | 'trash', names: string[], meta?: LaneMeta): Measured | undefined => {
-    if (!sizes) {
-      const recorded = recordedSize(meta);
-      return recorded && { ...recorded, measured: meta?.measured as string };
-    }
-    const size = layout.sizeOf(area, names, meter.tick);
-    meter.item();
-    return { ...size, measured: new Date().toISOString() };
-  };
+  const onProblem = (what: string, detail: string) => problems.push(`${what}: ${detail}`);
   // Rows go to `emit` as they are made (JSON streams them: 100,000 lanes never sit in memory
   // at once), else into the table's list.
   const rows: Row[] = [];
   const add = emit ?? ((row: Row) => rows.push(row));
   try {
-    // The lane listing goes on without metadata (lanes then `unknown` or `live`): say why.
-    part('metadata', () => {
-      layout.dirIfAny('meta');
-      return [];
+    takeCensus(layout, { sizes, meter, onProblem }, (entry) => {
+      if (entry.problem) problems.push(`the lane ${entry.name}: ${entry.problem}`);
+      add(
+        entry.area === 'trash'
+          ? {
+              key: entry.name,
+              path: entry.path,
+              state: 'trash',
+              ...entry.size,
+              created: entry.since,
+              failures: entry.failures,
+            }
+          : laneRow(entry.name, entry.path, entry.state, entry.meta, entry.size, entry.since),
+      );
     });
-    const parked = part('parked lanes', () => listParked(layout));
-    const trash = part('trash', () => listTrash(layout));
-    if (sizes) meter.setTotal(layout.names('lanes').length + parked.length + trash.length);
-    part('lanes', () => {
-      forEachLane(layout, (lane) => {
-        if (lane.problem) problems.push(`the lane ${lane.key}: ${lane.problem}`);
-        add(laneRow(lane.key, lane.path, lane.state, lane.meta, measure('lanes', [lane.key], lane.meta), lane.created));
-      });
-      return [];
-    });
-    for (const lane of parked) {
-      const size = measure('parked', [lane.slot, lane.key], lane.meta);
-      add(laneRow(lane.key, lane.path, 'parked', lane.meta, size, lane.parked));
-    }
-    for (const entry of trash) {
-      const size = measure('trash', [entry.name]);
-      add({
-        key: entry.name,
-        path: entry.path,
-        state: 'trash',
-        ...size,
-        created: entry.created,
-        failures: entry.failures,
-      });
-    }
     return { rows, problems };
   } finally {
     layout.close();

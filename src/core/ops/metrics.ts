@@ -1,13 +1,10 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import { writeFileAtomic } from '../common/atomic.js';
 import { readJournal, type JournalRecord } from '../root/journal.js';
-import { forEachLane } from '../root/liveness.js';
-import { Layout, type LaneMeta } from '../root/layout.js';
-import { recordedSize } from '../root/sizes.js';
+import { Layout } from '../root/layout.js';
 import { freeBytes, requiredFree } from '../common/space.js';
-import { listTrash } from '../root/trash.js';
 import type { SpaceTarget } from '../common/units.js';
-import { listParked } from '../warm/warm.js';
+import { takeCensus } from './census.js';
 import fs from 'node:fs';
 
 /** Why a lane went, as a bounded label: orphan, max-age, keep-free, warm-keep or other. */
@@ -34,83 +31,84 @@ export interface MetricsOptions {
  */
 export async function metricsText(root: string, options: MetricsOptions): Promise<string> {
   const registry = new Registry();
-  const gauge = (name: string, help: string, labelNames: string[] = []) =>
-    new Gauge({ name, help, labelNames, registers: [registry] });
-  const lanes = gauge('runlane_lanes', 'Lanes under the root by state.', ['state']);
-  const bytes = gauge(
-    'runlane_lane_bytes',
-    'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.',
-    ['state'],
-  );
   const layout = new Layout(root);
-  let problems = 0;
   try {
-    const counts = new Map<string, number>(
-      ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]),
-    );
-    const add = (state: string, size: () => number | undefined) => {
-      counts.set(state, (counts.get(state) ?? 0) + 1);
-      const measured = size();
-      if (measured !== undefined) bytes.inc({ state }, measured);
-    };
-    // O(lanes) by default: the size recorded when the lane was kept or parked, else none.
-    const sizeOf = (meta: LaneMeta | undefined, area: 'lanes' | 'parked' | 'trash', names: string[]) => () =>
-      options.sizes ? layout.sizeOf(area, names).bytes : recordedSize(meta)?.bytes;
-    const part = <T>(body: () => T[]): T[] => {
-      try {
-        return body();
-      } catch {
-        problems++;
-        return [];
-      }
-    };
-    let oldestLive: number | undefined;
-    // One lane at a time: 100,000 lanes are counted without holding their metadata.
-    part(() => {
-      forEachLane(layout, (lane) => {
-        // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
-        // a job can write a `retained` marker into its own live lane, not take its lease away.
-        const state = lane.leased ? 'live' : lane.state;
-        add(state, sizeOf(lane.meta, 'lanes', [lane.key]));
-        if (state === 'unknown') problems++;
-        const created = Date.parse(lane.created ?? '');
-        if (state === 'live' && !Number.isNaN(created)) oldestLive = Math.min(oldestLive ?? created, created);
-      });
-      return [];
-    });
-    for (const lane of part(() => listParked(layout)))
-      add('parked', sizeOf(lane.meta, 'parked', [lane.slot, lane.key]));
-    const trash = part(() => listTrash(layout));
-    for (const entry of trash) add('trash', sizeOf(undefined, 'trash', [entry.name]));
-    for (const [state, count] of counts) lanes.set({ state }, count);
-    if (options.sizes) for (const state of counts.keys()) bytes.inc({ state }, 0);
-
-    gauge('runlane_root_free_bytes', "Bytes free for unprivileged users on the root's file system.").set(
-      freeBytes(root),
-    );
-    const stats = fs.statfsSync(root);
-    gauge('runlane_root_size_bytes', "Size of the root's file system.").set(stats.blocks * stats.bsize);
-    if (options.keepFree) {
-      gauge('runlane_keep_free_target_bytes', 'Free space the sweep keeps (keep-free).').set(
-        requiredFree(root, options.keepFree),
+    const census = laneMetrics(registry, layout, options);
+    spaceMetrics(registry, root, options.keepFree);
+    if (census.oldestLive !== undefined) {
+      gaugeIn(registry, 'runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set(
+        (Date.now() - census.oldestLive) / 1000,
       );
     }
-    if (oldestLive !== undefined) {
-      gauge('runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set(
-        (Date.now() - oldestLive) / 1000,
-      );
-    }
-    gauge('runlane_trash_resisting_entries', 'Trash entries that resisted deletion (retried every sweep).').set(
-      trash.filter((entry) => entry.failures.length > 0).length,
-    );
-    gauge('runlane_problems', 'Parts of the root a listing had to skip (refused directories, unusable locks).').set(
-      problems,
-    );
+    gaugeIn(
+      registry,
+      'runlane_trash_resisting_entries',
+      'Trash entries that resisted deletion (retried every sweep).',
+    ).set(census.resisting);
+    gaugeIn(
+      registry,
+      'runlane_problems',
+      'Parts of the root a listing had to skip (refused directories, unusable locks).',
+    ).set(census.problems);
     journalMetrics(registry, readJournal(layout));
   } finally {
     layout.close();
   }
   return registry.metrics();
+}
+
+function gaugeIn(registry: Registry, name: string, help: string, labelNames: string[] = []): Gauge {
+  return new Gauge({ name, help, labelNames, registers: [registry] });
+}
+
+interface Census {
+  oldestLive?: number;
+  resisting: number;
+  problems: number;
+}
+
+/** Lanes, parked lanes and trash entries counted (and sized) by state, one at a time. */
+function laneMetrics(registry: Registry, layout: Layout, options: MetricsOptions): Census {
+  const lanes = gaugeIn(registry, 'runlane_lanes', 'Lanes under the root by state.', ['state']);
+  const bytes = gaugeIn(
+    registry,
+    'runlane_lane_bytes',
+    'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.',
+    ['state'],
+  );
+  const census: Census = { resisting: 0, problems: 0 };
+  const counts = new Map<string, number>(
+    ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]),
+  );
+  const onProblem = () => census.problems++;
+  takeCensus(layout, { sizes: options.sizes, onProblem }, (entry) => {
+    // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
+    // a job can write a `retained` marker into its own live lane, not take its lease away.
+    const state = entry.leased ? 'live' : entry.state;
+    counts.set(state, (counts.get(state) ?? 0) + 1);
+    if (entry.size) bytes.inc({ state }, entry.size.bytes);
+    if (state === 'unknown') census.problems++;
+    if (entry.failures?.length) census.resisting++;
+    const created = Date.parse(entry.since ?? '');
+    if (state === 'live' && !Number.isNaN(created)) census.oldestLive = Math.min(census.oldestLive ?? created, created);
+  });
+  for (const [state, count] of counts) lanes.set({ state }, count);
+  if (options.sizes) for (const state of counts.keys()) bytes.inc({ state }, 0);
+  return census;
+}
+
+/** The root's file system: free bytes, size, and the keep-free target when one is set. */
+function spaceMetrics(registry: Registry, root: string, keepFree: SpaceTarget | undefined): void {
+  gaugeIn(registry, 'runlane_root_free_bytes', "Bytes free for unprivileged users on the root's file system.").set(
+    freeBytes(root),
+  );
+  const stats = fs.statfsSync(root);
+  gaugeIn(registry, 'runlane_root_size_bytes', "Size of the root's file system.").set(stats.blocks * stats.bsize);
+  if (keepFree) {
+    gaugeIn(registry, 'runlane_keep_free_target_bytes', 'Free space the sweep keeps (keep-free).').set(
+      requiredFree(root, keepFree),
+    );
+  }
 }
 
 /** Counters over the journal (they restart when it rotates, which Prometheus' rate() handles). */

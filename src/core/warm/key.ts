@@ -158,41 +158,42 @@ const GLOB_DEPTH = 64;
  * or device never read (each file is checked after it is opened), and reads are bounded.
  */
 export function hashFiles(dir: string, glob: string): { hash: string; count: number } {
-  const segments = glob.split('/').filter((segment) => segment !== '' && segment !== '.');
-  const files: [string, string][] = [];
-  let visited = 0;
-  let hashed = 0;
-  const buffer = Buffer.alloc(65_536);
-  const hashOne = (parent: Dir, name: string): string => {
-    let fd: number;
-    let stat: fs.Stats;
-    try {
-      ({ fd, stat } = openRegular(parent.at(name), fs.constants.O_RDONLY));
-    } catch (error) {
-      const code = errorCode(error);
-      if (code === 'EINVAL' || code === 'EISDIR') return 'not a regular file';
-      return `unreadable: ${code ?? errorMessage(error)}`;
-    }
-    try {
-      const hash = crypto.createHash('sha256');
-      for (let left = stat.size; left > 0;) {
-        const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, left), null);
-        if (n <= 0) break;
-        hashed += n;
-        if (hashed > MAX_HASHED) {
-          throw new Error(
-            `{hash:${glob}} matches more than ${MAX_HASHED / 1048576} MiB of files; name them more narrowly`,
-          );
-        }
-        hash.update(buffer.subarray(0, n));
-        left -= n;
-      }
-      return hash.digest('hex');
-    } finally {
-      fs.closeSync(fd);
-    }
-  };
-  const walk = (at: Dir, relative: string, index: number, depth: number) => {
+  let top: Dir;
+  try {
+    top = Dir.open(fs.realpathSync(dir));
+  } catch {
+    return { hash: 'none', count: 0 };
+  }
+  const matcher = new GlobHash(dir, glob);
+  try {
+    matcher.walk(top, '', 0, 0);
+  } finally {
+    top.close();
+  }
+  const { files } = matcher;
+  if (files.length === 0) return { hash: 'none', count: 0 };
+  files.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  // Names and per-file digests as JSON: no two different sets of files frame the same.
+  return { hash: digest(JSON.stringify(files), 16), count: files.length };
+}
+
+/** One glob's walk: the files it matched with their digests, and the bounds on entries and bytes. */
+class GlobHash {
+  readonly files: [string, string][] = [];
+  private readonly segments: string[];
+  private visited = 0;
+  private hashed = 0;
+  private readonly buffer = Buffer.alloc(65_536);
+
+  constructor(
+    private readonly dir: string,
+    private readonly glob: string,
+  ) {
+    this.segments = glob.split('/').filter((segment) => segment !== '' && segment !== '.');
+  }
+
+  walk(at: Dir, relative: string, index: number, depth: number): void {
+    const { segments, glob } = this;
     if (index >= segments.length || depth > GLOB_DEPTH) return;
     const segment = segments[index];
     let entries: fs.Dirent[];
@@ -201,21 +202,21 @@ export function hashFiles(dir: string, glob: string): { hash: string; count: num
     } catch {
       return;
     }
-    visited += entries.length;
-    if (visited > MAX_VISITED) {
+    this.visited += entries.length;
+    if (this.visited > MAX_VISITED) {
       throw new Error(
-        `{hash:${glob}} visits more than ${MAX_VISITED} entries under ${dir}; name the files more narrowly`,
+        `{hash:${glob}} visits more than ${MAX_VISITED} entries under ${this.dir}; name the files more narrowly`,
       );
     }
     const last = index === segments.length - 1;
     const recursive = segment === '**';
     const pattern = recursive ? undefined : globSegment(segment);
-    if (recursive && !last) walk(at, relative, index + 1, depth);
+    if (recursive && !last) this.walk(at, relative, index + 1, depth);
     for (const entry of entries) {
       const name = String(entry.name);
       const child = relative ? `${relative}/${name}` : name;
       if (entry.isFile()) {
-        if ((recursive && last) || (last && pattern?.test(name))) files.push([child, hashOne(at, name)]);
+        if ((recursive && last) || (last && pattern?.test(name))) this.files.push([child, this.hashOne(at, name)]);
         continue;
       }
       if (!entry.isDirectory() || (!recursive && (last || !pattern?.test(name)))) continue;
@@ -226,27 +227,52 @@ export function hashFiles(dir: string, glob: string): { hash: string; count: num
         continue;
       }
       try {
-        walk(sub, child, recursive ? index : index + 1, depth + 1);
+        this.walk(sub, child, recursive ? index : index + 1, depth + 1);
       } finally {
         sub.close();
       }
     }
-  };
-  let top: Dir;
+  }
+
+  private hashOne(parent: Dir, name: string): string {
+    return hashRegular(parent, name, this.buffer, (n) => {
+      this.hashed += n;
+      if (this.hashed > MAX_HASHED) {
+        throw new Error(
+          `{hash:${this.glob}} matches more than ${MAX_HASHED / 1048576} MiB of files; name them more narrowly`,
+        );
+      }
+    });
+  }
+}
+
+/**
+ * The sha256 of the regular file `name` of `parent` (checked after it is opened: a symlink,
+ * FIFO or device is never read), or why it has none; `onRead` sees every chunk's size.
+ */
+function hashRegular(parent: Dir, name: string, buffer: Buffer, onRead: (bytes: number) => void): string {
+  let fd: number;
+  let stat: fs.Stats;
   try {
-    top = Dir.open(fs.realpathSync(dir));
-  } catch {
-    return { hash: 'none', count: 0 };
+    ({ fd, stat } = openRegular(parent.at(name), fs.constants.O_RDONLY));
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'EINVAL' || code === 'EISDIR') return 'not a regular file';
+    return `unreadable: ${code ?? errorMessage(error)}`;
   }
   try {
-    walk(top, '', 0, 0);
+    const hash = crypto.createHash('sha256');
+    for (let left = stat.size; left > 0;) {
+      const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, left), null);
+      if (n <= 0) break;
+      onRead(n);
+      hash.update(buffer.subarray(0, n));
+      left -= n;
+    }
+    return hash.digest('hex');
   } finally {
-    top.close();
+    fs.closeSync(fd);
   }
-  if (files.length === 0) return { hash: 'none', count: 0 };
-  files.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  // Names and per-file digests as JSON: no two different sets of files frame the same.
-  return { hash: digest(JSON.stringify(files), 16), count: files.length };
 }
 
 function globSegment(segment: string): RegExp {

@@ -119,7 +119,28 @@ function walk(
 }
 
 function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): TrimResult {
-  // The lane directory itself counts, as du counts it.
+  const measured = measureLane(lane, stamp, deadline);
+  const { before, byInode, hidden, timedOut } = measured;
+  if (timedOut) return { ...emptyResult(before), timedOut };
+  const result = emptyResult(before);
+  // Unknown is not small: a tree the walk cannot see into is never parked as within the limit.
+  if (hidden) return { ...result, hidden };
+  if (before <= maxBytes) return result;
+  const victims = chooseVictims(byInode, before - maxBytes);
+  byInode.clear();
+  removeVictims(lane, deadline, victims, result);
+  return result;
+}
+
+/**
+ * The first walk: the lane's size as du counts it (the lane directory itself, each inode
+ * once), every regular file as a candidate, and the first part the walk could not see into.
+ */
+function measureLane(
+  lane: Dir,
+  stamp: number,
+  deadline: number,
+): { before: number; byInode: Map<number, Candidate>; hidden: TrimResult['hidden']; timedOut?: true } {
   let before = lane.stat.blocks * 512;
   const byInode = new Map<number, Candidate>();
   let hidden: TrimResult['hidden'];
@@ -144,25 +165,29 @@ function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): T
       onHidden,
     );
   } catch (error) {
-    if (error instanceof OutOfTime) return { ...emptyResult(before), timedOut: true };
+    if (error instanceof OutOfTime) return { before, byInode, hidden, timedOut: true };
     throw error;
   }
-  const result = emptyResult(before);
-  // Unknown is not small: a tree the walk cannot see into is never parked as within the limit.
-  if (hidden) return { ...result, hidden };
-  if (before <= maxBytes) return result;
+  return { before, byInode, hidden };
+}
 
+/** The files to remove for `over` bytes: those this job did not use first, then the oldest. */
+function chooseVictims(byInode: ReadonlyMap<number, Candidate>, over: number): Map<number, Candidate> {
   const candidates = [...byInode.values()].sort((a, b) => Number(a.used) - Number(b.used) || a.time - b.time);
-  byInode.clear();
   const victims = new Map<number, Candidate>();
-  let over = before - maxBytes;
   for (const candidate of candidates) {
     if (over <= 0) break;
     victims.set(candidate.ino, candidate);
     over -= candidate.bytes;
   }
-  // The second walk removes every name of each victim where it finds it: a directory is
-  // opened once, through its parent, never again from the top.
+  return victims;
+}
+
+/**
+ * The second walk removes every name of each victim where it finds it: a directory is opened
+ * once, through its parent, never again from the top. Counts what went into `result`.
+ */
+function removeVictims(lane: Dir, deadline: number, victims: Map<number, Candidate>, result: TrimResult): void {
   const failed = new Set<number>();
   const unlinked = new Set<number>();
   try {
@@ -187,7 +212,6 @@ function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): T
     result.after -= victim.bytes;
     if (victim.used) result.removedUsed++;
   }
-  return result;
 }
 
 function emptyResult(before: number): TrimResult {

@@ -263,6 +263,15 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
   if (!candidate) return undefined;
   const lock = Lock.acquire(layout.lock(candidate.key), COPY_WAIT_MS);
   if (!lock) return { skipped: `the parked lane ${candidate.key} is busy (being claimed or evicted)` };
+  try {
+    return copyLocked(layout, slot, candidate, key);
+  } finally {
+    lock.release();
+  }
+}
+
+/** copyParked's work under the parked lane's lock; what it made is removed again when it fails. */
+function copyLocked(layout: Layout, slot: string, candidate: ParkedLane, key: string): CopyDecision {
   const opened: Dir[] = [];
   const lanes = layout.dir('lanes');
   let made = false;
@@ -290,28 +299,17 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     made = true;
     const target = lanes.openChild(key);
     opened.push(target);
-    const cp = (...flags: string[]) =>
-      spawnSync('cp', ['-a', '-T', ...flags, '--', `${source.selfForChild()}/.`, `${target.selfForChild()}/.`], {
-        encoding: 'utf8',
-      });
+    const cp = (...flags: string[]) => copyTree(source, target, flags);
     if (cp('--reflink=always').status === 0) {
       journal(layout, { action: 'copied', key: candidate.key, detail: key, reason: 'warm start (reflink)' });
       return { copied: { ...origin, how: 'reflink' } };
     }
     const { bytes } = treeSizeIn(slotDir, candidate.key);
     const rateFile = layout.rootHandle().at('copy-rate.json');
-    const recorded = readJsonNoFollow(rateFile) as { bytesPerSecond?: unknown } | undefined;
-    const rate =
-      typeof recorded?.bytesPerSecond === 'number' && recorded.bytesPerSecond > 0
-        ? recorded.bytesPerSecond
-        : DEFAULT_COPY_BYTES_PER_SECOND;
-    const estimateMs = (bytes / rate) * 1000;
-    const budgetMs = (candidate.meta?.jobMs ?? 0) / 2;
-    if (estimateMs >= budgetMs) {
+    const tooDear = copyTooDear(rateFile, bytes, candidate.meta?.jobMs ?? 0);
+    if (tooDear) {
       undo();
-      return {
-        skipped: `no reflinks here, and copying ${bytes} bytes (about ${Math.round(estimateMs)} ms at ${Math.round(rate / 1048576)} MiB/s) would cost more than half the ${candidate.meta?.jobMs ?? 0} ms its job took`,
-      };
+      return { skipped: tooDear };
     }
     const started = Date.now();
     const copy = cp();
@@ -329,6 +327,27 @@ export function copyParked(layout: Layout, slot: string, key: string): CopyDecis
     return { skipped: errorMessage(error) };
   } finally {
     for (const dir of opened.reverse()) dir.close();
-    lock.release();
   }
+}
+
+/** `cp -a` of one opened directory's contents into another's, by descriptor (no name a job can swap). */
+function copyTree(source: Dir, target: Dir, flags: string[]) {
+  return spawnSync('cp', ['-a', '-T', ...flags, '--', `${source.selfForChild()}/.`, `${target.selfForChild()}/.`], {
+    encoding: 'utf8',
+  });
+}
+
+/**
+ * Why a plain copy of `bytes` would not pay, if it would not: its estimated time (at the copy
+ * speed last measured on this root) is at least half the time the parking job ran.
+ */
+function copyTooDear(rateFile: string, bytes: number, jobMs: number): string | undefined {
+  const recorded = readJsonNoFollow(rateFile) as { bytesPerSecond?: unknown } | undefined;
+  const rate =
+    typeof recorded?.bytesPerSecond === 'number' && recorded.bytesPerSecond > 0
+      ? recorded.bytesPerSecond
+      : DEFAULT_COPY_BYTES_PER_SECOND;
+  const estimateMs = (bytes / rate) * 1000;
+  if (estimateMs < jobMs / 2) return undefined;
+  return `no reflinks here, and copying ${bytes} bytes (about ${Math.round(estimateMs)} ms at ${Math.round(rate / 1048576)} MiB/s) would cost more than half the ${jobMs} ms its job took`;
 }
