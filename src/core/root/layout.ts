@@ -13,18 +13,16 @@ import { readJsonNoFollow } from '../delete/open-regular.js';
 import { Dir, isEntryName } from '../delete/dir.js';
 import { treeSizeIn, type TreeSize } from '../delete/walk.js';
 import { isSafeSegment } from '../lane/sanitize.js';
+import type { RunIdentity } from '../lane/key.js';
 import type { LockFile } from '../lease/lock.js';
 
 /** What runlane records about a lane, beside it (never inside the user's directory). */
-export interface LaneMeta {
+export interface LaneMeta extends Pick<
+  RunIdentity,
+  'repository' | 'scope' | 'runId' | 'runAttempt' | 'job' | 'matrix'
+> {
   version: 1;
   key: string;
-  repository: string;
-  scope: string;
-  runId: string;
-  runAttempt: string;
-  job: string;
-  matrix: string;
   /** ISO time of creation. */
   created: string;
   host: string;
