@@ -48,13 +48,13 @@ async function metricsText(root, options) {
     const registry = new prom_client__WEBPACK_IMPORTED_MODULE_0__.Registry();
     const layout = new _root_layout_js__WEBPACK_IMPORTED_MODULE_3__/* .Layout */ .PE(root);
     try {
-        const census = laneMetrics(registry, layout, options);
+        const figures = laneMetrics(registry, layout, options);
         spaceMetrics(registry, root, options.keepFree);
-        if (census.oldestLive !== undefined) {
-            gaugeIn(registry, 'runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set((Date.now() - census.oldestLive) / 1000);
+        if (figures.oldestLive !== undefined) {
+            gaugeIn(registry, 'runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set((Date.now() - figures.oldestLive) / 1000);
         }
-        gaugeIn(registry, 'runlane_trash_resisting_entries', 'Trash entries that resisted deletion (retried every sweep).').set(census.resisting);
-        gaugeIn(registry, 'runlane_problems', 'Parts of the root a listing had to skip (refused directories, unusable locks).').set(census.problems);
+        gaugeIn(registry, 'runlane_trash_resisting_entries', 'Trash entries that resisted deletion (retried every sweep).').set(figures.resisting);
+        gaugeIn(registry, 'runlane_problems', 'Parts of the root a listing had to skip (refused directories, unusable locks).').set(figures.problems);
         journalMetrics(registry, (0,_root_journal_js__WEBPACK_IMPORTED_MODULE_2__/* .readJournal */ .a0)(layout));
     }
     finally {
@@ -69,9 +69,9 @@ function gaugeIn(registry, name, help, labelNames = []) {
 function laneMetrics(registry, layout, options) {
     const lanes = gaugeIn(registry, 'runlane_lanes', 'Lanes under the root by state.', ['state']);
     const bytes = gaugeIn(registry, 'runlane_lane_bytes', 'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.', ['state']);
-    const census = { resisting: 0, problems: 0 };
+    const figures = { resisting: 0, problems: 0 };
     const counts = new Map(['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]));
-    const onProblem = () => census.problems++;
+    const onProblem = () => figures.problems++;
     (0,_census_js__WEBPACK_IMPORTED_MODULE_5__/* .takeCensus */ .T)(layout, { sizes: options.sizes, onProblem }, (entry) => {
         // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
         // a job can write a `retained` marker into its own live lane, not take its lease away.
@@ -80,19 +80,19 @@ function laneMetrics(registry, layout, options) {
         if (entry.size)
             bytes.inc({ state }, entry.size.bytes);
         if (state === 'unknown')
-            census.problems++;
+            figures.problems++;
         if (entry.failures?.length)
-            census.resisting++;
+            figures.resisting++;
         const created = Date.parse(entry.since ?? '');
         if (state === 'live' && !Number.isNaN(created))
-            census.oldestLive = Math.min(census.oldestLive ?? created, created);
+            figures.oldestLive = Math.min(figures.oldestLive ?? created, created);
     });
     for (const [state, count] of counts)
         lanes.set({ state }, count);
     if (options.sizes)
         for (const state of counts.keys())
             bytes.inc({ state }, 0);
-    return census;
+    return figures;
 }
 /** The root's file system: free bytes, size, and the keep-free target when one is set. */
 function spaceMetrics(registry, root, keepFree) {

@@ -33,23 +33,23 @@ export async function metricsText(root: string, options: MetricsOptions): Promis
   const registry = new Registry();
   const layout = new Layout(root);
   try {
-    const census = laneMetrics(registry, layout, options);
+    const figures = laneMetrics(registry, layout, options);
     spaceMetrics(registry, root, options.keepFree);
-    if (census.oldestLive !== undefined) {
+    if (figures.oldestLive !== undefined) {
       gaugeIn(registry, 'runlane_oldest_live_lane_age_seconds', 'Age of the oldest lane whose lease is held.').set(
-        (Date.now() - census.oldestLive) / 1000,
+        (Date.now() - figures.oldestLive) / 1000,
       );
     }
     gaugeIn(
       registry,
       'runlane_trash_resisting_entries',
       'Trash entries that resisted deletion (retried every sweep).',
-    ).set(census.resisting);
+    ).set(figures.resisting);
     gaugeIn(
       registry,
       'runlane_problems',
       'Parts of the root a listing had to skip (refused directories, unusable locks).',
-    ).set(census.problems);
+    ).set(figures.problems);
     journalMetrics(registry, readJournal(layout));
   } finally {
     layout.close();
@@ -61,14 +61,15 @@ function gaugeIn(registry: Registry, name: string, help: string, labelNames: str
   return new Gauge({ name, help, labelNames, registers: [registry] });
 }
 
-interface Census {
+/** What laneMetrics found beyond the per-state gauges. */
+interface LaneFigures {
   oldestLive?: number;
   resisting: number;
   problems: number;
 }
 
 /** Lanes, parked lanes and trash entries counted (and sized) by state, one at a time. */
-function laneMetrics(registry: Registry, layout: Layout, options: MetricsOptions): Census {
+function laneMetrics(registry: Registry, layout: Layout, options: MetricsOptions): LaneFigures {
   const lanes = gaugeIn(registry, 'runlane_lanes', 'Lanes under the root by state.', ['state']);
   const bytes = gaugeIn(
     registry,
@@ -76,25 +77,26 @@ function laneMetrics(registry: Registry, layout: Layout, options: MetricsOptions
     'Disk use of the lanes by state: as measured when a lane was kept or parked; with --sizes, every lane and trash entry measured now.',
     ['state'],
   );
-  const census: Census = { resisting: 0, problems: 0 };
+  const figures: LaneFigures = { resisting: 0, problems: 0 };
   const counts = new Map<string, number>(
     ['live', 'orphan', 'kept', 'unknown', 'parked', 'trash'].map((state) => [state, 0]),
   );
-  const onProblem = () => census.problems++;
+  const onProblem = () => figures.problems++;
   takeCensus(layout, { sizes: options.sizes, onProblem }, (entry) => {
     // Live is what the kernel says (the lease is held), whatever the lane's metadata says:
     // a job can write a `retained` marker into its own live lane, not take its lease away.
     const state = entry.leased ? 'live' : entry.state;
     counts.set(state, (counts.get(state) ?? 0) + 1);
     if (entry.size) bytes.inc({ state }, entry.size.bytes);
-    if (state === 'unknown') census.problems++;
-    if (entry.failures?.length) census.resisting++;
+    if (state === 'unknown') figures.problems++;
+    if (entry.failures?.length) figures.resisting++;
     const created = Date.parse(entry.since ?? '');
-    if (state === 'live' && !Number.isNaN(created)) census.oldestLive = Math.min(census.oldestLive ?? created, created);
+    if (state === 'live' && !Number.isNaN(created))
+      figures.oldestLive = Math.min(figures.oldestLive ?? created, created);
   });
   for (const [state, count] of counts) lanes.set({ state }, count);
   if (options.sizes) for (const state of counts.keys()) bytes.inc({ state }, 0);
-  return census;
+  return figures;
 }
 
 /** The root's file system: free bytes, size, and the keep-free target when one is set. */

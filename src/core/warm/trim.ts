@@ -119,8 +119,7 @@ function walk(
 }
 
 function trimIn(lane: Dir, maxBytes: number, stamp: number, deadline: number): TrimResult {
-  const measured = measureLane(lane, stamp, deadline);
-  const { before, byInode, hidden, timedOut } = measured;
+  const { before, byInode, hidden, timedOut } = measureLane(lane, stamp, deadline);
   if (timedOut) return { ...emptyResult(before), timedOut };
   const result = emptyResult(before);
   // Unknown is not small: a tree the walk cannot see into is never parked as within the limit.
